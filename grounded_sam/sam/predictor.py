@@ -1,0 +1,293 @@
+"""SAM with a kept image embedding: encode an image once, decode many prompts in batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
+from grounded_sam.sam.transforms import SamTransform
+
+__all__ = ["ImageEmbedding", "DecoderOutput", "Prediction", "SamPredictor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageEmbedding:
+    """The SAM image encoder's output for one image, kept for reuse by every prompt.
+
+    Attributes:
+        embeddings: (1, C, E, E) image embedding (C=256, E=64 for released SAM), model dtype,
+            on the model's device.
+        original_size: (H, W) of the image that was encoded.
+        input_size: (h, w) of the image after resize-longest-side, before padding.
+    """
+
+    embeddings: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass
+class DecoderOutput:
+    """Raw, batched mask decoder output.
+
+    Attributes:
+        low_res_logits: (B, C, L, L) float32 mask logits in the padded input frame at a
+            quarter of its size (L=256 for released SAM); C=3 with multimask output, else 1.
+        iou_scores: (B, C) float32, SAM's predicted IoU of each mask.
+    """
+
+    low_res_logits: torch.Tensor
+    iou_scores: torch.Tensor
+
+
+@dataclass
+class Prediction:
+    """Masks for one prompt (or one batch of box prompts), on the CPU as numpy.
+
+    Attributes:
+        masks: (C, H, W) bool at the original image size, or (B, C, H, W) when several boxes
+            were given. C=3 (whole / part / sub-part) with multimask output, else 1.
+        iou_predictions: (C,) or (B, C) float32 SAM predicted IoU per mask.
+        low_res_logits: (C, L, L) or (B, C, L, L) float32 logits; pass one (1, L, L) slice
+            back as ``mask_input`` to refine.
+    """
+
+    masks: np.ndarray
+    iou_predictions: np.ndarray
+    low_res_logits: np.ndarray
+
+
+class SamPredictor:
+    """A transformers ``SamModel`` driven the way Meta's predictor drives SAM.
+
+    Coordinates given to this class are always in original image pixels; the conversion to
+    SAM's input frame is done here, with the same arithmetic as Meta's reference.
+
+    Args:
+        model: A ``transformers.SamModel`` (already on its device and dtype, in eval mode).
+    """
+
+    mask_threshold: float = 0.0
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.transform = SamTransform(int(model.config.vision_config.image_size))
+        param = next(model.parameters())
+        self.device = param.device
+        self.dtype = param.dtype
+        self._image_pe: torch.Tensor | None = None
+
+    # -- model calls (overridden by stand-ins in tests) ------------------------------------
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Run the image encoder: (1, 3, S, S) normalised pixels -> (1, C, E, E)."""
+        return self.model.get_image_embeddings(pixels)
+
+    def _run_decoder(
+        self,
+        embeddings: torch.Tensor,
+        points: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run prompt encoder + mask decoder for B prompts on one image embedding.
+
+        Args:
+            embeddings: (1, C, E, E) image embedding.
+            points: (B, N, 2) xy in the input frame, or None.
+            labels: (B, N) int labels, or None.
+            boxes: (B, 4) xyxy in the input frame, or None.
+            mask_input: (B, 1, L, L) logits, or None.
+            multimask_output: Three masks per prompt instead of one.
+
+        Returns:
+            ``(logits (B, C, L, L), iou (B, C))``.
+        """
+        model = self.model
+        batch = next(t.shape[0] for t in (points, boxes, mask_input) if t is not None)
+        sparse, dense = model.prompt_encoder(
+            input_points=None if points is None else points[:, None].to(self.dtype),
+            input_labels=None if labels is None else labels[:, None],
+            input_boxes=None if boxes is None else boxes[:, None].to(self.dtype),
+            input_masks=None if mask_input is None else mask_input.to(self.dtype),
+        )
+        if sparse is None:  # mask-only prompt: SAM's decoder still expects a token tensor
+            sparse = torch.zeros(batch, 1, 0, dense.shape[1], device=self.device, dtype=self.dtype)
+        if dense.shape[0] != batch:
+            dense = dense.expand(batch, -1, -1, -1)
+        if self._image_pe is None:
+            self._image_pe = model.get_image_wide_positional_embeddings()
+        image_pe = self._image_pe.expand(batch, -1, -1, -1)
+        masks, iou = model.mask_decoder(
+            image_embeddings=embeddings.expand(batch, -1, -1, -1),
+            image_positional_embeddings=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+        return masks[:, 0], iou[:, 0]
+
+    # -- public API -----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Run the image encoder once.
+
+        Args:
+            image: (H, W, 3) uint8 RGB (use :func:`grounded_sam.inputs.load_image` first).
+
+        Returns:
+            The kept embedding, reusable by any number of :meth:`decode` calls.
+        """
+        original_size = (int(image.shape[0]), int(image.shape[1]))
+        pixels = self.transform.preprocess(image, self.device, self.dtype)
+        embeddings = self._encode_pixels(pixels)
+        return ImageEmbedding(
+            embeddings=embeddings,
+            original_size=original_size,
+            input_size=self.transform.input_size(original_size),
+        )
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        *,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> DecoderOutput:
+        """Decode a batch of prompts against a kept embedding (no encoder pass).
+
+        Args:
+            embedding: From :meth:`encode`.
+            points: (B, N, 2) xy in original image pixels, or None.
+            labels: (B, N) int, 1 = foreground, 0 = background; required with points.
+            boxes: (B, 4) xyxy in original image pixels, or None.
+            mask_input: (B, 1, L, L) low-res logits from an earlier prediction, or None.
+            multimask_output: Return three masks per prompt (whole/part/sub-part).
+
+        Returns:
+            Batched low-res logits and predicted IoUs.
+
+        Raises:
+            ValueError: No prompt was given, or the batch sizes disagree.
+        """
+        given = [t for t in (points, boxes, mask_input) if t is not None]
+        if not given:
+            raise ValueError("Give at least one prompt: points, boxes or mask_input.")
+        if len({int(t.shape[0]) for t in given}) != 1:
+            raise ValueError("points, boxes and mask_input must have the same batch size.")
+        if points is not None and labels is None:
+            raise ValueError("Point prompts need labels (1 = foreground, 0 = background).")
+        size = embedding.original_size
+        pts = None if points is None else self.transform.apply_coords(points.to(self.device), size)
+        lab = None if labels is None else labels.to(self.device, torch.long)
+        bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
+        msk = None if mask_input is None else mask_input.to(self.device)
+        logits, iou = self._run_decoder(embedding.embeddings, pts, lab, bxs, msk, multimask_output)
+        return DecoderOutput(low_res_logits=logits.float(), iou_scores=iou.float())
+
+    @torch.inference_mode()
+    def upscale(self, embedding: ImageEmbedding, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """Bring decoder logits to the original image size.
+
+        Args:
+            embedding: The embedding the logits were decoded from.
+            low_res_logits: (B, C, L, L) logits.
+
+        Returns:
+            (B, C, H, W) float32 logits; threshold at :attr:`mask_threshold` for masks.
+        """
+        return self.transform.postprocess_masks(
+            low_res_logits, embedding.input_size, embedding.original_size
+        )
+
+    def predict(
+        self,
+        image: ImageInput | ImageEmbedding,
+        points: object | None = None,
+        labels: object | None = None,
+        box: object | None = None,
+        mask_input: object | None = None,
+        multimask_output: bool = True,
+    ) -> Prediction:
+        """Segment with SAM's geometric prompts.
+
+        Args:
+            image: An image (path, PIL, HxWx3 uint8 array) or an :class:`ImageEmbedding`
+                from :meth:`encode` (then no encoder pass is run).
+            points: (N, 2) xy in original pixels.
+            labels: (N,) 1 = foreground, 0 = background (default all foreground).
+            box: (4,) or (B, 4) xyxy in original pixels; B boxes are B prompts decoded in one
+                batch (points, if given, are shared by every box).
+            mask_input: (1, L, L) or (B, 1, L, L) low-res logits from an earlier prediction.
+            multimask_output: Three masks (whole/part/sub-part) instead of one.
+
+        Returns:
+            A :class:`Prediction` (numpy, original image size).
+
+        Raises:
+            ValueError: Prompts are missing, malformed or outside the image.
+        """
+        embedding = image if isinstance(image, ImageEmbedding) else self.encode(load_image(image))
+        size = embedding.original_size
+        pts_t = lab_t = box_t = mask_t = None
+        batch = 1
+        if box is not None:
+            box_t = torch.from_numpy(as_boxes(box, size))
+            batch = box_t.shape[0]
+        if points is not None:
+            pts, lab = as_points(points, labels, size)
+            pts_t = torch.from_numpy(pts)[None].expand(batch, -1, -1)
+            lab_t = torch.from_numpy(lab)[None].expand(batch, -1)
+        elif labels is not None:
+            raise ValueError("labels were given without points.")
+        if mask_input is not None:
+            mask_t = self._check_mask_input(mask_input, batch)
+        if pts_t is None and box_t is None and mask_t is None:
+            raise ValueError("Give at least one prompt: points, a box, or mask_input.")
+        out = self.decode(
+            embedding,
+            points=pts_t,
+            labels=lab_t,
+            boxes=box_t,
+            mask_input=mask_t,
+            multimask_output=multimask_output,
+        )
+        masks = self.upscale(embedding, out.low_res_logits) > self.mask_threshold
+        single = box is None or np.asarray(box).ndim == 1
+        sel = 0 if single else slice(None)
+        return Prediction(
+            masks=masks[sel].cpu().numpy(),
+            iou_predictions=out.iou_scores[sel].cpu().numpy(),
+            low_res_logits=out.low_res_logits[sel].cpu().numpy(),
+        )
+
+    def _check_mask_input(self, mask_input: object, batch: int) -> torch.Tensor:
+        side = self.transform.low_res_size
+        mask = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
+        if mask.ndim == 2:
+            mask = mask[None]
+        if mask.ndim == 3:
+            mask = mask[None]
+        if mask.ndim != 4 or tuple(mask.shape[1:]) != (1, side, side):
+            raise ValueError(
+                f"mask_input must be low-res logits shaped (1, {side}, {side}) as returned in "
+                f"Prediction.low_res_logits, got {tuple(mask.shape)}."
+            )
+        if mask.shape[0] == 1 and batch > 1:
+            mask = mask.expand(batch, -1, -1, -1)
+        if mask.shape[0] != batch:
+            raise ValueError(f"mask_input has {mask.shape[0]} masks for {batch} prompts.")
+        return mask
