@@ -10,7 +10,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
