@@ -93,7 +93,7 @@ def _from_pil(img: Image.Image, name: str) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     rgb = img.convert("RGB")
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    return np.array(rgb, dtype=np.uint8)
 
 
 def _from_array(arr: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Phrase-independent image index, and phrase-dependent scoring and selection."""

@@ -1,0 +1,503 @@
+"""GroundedSAM: a phrase in, labeled instance masks out.
+
+The expensive, phrase-independent work (SAM image encoder, grid proposals, CLIP region
+embeddings) is done once per image by :meth:`GroundedSAM.index`. Each phrase is then answered
+by :meth:`GroundedSAM.query` with a text encode, a matrix product, and one batched SAM decoder
+call on the kept embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import supervision as sv
+import torch
+
+from grounded_sam.device import resolve_device, resolve_dtype
+from grounded_sam.grounding.index import ImageIndex
+from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES, calibrate, similarity
+from grounded_sam.grounding.selection import select_regions
+from grounded_sam.inputs import ImageInput, as_points, load_image, parse_prompt
+from grounded_sam.results import empty_detections, make_detections
+from grounded_sam.sam.everything import (
+    EverythingSettings,
+    generate_proposals,
+    proposals_to_records,
+)
+from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.utils.masks import mask_nms, masks_to_boxes, remove_small_regions
+
+__all__ = ["GroundedSAM", "RegionScorer", "DEFAULT_CLIP", "DEFAULT_SAM"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SAM = "facebook/sam-vit-base"
+DEFAULT_CLIP = "ViT-B-16:laion2b_s34b_b88k"
+
+#: Proposal settings used by :meth:`GroundedSAM.index` unless overridden: Meta's defaults
+#: with a 16×16 grid (256 prompts), which covers objects down to ~1/16 of the image side.
+DEFAULT_INDEX_SETTINGS = EverythingSettings(points_per_side=16, points_per_batch=64)
+
+
+class RegionScorer(Protocol):
+    """What the pipeline needs from a region/text scorer (CLIP, or a stand-in in tests)."""
+
+    logit_scale: float
+
+    def encode_text(self, phrases: list[str]) -> torch.Tensor:
+        """(P, D) L2-normalised phrase embeddings."""
+        ...
+
+    def encode_regions(
+        self, image: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(N, D) L2-normalised region embeddings (see ClipScorer.encode_regions)."""
+        ...
+
+
+class GroundedSAM:
+    """Text-prompted instance segmentation: CLIP-scored SAM proposals re-prompted into SAM.
+
+    ``confidence`` of a returned detection is the calibrated CLIP score of its label: the
+    probability, from a softmax over the query's phrases plus a few background phrases at
+    CLIP's own temperature, that the proposal region shows that phrase. It is comparable
+    across images and prompts, so one ``threshold`` means the same everywhere. SAM's predicted
+    IoU of the final mask is reported separately in ``data["sam_iou"]`` and the raw CLIP
+    cosine similarity in ``data["clip_score"]``.
+
+    Args:
+        predictor: SAM predictor (image encoder + prompt decoder).
+        scorer: Region/text scorer, normally a :class:`grounded_sam.clip.ClipScorer`.
+        proposal_settings: Settings of the grid proposals made by :meth:`index`.
+        max_regions: At most this many proposals (best predicted IoU first) are embedded
+            with CLIP per image.
+        threshold: Default minimum ``confidence`` of a detection.
+        top_k: Default maximum detections per phrase (None: no limit).
+        refine: Default number of extra decoder passes that feed a mask's own low-res
+            logits back with its box (0 = box prompt only).
+        mask_nms_thresh: Final masks overlapping more than this (mask IoU) are duplicates; the
+            higher-confidence one is kept, so every object gets one mask and one label.
+        background_phrases: Generic phrases competing with the user's phrases.
+        model_ids: (sam, clip) names, shown in logs and stored in indexes.
+    """
+
+    def __init__(
+        self,
+        predictor: SamPredictor,
+        scorer: RegionScorer,
+        *,
+        proposal_settings: EverythingSettings = DEFAULT_INDEX_SETTINGS,
+        max_regions: int = 100,
+        threshold: float = 0.3,
+        top_k: int | None = 20,
+        refine: int = 1,
+        mask_nms_thresh: float = 0.5,
+        background_phrases: Sequence[str] = DEFAULT_BACKGROUND_PHRASES,
+        model_ids: tuple[str, str] = ("", ""),
+    ) -> None:
+        _check_threshold(threshold)
+        _check_top_k(top_k)
+        _check_refine(refine)
+        if max_regions < 1:
+            raise ValueError(f"max_regions must be >= 1, got {max_regions}.")
+        self.predictor = predictor
+        self.scorer = scorer
+        self.proposal_settings = proposal_settings
+        self.max_regions = max_regions
+        self.threshold = threshold
+        self.top_k = top_k
+        self.refine = refine
+        self.mask_nms_thresh = mask_nms_thresh
+        self.background_phrases = list(background_phrases)
+        self.model_ids = model_ids
+
+    @property
+    def device(self) -> torch.device:
+        """Device the SAM model runs on."""
+        return self.predictor.device
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        sam: str | os.PathLike = DEFAULT_SAM,
+        clip: str = DEFAULT_CLIP,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        crop_style: Literal["masked", "box", "blur"] = "masked",
+        **kwargs: Any,
+    ) -> GroundedSAM:
+        """Load SAM and CLIP and build the pipeline. The only place anything is downloaded.
+
+        Args:
+            sam: Hugging Face id (``"facebook/sam-vit-base"`` / ``-large`` / ``-huge``), an
+                alias (``"vit_b"``, ``"vit_l"``, ``"vit_h"``) or a local ``save_pretrained``
+                folder.
+            clip: open_clip ``"name:pretrained"`` tag, ``"hf-hub:org/repo"``,
+                ``"local-dir:/path"`` or a local folder.
+            device: ``"cuda"``, ``"cpu"``, ... ; None picks CUDA when present, else CPU.
+            dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; None picks float16 on CUDA
+                and float32 on CPU. Applied to SAM; CLIP runs in the same dtype.
+            crop_style: How region crops are shown to CLIP: ``"masked"`` (outside the mask
+                filled with CLIP's mean color), ``"box"`` (plain crop) or ``"blur"``.
+            **kwargs: Passed to the constructor (``threshold``, ``top_k``, ``refine``,
+                ``max_regions``, ``proposal_settings``, ...).
+
+        Returns:
+            The pipeline.
+
+        Raises:
+            grounded_sam.errors.ModelLoadError: A model could not be found or read; the
+                message names it and says how to use a local copy.
+        """
+        from grounded_sam.clip import load_clip
+        from grounded_sam.sam.loading import load_sam_model
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        model = load_sam_model(sam, dev, dt)
+        scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
+        logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
+        return cls(SamPredictor(model), scorer, model_ids=(os.fspath(sam), clip), **kwargs)
+
+    # -- phrase-independent ------------------------------------------------------------------
+
+    def index(
+        self,
+        image: ImageInput,
+        *,
+        proposal_settings: EverythingSettings | None = None,
+        show_progress: bool = False,
+    ) -> ImageIndex:
+        """Do all phrase-independent work for an image, once.
+
+        Args:
+            image: A path, a PIL image, or an (H, W, 3) uint8 RGB array.
+            proposal_settings: Override :attr:`proposal_settings` for this image.
+            show_progress: Show a progress bar over the grid points.
+
+        Returns:
+            An :class:`ImageIndex` to pass to :meth:`query` any number of times.
+        """
+        arr = load_image(image)
+        settings = proposal_settings or self.proposal_settings
+        if settings.max_proposals is None or settings.max_proposals > self.max_regions:
+            settings = replace(settings, max_proposals=self.max_regions)
+        t0 = time.perf_counter()
+        embedding = self.predictor.encode(arr)
+        t1 = time.perf_counter()
+        proposals = generate_proposals(
+            self.predictor, arr, settings, embedding=embedding, show_progress=show_progress
+        )
+        t2 = time.perf_counter()
+        frame = proposals.frame_masks()
+        image_t = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)
+        with torch.inference_mode():
+            if len(proposals):
+                regions = self.scorer.encode_regions(image_t, proposals.boxes, frame)
+            else:
+                regions = torch.zeros(0, 1, device=self.device)
+        t3 = time.perf_counter()
+        logger.info(
+            "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs)",
+            arr.shape[1],
+            arr.shape[0],
+            len(proposals),
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+        )
+        return ImageIndex(
+            image=arr,
+            embedding=embedding,
+            proposals=proposals,
+            region_embeddings=regions,
+            frame_masks=frame,
+            settings=settings,
+            model_ids=self.model_ids,
+        )
+
+    # -- phrase-dependent -----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def query(
+        self,
+        index: ImageIndex,
+        prompt: str | Sequence[str],
+        *,
+        threshold: float | None = None,
+        top_k: int | None | Literal["default"] = "default",
+        refine: int | None = None,
+        points: object | None = None,
+        point_labels: object | None = None,
+        min_region_area: int = 0,
+    ) -> sv.Detections:
+        """Answer a text prompt from an index (no image encoder, grid or CLIP image pass).
+
+        Args:
+            index: From :meth:`index`.
+            prompt: A phrase, comma-separated phrases, or a list of phrases.
+            threshold: Minimum confidence in [0, 1] (default :attr:`threshold`).
+            top_k: Maximum detections per phrase (None for no limit; default :attr:`top_k`).
+            refine: Extra refinement passes (default :attr:`refine`).
+            points: Optional (N, 2) xy points (original pixels) to mix text with clicks: a
+                region is a candidate only if it contains at least one foreground point and
+                no background point.
+            point_labels: (N,) 1 foreground / 0 background for ``points`` (default all 1).
+            min_region_area: Remove islands and fill holes smaller than this many pixels
+                in the final masks (0: off).
+
+        Returns:
+            ``sv.Detections`` with ``mask`` (N, H, W) bool, ``xyxy`` (tight box of each mask,
+            original pixels), ``confidence`` (see class doc), ``class_id`` (index into the
+            phrases) and ``data`` with ``class_name``, ``clip_score``, ``sam_iou`` and
+            ``proposal_index``. Empty when nothing matches.
+        """
+        if not isinstance(index, ImageIndex):
+            raise TypeError(
+                f"query() takes an ImageIndex from GroundedSAM.index(image), got "
+                f"{type(index).__name__}; use segment(image, prompt) for a one-off."
+            )
+        phrases = parse_prompt(prompt)
+        threshold = self.threshold if threshold is None else threshold
+        top_k = self.top_k if top_k == "default" else top_k
+        refine = self.refine if refine is None else refine
+        _check_threshold(threshold)
+        _check_top_k(top_k)
+        _check_refine(refine)
+        if len(index) == 0:
+            return _with_phrases(empty_detections(index.size))
+        allowed = None
+        if points is not None:
+            allowed = self._point_filter(index, points, point_labels)
+        text = self.scorer.encode_text(phrases + self.background_phrases).to(
+            index.region_embeddings.device
+        )
+        cosine = similarity(index.region_embeddings, text)
+        scores = calibrate(cosine, len(phrases), float(self.scorer.logit_scale))
+        chosen = select_regions(scores, threshold, top_k, allowed)
+        if len(chosen) == 0:
+            return _with_phrases(empty_detections(index.size))
+        boxes = index.proposals.boxes[chosen.region].to(self.device)
+        out = self.predictor.decode(index.embedding, boxes=boxes, multimask_output=False)
+        for _ in range(refine):
+            out = self.predictor.decode(
+                index.embedding, boxes=boxes, mask_input=out.low_res_logits, multimask_output=False
+            )
+        masks = self.predictor.upscale(index.embedding, out.low_res_logits)[:, 0] > 0
+        sam_iou = out.iou_scores[:, 0]
+        if min_region_area > 0:
+            masks = _clean_masks(masks, min_region_area)
+        nonempty = masks.flatten(1).any(1)
+        masks, sam_iou = masks[nonempty], sam_iou[nonempty]
+        score, phrase, region = (
+            chosen.score[nonempty],
+            chosen.phrase[nonempty],
+            chosen.region[nonempty],
+        )
+        keep = _dedupe(masks, score, self.mask_nms_thresh)
+        masks, sam_iou, score, phrase, region = (
+            masks[keep],
+            sam_iou[keep],
+            score[keep],
+            phrase[keep],
+            region[keep],
+        )
+        clip_score = cosine[region, phrase]
+        return make_detections(
+            masks=masks.cpu().numpy(),
+            xyxy=_tight_boxes(masks).cpu().numpy(),
+            confidence=score.cpu().numpy(),
+            class_id=phrase.cpu().numpy(),
+            phrases=phrases,
+            clip_score=clip_score.cpu().numpy(),
+            sam_iou=sam_iou.cpu().numpy(),
+            proposal_index=region.cpu().numpy(),
+        )
+
+    def segment(
+        self, image: ImageInput, prompt: str | Sequence[str], **kwargs: Any
+    ) -> sv.Detections:
+        """Index an image and answer one prompt: ``query(index(image), prompt)``.
+
+        Args:
+            image: A path, a PIL image, or an (H, W, 3) uint8 RGB array.
+            prompt: A phrase, comma-separated phrases, or a list of phrases.
+            **kwargs: Passed to :meth:`query`.
+
+        Returns:
+            Detections as in :meth:`query`.
+        """
+        phrases = parse_prompt(prompt)  # fail on a bad prompt before the expensive part
+        return self.query(self.index(image), phrases, **kwargs)
+
+    # -- SAM prompts and everything -----------------------------------------------------
+
+    def predict(
+        self,
+        image: ImageInput | ImageIndex,
+        points: object | None = None,
+        labels: object | None = None,
+        box: object | None = None,
+        mask_input: object | None = None,
+        multimask_output: bool = True,
+    ) -> sv.Detections:
+        """Segment with SAM's geometric prompts (points, box, point+box, previous mask).
+
+        Args:
+            image: An image, or an :class:`ImageIndex` (its kept embedding is reused).
+            points: (N, 2) xy in original pixels.
+            labels: (N,) 1 = foreground, 0 = background (default all foreground).
+            box: (4,) xyxy in original pixels, or (B, 4) for B boxes decoded together.
+            mask_input: (1, L, L) low-res logits from ``data["low_res_logits"]`` of an
+                earlier result, to refine it.
+            multimask_output: Three masks (whole / part / sub-part) per prompt instead of one.
+
+        Returns:
+            Detections, one per mask, ordered by prompt then granularity: ``confidence`` is
+            SAM's predicted IoU; ``data`` has ``class_name`` ("prompt"), ``sam_iou``,
+            ``clip_score`` (NaN), ``prompt_index``, ``granularity`` (0 whole .. 2 sub-part
+            with multimask output) and ``low_res_logits`` ((N, L, L) float32).
+        """
+        embedding = image.embedding if isinstance(image, ImageIndex) else None
+        source = embedding or self.predictor.encode(load_image(image))
+        pred = self.predictor.predict(
+            source,
+            points=points,
+            labels=labels,
+            box=box,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+        )
+        masks = pred.masks.reshape(-1, *pred.masks.shape[-2:])
+        iou = pred.iou_predictions.reshape(-1)
+        logits = pred.low_res_logits.reshape(-1, *pred.low_res_logits.shape[-2:])
+        n_gran = pred.iou_predictions.shape[-1]
+        prompt_index = np.repeat(np.arange(len(iou) // n_gran), n_gran)
+        granularity = np.tile(np.arange(n_gran), len(iou) // n_gran)
+        return make_detections(
+            masks=masks,
+            xyxy=_tight_boxes(torch.from_numpy(masks)).numpy(),
+            confidence=np.clip(iou, 0.0, 1.0),
+            class_id=np.zeros(len(iou), dtype=int),
+            phrases=["prompt"],
+            clip_score=np.full(len(iou), np.nan, dtype=np.float32),
+            sam_iou=iou,
+            prompt_index=prompt_index,
+            granularity=granularity,
+            low_res_logits=logits.astype(np.float32),
+        )
+
+    def everything(
+        self,
+        image: ImageInput | ImageIndex,
+        *,
+        output_mode: Literal["binary_mask", "coco_rle"] = "binary_mask",
+        show_progress: bool = False,
+        **settings: Any,
+    ) -> list[dict[str, Any]]:
+        """SAM's automatic "segment everything" masks.
+
+        Args:
+            image: An image, or an :class:`ImageIndex` (its embedding is reused for crop 0).
+            output_mode: ``"binary_mask"`` (H×W bool arrays) or ``"coco_rle"``.
+            show_progress: Progress bar over the grid points.
+            **settings: Any :class:`EverythingSettings` field (``points_per_side``,
+                ``pred_iou_thresh``, ``stability_score_thresh``, ``crop_n_layers``,
+                ``crop_n_points_downscale_factor``, ``min_mask_region_area``, ...); defaults
+                are Meta's (32×32 grid).
+
+        Returns:
+            One record per mask with ``segmentation``, ``area``, ``bbox`` (xywh),
+            ``predicted_iou``, ``stability_score``, ``point_coords`` and ``crop_box`` (xywh).
+        """
+        try:
+            cfg = EverythingSettings(**settings)
+        except TypeError as exc:
+            raise TypeError(f"Unknown everything() setting: {exc}") from exc
+        if isinstance(image, ImageIndex):
+            arr, embedding = image.image, image.embedding
+        else:
+            arr = load_image(image)
+            embedding = self.predictor.encode(arr)
+        proposals = generate_proposals(
+            self.predictor, arr, cfg, embedding=embedding, show_progress=show_progress
+        )
+        return proposals_to_records(
+            proposals,
+            output_mode=output_mode,
+            min_mask_region_area=cfg.min_mask_region_area,
+            nms_thresh=max(cfg.box_nms_thresh, cfg.crop_nms_thresh),
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _point_filter(
+        self, index: ImageIndex, points: object, point_labels: object | None
+    ) -> torch.Tensor:
+        pts, labels = as_points(points, point_labels, index.size)
+        frame = index.frame_masks
+        fh, fw = frame.shape[-2:]
+        h, w = index.size
+        xs = np.clip((pts[:, 0] * fw / w).astype(int), 0, fw - 1)
+        ys = np.clip((pts[:, 1] * fh / h).astype(int), 0, fh - 1)
+        inside = frame[:, ys, xs]  # (N, P)
+        fg = torch.from_numpy(labels == 1).to(frame.device)
+        allowed = torch.ones(frame.shape[0], dtype=torch.bool, device=frame.device)
+        if fg.any():
+            allowed &= inside[:, fg].any(1)
+        if (~fg).any():
+            allowed &= ~inside[:, ~fg].any(1)
+        return allowed
+
+
+def _with_phrases(dets: sv.Detections) -> sv.Detections:
+    dets.data["proposal_index"] = np.zeros(0, dtype=int)
+    return dets
+
+
+def _dedupe(masks: torch.Tensor, score: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+    """Indices of masks kept by mask NMS, compared at <=256 px to stay cheap."""
+    h, w = masks.shape[-2:]
+    step = max(1, max(h, w) // 256)
+    small = masks[:, ::step, ::step]
+    keep = mask_nms(small, score, iou_thresh)
+    return keep.to(masks.device)
+
+
+def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, 4) float xyxy boxes around masks, x2/y2 exclusive (pixel edges)."""
+    boxes = masks_to_boxes(masks).float()
+    nonempty = masks.flatten(1).any(1) if masks.numel() else torch.zeros(0, dtype=torch.bool)
+    boxes[:, 2:] += nonempty[:, None].float()
+    return boxes
+
+
+def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
+    arr = masks.cpu().numpy()
+    for i in range(len(arr)):
+        arr[i], _ = remove_small_regions(arr[i], area, "holes")
+        arr[i], _ = remove_small_regions(arr[i], area, "islands")
+    return torch.from_numpy(arr).to(masks.device)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}.")
+
+
+def _check_top_k(top_k: int | None) -> None:
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+
+
+def _check_refine(refine: int) -> None:
+    if not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an integer >= 0, got {refine!r}.")

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny random models saved once per session, real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_specs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(sam_spec, clip_spec) of tiny random models written to a temp dir."""
+    from grounded_sam.testing import save_tiny_models
+
+    return save_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gs(tiny_model_specs: tuple[str, str]):
+    """A GroundedSAM on CPU with tiny random models, loaded through from_pretrained."""
+    from grounded_sam import EverythingSettings, GroundedSAM
+
+    sam, clip = tiny_model_specs
+    return GroundedSAM.from_pretrained(
+        sam=sam,
+        clip=clip,
+        device="cpu",
+        proposal_settings=EverythingSettings(
+            points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.5
+        ),
+        threshold=0.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data next to the repo; skips the test when absent (as in a user's clone)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real evaluation images not present at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_photo(shared_data: Path) -> Path:
+    """One real COCO photograph."""
+    images = sorted((shared_data / "coco-val-mini" / "images").glob("*.jpg"))
+    if not images:
+        pytest.skip("no images in coco-val-mini")
+    return images[0]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip GPU tests cleanly without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
