@@ -1,0 +1,165 @@
+"""Text side of CLIP: prompt templates averaged per phrase, cached per phrase."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DEFAULT_TEMPLATES", "TextEncoder", "check_templates", "fill_template"]
+
+logger = logging.getLogger(__name__)
+
+#: CLIP ImageNet-style prompt templates (a short, object-centric subset); ``{}`` is the phrase.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a cropped photo of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a large {}.",
+    "a bright photo of a {}.",
+    "a dark photo of a {}.",
+    "a blurry photo of a {}.",
+    "a good photo of a {}.",
+    "itap of a {}.",
+    "there is a {} in the scene.",
+)
+
+_ARTICLES = ("a ", "an ", "the ")
+
+
+def check_templates(templates: Sequence[str] | None) -> tuple[str, ...]:
+    """Validate prompt templates.
+
+    Args:
+        templates: Strings with exactly one ``{}`` placeholder, or None for
+            :data:`DEFAULT_TEMPLATES`.
+
+    Returns:
+        The templates as a tuple.
+
+    Raises:
+        ValueError: Empty list, a non-string, or a template without exactly one ``{}``.
+    """
+    if templates is None:
+        return DEFAULT_TEMPLATES
+    if isinstance(templates, str):
+        templates = [templates]
+    result = tuple(templates)
+    if not result:
+        raise ValueError("templates must contain at least one template such as 'a photo of a {}.'")
+    for template in result:
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ValueError(
+                f"Invalid prompt template {template!r}: each template needs exactly one '{{}}' "
+                "placeholder for the phrase, e.g. 'a photo of a {}.'"
+            )
+    return result
+
+
+def fill_template(template: str, phrase: str) -> str:
+    """Put a phrase into a template, dropping the phrase's leading article.
+
+    The templates already carry an article ("a photo of a {}."), so "the red car" becomes
+    "a photo of a red car." rather than "a photo of a the red car.".
+
+    Args:
+        template: A template with one ``{}``.
+        phrase: The (stripped) phrase.
+
+    Returns:
+        The prompt text.
+    """
+    lowered = phrase.lower()
+    for article in _ARTICLES:
+        if lowered.startswith(article) and len(phrase) > len(article):
+            phrase = phrase[len(article) :].lstrip()
+            break
+    return template.replace("{}", phrase)
+
+
+class TextEncoder:
+    """Encodes phrases with an open_clip text tower, template-averaged and cached per phrase.
+
+    Each phrase is put into every template, the template embeddings are L2-normalised,
+    averaged, and normalised again (the CLIP zero-shot classifier recipe). Results are cached
+    in a dict keyed by the stripped phrase, so a phrase seen before costs no forward pass.
+
+    Args:
+        model: An open_clip model (anything with ``encode_text(tokens) -> (B, D)``).
+        tokenizer: The model's open_clip tokenizer (``list[str] -> (B, context_length)`` long).
+        templates: Prompt templates (see :func:`check_templates`); None for the defaults.
+        device: Device of the model.
+        batch_size: Most prompts (phrases x templates) per text forward.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        templates: Sequence[str] | None,
+        device: torch.device,
+        batch_size: int = 256,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.templates = check_templates(templates)
+        self.device = device
+        self.batch_size = int(batch_size)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def cached_phrases(self) -> list[str]:
+        """Phrases whose embeddings are cached, in insertion order."""
+        return list(self._cache)
+
+    def clear_cache(self) -> None:
+        """Forget all cached phrase embeddings."""
+        self._cache.clear()
+
+    def encode(self, phrases: Sequence[str]) -> torch.Tensor:
+        """Embed phrases.
+
+        Args:
+            phrases: ``P`` non-empty strings (a single string counts as one phrase).
+
+        Returns:
+            ``(P, D)`` float32 L2-normalised embeddings on the model's device, in input order.
+
+        Raises:
+            ValueError: A phrase is empty or not a string.
+        """
+        if isinstance(phrases, str):
+            phrases = [phrases]
+        keys: list[str] = []
+        for phrase in phrases:
+            if not isinstance(phrase, str) or not phrase.strip():
+                raise ValueError(f"Phrases must be non-empty strings, got {phrase!r}.")
+            keys.append(phrase.strip())
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            self._encode_missing(missing)
+        if not keys:
+            dim = next(iter(self._cache.values())).shape[-1] if self._cache else 0
+            return torch.empty((0, dim), dtype=torch.float32, device=self.device)
+        return torch.stack([self._cache[k] for k in keys])
+
+    @torch.no_grad()
+    def _encode_missing(self, phrases: list[str]) -> None:
+        n_templates = len(self.templates)
+        prompts = [fill_template(t, p) for p in phrases for t in self.templates]
+        tokens = self.tokenizer(prompts)  # one batched tokenizer call
+        chunks = []
+        for start in range(0, tokens.shape[0], self.batch_size):
+            chunk = tokens[start : start + self.batch_size].to(self.device)
+            chunks.append(F.normalize(self.model.encode_text(chunk).float(), dim=-1))
+        per_template = torch.cat(chunks).view(len(phrases), n_templates, -1)
+        embeddings = F.normalize(per_template.mean(dim=1), dim=-1)
+        for phrase, embedding in zip(phrases, embeddings, strict=True):
+            self._cache[phrase] = embedding
+        logger.debug("Encoded %d phrase(s) x %d template(s)", len(phrases), n_templates)

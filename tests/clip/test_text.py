@@ -1,0 +1,109 @@
+"""Text embeddings: templates averaged and normalised, cached per phrase, batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from grounded_sam.clip import DEFAULT_TEMPLATES, ClipScorer, TextEncoder, load_clip
+from grounded_sam.clip.text import check_templates, fill_template
+
+
+class CallCounter:
+    """Wraps a callable and records the batch size of every call."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.sizes: list[int] = []
+
+    def __call__(self, batch, *args, **kwargs):
+        self.sizes.append(len(batch))
+        return self.fn(batch, *args, **kwargs)
+
+
+def test_templates_averaged_and_normalised(scorer: ClipScorer) -> None:
+    scorer.clear_text_cache()
+    phrases = ["dog", "the red car", "date, fig, hazelnut"]
+    got = scorer.encode_text(phrases)
+    assert got.shape == (3, scorer.embed_dim) and got.dtype == torch.float32
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(3))
+    with torch.no_grad():
+        for row, phrase in zip(got, phrases, strict=True):
+            prompts = [fill_template(t, phrase) for t in DEFAULT_TEMPLATES]
+            per_template = F.normalize(scorer.model.encode_text(scorer.tokenizer(prompts)), dim=-1)
+            expected = F.normalize(per_template.mean(0), dim=-1)
+            torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-5)
+            # averaging matters: the mean is not any single template's embedding
+            assert (per_template @ row).min() < 0.99999
+
+
+def test_second_call_runs_no_forward(scorer: ClipScorer, monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer.clear_text_cache()
+    forward = CallCounter(scorer.model.encode_text)
+    tokenize = CallCounter(scorer.text_encoder.tokenizer)
+    monkeypatch.setattr(scorer.model, "encode_text", forward)
+    monkeypatch.setattr(scorer.text_encoder, "tokenizer", tokenize)
+    n_templates = len(scorer.templates)
+
+    first = scorer.encode_text(["cat", "dog", "cat"])
+    assert tokenize.sizes == [2 * n_templates]  # one batched tokenizer call, duplicates merged
+    assert sum(forward.sizes) == 2 * n_templates
+    torch.testing.assert_close(first[0], first[2])
+
+    calls = len(forward.sizes)
+    again = scorer.encode_text(["dog", " cat "])  # cached (phrases are stripped)
+    assert len(forward.sizes) == calls and len(tokenize.sizes) == 1
+    torch.testing.assert_close(again, first[[1, 0]])
+
+    scorer.encode_text(["dog", "bird"])  # only the new phrase is encoded
+    assert tokenize.sizes[-1] == n_templates and sum(forward.sizes) == 3 * n_templates
+    assert scorer.text_encoder.cached_phrases == ["cat", "dog", "bird"]
+
+
+def test_text_batching_invariance(scorer: ClipScorer) -> None:
+    phrases = ["red", "green", "blue"]  # 36 prompts: chunks of 10, 10, 10, 6
+    small = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device, batch_size=10)
+    large = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device, batch_size=1000)
+    torch.testing.assert_close(small.encode(phrases), large.encode(phrases), atol=1e-6, rtol=0)
+
+
+def test_custom_templates(tiny_clip_path: Path, scorer: ClipScorer) -> None:
+    single = load_clip(tiny_clip_path, device="cpu", templates=["a photo of a {}."])
+    assert single.templates == ("a photo of a {}.",)
+    with torch.no_grad():
+        expected = F.normalize(scorer.model.encode_text(scorer.tokenizer(["a photo of a dog."])))
+    torch.testing.assert_close(single.encode_text(["dog"]), expected, atol=1e-5, rtol=1e-5)
+    assert (single.encode_text(["dog"]) @ scorer.encode_text(["dog"]).T).item() < 0.99999
+
+
+@pytest.mark.parametrize(
+    ("template", "phrase", "expected"),
+    [
+        ("a photo of a {}.", "dog", "a photo of a dog."),
+        ("a photo of a {}.", "the red car", "a photo of a red car."),
+        ("a photo of a {}.", "An apple", "a photo of a apple."),
+        ("itap of a {}.", "a", "itap of a a."),  # a lone article is the phrase itself
+        ("{}", "theatre", "theatre"),
+    ],
+)
+def test_fill_template(template: str, phrase: str, expected: str) -> None:
+    assert fill_template(template, phrase) == expected
+
+
+@pytest.mark.parametrize("templates", [[], ["no placeholder"], ["{} and {}"], [3]])
+def test_bad_templates(templates: list) -> None:
+    with pytest.raises(ValueError):
+        check_templates(templates)
+
+
+def test_bad_and_empty_phrases(scorer: ClipScorer) -> None:
+    for bad in (["dog", ""], ["  "], [None]):
+        with pytest.raises(ValueError):
+            scorer.encode_text(bad)  # type: ignore[arg-type]
+    assert scorer.encode_text(["dog"]).shape == (1, 32)
+    assert scorer.encode_text([]).shape == (0, 32)
+    assert scorer.encode_text("dog").shape == (1, 32)  # a lone string is one phrase
+    assert 8 <= len(DEFAULT_TEMPLATES) <= 16
