@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -35,6 +36,15 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or os.sep in spec.strip("/").split("/", 1)[-1]
 
 
+def _local_model_type(config_file: Path) -> str | None:
+    """``model_type`` of a local config.json (None when unreadable: from_pretrained reports it)."""
+    try:
+        value = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.dtype):
     """Load a SAM model.
 
@@ -52,6 +62,7 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
         ModelLoadError: The model could not be found, downloaded or read. The message names
             the model and says how to use a local copy.
     """
+    from safetensors import SafetensorError  # raised for a truncated / corrupt file
     from transformers import SamModel
 
     spec_str = os.fspath(spec)
@@ -70,6 +81,13 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
                 f"{path} is not a SAM model folder: expected config.json and model weights "
                 "written by SamModel.save_pretrained."
             )
+        model_type = _local_model_type(path / "config.json")
+        if model_type not in (None, "sam"):
+            # SamModel.from_pretrained would "load" it with every weight newly random.
+            raise ModelLoadError(
+                f"{path} holds a {model_type!r} model, not SAM (config.json model_type must "
+                "be 'sam'). Pass the folder of a SAM checkpoint."
+            )
         source = str(path)
         logger.info("Loading SAM from local folder %s", path)
     else:
@@ -77,13 +95,13 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
         logger.info("Loading SAM %s (downloads into the Hugging Face cache if needed)", source)
     try:
         model = SamModel.from_pretrained(source)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         hint = (
             "It could not be read; check that the folder holds a complete save_pretrained copy."
             if is_local
             else "It is not in the local Hugging Face cache and could not be downloaded "
             "(offline, or a wrong id). Download it on a connected machine with "
-            f"`huggingface-cli download {source} --local-dir DIR` and pass sam='DIR', or "
+            f"`hf download {source} --local-dir DIR` and pass sam='DIR', or "
             "check the spelling (e.g. facebook/sam-vit-base, facebook/sam-vit-large, "
             "facebook/sam-vit-huge)."
         )

@@ -49,7 +49,7 @@ class SamTransform:
         oldh, oldw = original_size
         scale = self.target_length * 1.0 / max(oldh, oldw)
         newh, neww = oldh * scale, oldw * scale
-        return int(newh + 0.5), int(neww + 0.5)
+        return max(1, int(newh + 0.5)), max(1, int(neww + 0.5))
 
     def preprocess(
         self, image: np.ndarray, device: torch.device, dtype: torch.dtype

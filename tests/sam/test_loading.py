@@ -1,0 +1,232 @@
+"""load_sam_model: local folders, hub ids, aliases, and the errors users see."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from grounded_sam.errors import ModelLoadError
+from grounded_sam.sam.loading import DEFAULT_SAM, SAM_ALIASES, load_sam_model
+
+from .images import shapes_image
+
+CPU = torch.device("cpu")
+
+
+# -- local folders ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("as_path", [True, False])
+def test_local_dir_loads(sam_model_dir, dtype, as_path):
+    from transformers import SamModel
+
+    spec = sam_model_dir if as_path else str(sam_model_dir)
+    model = load_sam_model(spec, CPU, dtype)
+    assert isinstance(model, SamModel)
+    assert not model.training
+    assert model.config.vision_config.image_size == 256
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_local_dir_loads_the_saved_weights(sam_model_dir, sam_model):
+    from safetensors.torch import load_file
+
+    saved = load_file(sam_model_dir / "model.safetensors")
+    state = sam_model.state_dict()
+    assert saved and all(torch.equal(state[k], v) for k, v in saved.items())
+
+
+@pytest.mark.parametrize(
+    "make_spec",
+    [
+        lambda tmp: tmp / "missing",
+        lambda tmp: str(tmp / "missing"),
+        lambda tmp: "./definitely_missing_sam_folder",
+        lambda tmp: "~/definitely_missing_sam_folder",
+        lambda tmp: "models/sam/definitely_missing",
+    ],
+    ids=["Path", "absolute str", "relative ./", "home ~", "nested relative"],
+)
+def test_missing_dir_names_the_path(tmp_path, make_spec):
+    spec = make_spec(tmp_path)
+    with pytest.raises(ModelLoadError, match="not found") as info:
+        load_sam_model(spec, CPU, torch.float32)
+    assert Path(os.fspath(spec)).name in str(info.value)
+    assert isinstance(info.value, OSError)  # catchable as an OSError too
+
+
+def test_folder_without_config_json(tmp_path, sam_model_dir):
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    shutil.copy(sam_model_dir / "model.safetensors", folder)
+    with pytest.raises(ModelLoadError, match="config.json") as info:
+        load_sam_model(folder, CPU, torch.float32)
+    assert str(folder) in str(info.value)
+
+
+def test_file_instead_of_folder(tmp_path):
+    file = tmp_path / "sam.safetensors"
+    file.write_bytes(b"0")
+    with pytest.raises(ModelLoadError, match="not a SAM model folder"):
+        load_sam_model(file, CPU, torch.float32)
+
+
+def test_folder_without_weights(tmp_path, sam_model_dir):
+    folder = tmp_path / "config_only"
+    folder.mkdir()
+    shutil.copy(sam_model_dir / "config.json", folder)
+    with pytest.raises(ModelLoadError, match="save_pretrained") as info:
+        load_sam_model(folder, CPU, torch.float32)
+    assert str(folder) in str(info.value)
+
+
+def test_truncated_weights(tmp_path, sam_model_dir):
+    folder = tmp_path / "truncated"
+    shutil.copytree(sam_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="could not be read") as info:
+        load_sam_model(folder, CPU, torch.float32)
+    assert str(folder) in str(info.value)
+
+
+def test_folder_of_another_model_type(tmp_path, sam_model_dir):
+    """A non-SAM checkpoint must not come back as a SamModel with freshly random weights."""
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "clip"}', encoding="utf-8")
+    shutil.copy(sam_model_dir / "model.safetensors", folder)
+    with pytest.raises(ModelLoadError, match="'clip' model, not SAM"):
+        load_sam_model(folder, CPU, torch.float32)
+
+
+# -- hub ids and aliases ---------------------------------------------------------------------
+
+
+def test_aliases_name_the_official_checkpoints():
+    assert SAM_ALIASES["vit_b"] == DEFAULT_SAM == "facebook/sam-vit-base"
+    assert SAM_ALIASES["vit_l"] == "facebook/sam-vit-large"
+    assert SAM_ALIASES["vit_h"] == "facebook/sam-vit-huge"
+
+
+@pytest.mark.parametrize(
+    ("alias", "repo"),
+    [
+        ("vit_b", "facebook/sam-vit-base"),
+        ("VIT_B", "facebook/sam-vit-base"),
+        ("vit-b", "facebook/sam-vit-base"),
+        ("vit_l", "facebook/sam-vit-large"),
+        ("vit_h", "facebook/sam-vit-huge"),
+        ("facebook/sam-vit-huge", "facebook/sam-vit-huge"),
+    ],
+)
+def test_alias_resolves_to_hub_id(monkeypatch, alias, repo):
+    """No network: from_pretrained is replaced by a recorder that fails like an offline hub."""
+    from transformers import SamModel
+
+    asked = []
+
+    def offline_from_pretrained(source, *args, **kwargs):
+        asked.append(source)
+        raise OSError("We couldn't connect to 'https://huggingface.co' (test stand-in)")
+
+    monkeypatch.setattr(SamModel, "from_pretrained", offline_from_pretrained)
+    with pytest.raises(ModelLoadError, match=repo):
+        load_sam_model(alias, CPU, torch.float32)
+    assert asked == [repo]
+
+
+def test_hub_id_offline_says_how_to_use_a_local_copy(tmp_path):
+    """HF_HUB_OFFLINE is read once, when huggingface_hub is imported (verified: setting it later
+    in-process makes the hub retry the network for ~25 s), so run a fresh interpreter with the
+    variable set and an empty cache, as a user on an offline machine would."""
+    script = textwrap.dedent(
+        """
+        import torch
+        from grounded_sam.errors import ModelLoadError
+        from grounded_sam.sam.loading import load_sam_model
+
+        for spec in ("someone-else/not-a-sam-model", "vit_b"):
+            try:
+                load_sam_model(spec, torch.device("cpu"), torch.float32)
+            except ModelLoadError as exc:
+                print("ERROR:", exc)
+            else:
+                print("LOADED:", spec)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 2, done.stdout + done.stderr[-2000:]
+    for line, repo in zip(errors, ("someone-else/not-a-sam-model", "facebook/sam-vit-base"),
+                          strict=True):
+        assert repo in line  # names the id (the alias resolved)
+        assert f"hf download {repo} --local-dir DIR" in line  # how to get a local copy
+        assert "sam='DIR'" in line  # and how to use it
+
+
+# -- real weights (skipped unless present) ---------------------------------------------------
+
+REAL_SAM_ENV = "GROUNDED_SAM_TEST_SAM"
+
+
+def _real_sam_spec() -> str:
+    """A real SAM checkpoint: $GROUNDED_SAM_TEST_SAM (hub id or folder), else the default
+    checkpoint when it is already in the local Hugging Face cache; skips otherwise (no
+    download attempt, so the test skips in seconds on an offline machine)."""
+    spec = os.environ.get(REAL_SAM_ENV)
+    if spec:
+        return spec
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(DEFAULT_SAM, "config.json"), str):
+        return DEFAULT_SAM
+    pytest.skip(f"no real SAM weights: set {REAL_SAM_ENV}=<hub id or folder> or cache "
+                f"{DEFAULT_SAM}")
+
+
+@pytest.mark.slow
+def test_real_weights_load_and_match_reference():
+    pytest.importorskip("segment_anything")
+    from segment_anything import SamPredictor as MetaSamPredictor
+
+    from grounded_sam.sam.predictor import SamPredictor
+
+    from .reference import meta_sam_from_hf
+
+    try:
+        model = load_sam_model(_real_sam_spec(), CPU, torch.float32)
+    except ModelLoadError as exc:
+        pytest.skip(f"real SAM weights could not be loaded: {exc}")
+    ours = SamPredictor(model)
+    meta = MetaSamPredictor(meta_sam_from_hf(model, match_layer_norm_eps=False))
+    image = shapes_image(300, 170)
+    embedding = ours.encode(image)
+    meta.set_image(image)
+    vision = model.config.vision_config
+    side = vision.image_size // vision.patch_size  # 64 for the released checkpoints
+    assert embedding.embeddings.shape == (1, vision.output_channels, side, side)
+    # ViT-B/L/H in float32: a deeper network than the tiny one, so a looser bound
+    torch.testing.assert_close(embedding.embeddings, meta.features, rtol=1e-3, atol=1e-3)
+    point = np.array([[100.0, 200.0]])
+    pred = ours.predict(embedding, points=point, labels=[1])
+    ref_masks, ref_iou, _ = meta.predict(point, np.array([1]))
+    assert 0 < ref_masks.mean() < 1
+    np.testing.assert_allclose(pred.iou_predictions, ref_iou, atol=1e-2)
+    for a, b in zip(pred.masks, ref_masks, strict=True):
+        assert np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1) >= 0.98
