@@ -1,0 +1,368 @@
+"""Options and helpers shared by the ``grounded-sam`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+    from grounded_sam.pipeline import GroundedSAM
+    from grounded_sam.sam.everything import EverythingSettings
+
+__all__ = [
+    "PROG",
+    "ArgumentParser",
+    "HelpFormatter",
+    "add_model_options",
+    "add_proposal_options",
+    "add_query_options",
+    "check_out_dir",
+    "load_engine",
+    "proposal_settings",
+    "format_table",
+    "query_kwargs",
+    "unique_stems",
+]
+
+logger = logging.getLogger(__name__)
+
+PROG = "grounded-sam"
+ENV_SAM = "GROUNDED_SAM_SAM"
+ENV_CLIP = "GROUNDED_SAM_CLIP"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default and keeps the examples' line breaks."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: message`` and exit with status 2."""
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+# -- argument types (one-line errors through ArgumentParser.error) -------------------------
+
+
+def probability(text: str) -> float:
+    """A float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+# -- option groups -------------------------------------------------------------------------
+
+
+def _engine_defaults() -> dict[str, Any]:
+    from grounded_sam.pipeline import DEFAULT_INDEX_SETTINGS, GroundedSAM
+
+    params = inspect.signature(GroundedSAM.__init__).parameters
+    return {
+        "proposals": DEFAULT_INDEX_SETTINGS,
+        **{k: params[k].default for k in ("threshold", "top_k", "refine", "max_regions")},
+    }
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--sam, --clip, --device, --dtype, --crop-style and -v/--verbose."""
+    from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_SAM
+
+    group = parser.add_argument_group("models")
+    group.add_argument(
+        "--sam",
+        metavar="MODEL",
+        default=os.environ.get(ENV_SAM) or DEFAULT_SAM,
+        help="SAM checkpoint: a Hugging Face id (facebook/sam-vit-base, -large, -huge), an "
+        f"alias (vit_b, vit_l, vit_h) or a local save_pretrained folder; ${ENV_SAM} sets "
+        "the default",
+    )
+    group.add_argument(
+        "--clip",
+        metavar="MODEL",
+        default=os.environ.get(ENV_CLIP) or DEFAULT_CLIP,
+        help="CLIP model: an open_clip 'name:pretrained' tag, 'hf-hub:org/repo' or "
+        f"'local-dir:/path'; ${ENV_CLIP} sets the default",
+    )
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA when present, else CPU)",
+    )
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        help="model precision; 'auto' is float16 on CUDA and float32 on CPU",
+    )
+    group.add_argument(
+        "--crop-style",
+        default="masked",
+        choices=("masked", "box", "blur"),
+        help="how a region is shown to CLIP: background filled, plain box crop, or blurred",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress (-v) or debug details and tracebacks (-vv) to stderr",
+    )
+
+
+def add_proposal_options(parser: argparse.ArgumentParser) -> None:
+    """Knobs of the phrase-independent region proposals (the image index)."""
+    d = _engine_defaults()
+    s = d["proposals"]
+    group = parser.add_argument_group("region proposals (computed once per image)")
+    group.add_argument(
+        "--points-per-side",
+        type=positive_int,
+        default=s.points_per_side,
+        help="grid of SAM point prompts along each image side",
+    )
+    group.add_argument(
+        "--points-per-batch",
+        type=positive_int,
+        default=s.points_per_batch,
+        help="point prompts decoded per SAM decoder call (memory vs speed)",
+    )
+    group.add_argument(
+        "--pred-iou-thresh",
+        type=probability,
+        default=s.pred_iou_thresh,
+        help="keep proposals whose SAM predicted IoU is above this",
+    )
+    group.add_argument(
+        "--stability-score-thresh",
+        type=probability,
+        default=s.stability_score_thresh,
+        help="keep proposals whose stability score is at least this",
+    )
+    group.add_argument(
+        "--box-nms-thresh",
+        type=probability,
+        default=s.box_nms_thresh,
+        help="box IoU above which duplicate proposals are removed",
+    )
+    group.add_argument(
+        "--crop-n-layers",
+        type=non_negative_int,
+        default=s.crop_n_layers,
+        help="extra layers of zoomed-in image crops (finds small objects; slower)",
+    )
+    group.add_argument(
+        "--max-regions",
+        type=positive_int,
+        default=d["max_regions"],
+        help="at most this many proposals (best predicted IoU first) are scored with CLIP",
+    )
+
+
+def add_query_options(parser: argparse.ArgumentParser) -> None:
+    """--threshold, --top-k, --refine, --min-region-area."""
+    d = _engine_defaults()
+    group = parser.add_argument_group("detection")
+    group.add_argument(
+        "--threshold",
+        type=probability,
+        default=d["threshold"],
+        help="minimum confidence (calibrated CLIP probability) of a detection",
+    )
+    group.add_argument(
+        "--top-k",
+        type=non_negative_int,
+        default=d["top_k"] if d["top_k"] is not None else 0,
+        help="at most this many detections per phrase (0: no limit)",
+    )
+    group.add_argument(
+        "--refine",
+        type=non_negative_int,
+        default=d["refine"],
+        help="extra SAM passes that refine each mask's edges (0: box prompt only)",
+    )
+    group.add_argument(
+        "--min-region-area",
+        type=non_negative_int,
+        default=0,
+        help="remove mask islands and fill holes smaller than this many pixels (0: off)",
+    )
+
+
+def query_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for ``GroundedSAM.query`` from the parsed detection options."""
+    return {
+        "threshold": args.threshold,
+        "top_k": args.top_k or None,
+        "refine": args.refine,
+        "min_region_area": args.min_region_area,
+    }
+
+
+def proposal_settings(args: argparse.Namespace) -> EverythingSettings:
+    """The index's proposal settings from the parsed region-proposal options."""
+    from grounded_sam import EverythingSettings
+
+    return EverythingSettings(
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        box_nms_thresh=args.box_nms_thresh,
+        crop_n_layers=args.crop_n_layers,
+    )
+
+
+# -- engine --------------------------------------------------------------------------------
+
+
+def _quiet_weight_loading(verbose: int) -> None:
+    """Hide transformers' "Loading weights" bars (keep Hugging Face download bars)."""
+    if verbose:
+        return
+    try:
+        import huggingface_hub.utils
+        import transformers.utils.logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()
+    except (ImportError, AttributeError):  # pragma: no cover - other transformers versions
+        pass
+
+
+def load_engine(args: argparse.Namespace) -> GroundedSAM:
+    """Build the engine from the model and proposal options.
+
+    Raises:
+        grounded_sam.ModelLoadError: A model cannot be loaded (the message names it).
+        ValueError: Bad device or dtype.
+    """
+    import time
+
+    from grounded_sam import GroundedSAM
+
+    _quiet_weight_loading(args.verbose)
+    kwargs: dict[str, Any] = {}
+    if hasattr(args, "points_per_side") and hasattr(args, "max_regions"):
+        kwargs["proposal_settings"] = proposal_settings(args)
+        kwargs["max_regions"] = args.max_regions
+    if hasattr(args, "threshold"):
+        kwargs.update(threshold=args.threshold, top_k=args.top_k or None, refine=args.refine)
+    t0 = time.perf_counter()
+    gs = GroundedSAM.from_pretrained(
+        sam=args.sam,
+        clip=args.clip,
+        device=None if args.device == "auto" else args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+        crop_style=args.crop_style,
+        **kwargs,
+    )
+    logger.info("Models ready in %.1fs on %s", time.perf_counter() - t0, gs.device)
+    return gs
+
+
+# -- checks and output ---------------------------------------------------------------------
+
+
+def check_out_dir(path: str | os.PathLike | None, option: str = "--out") -> Path | None:
+    """Fail early (before loading models) when an output folder cannot be used.
+
+    Raises:
+        ValueError: The path exists and is not a folder.
+    """
+    if path is None:
+        return None
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Output path {out} ({option}) is a file: give a folder.")
+    return out
+
+
+def check_images_exist(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Fail early when an input image is missing or is a folder.
+
+    Raises:
+        FileNotFoundError: A path does not exist.
+        ValueError: A path is a folder.
+    """
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"Image not found: {p}")
+        if p.is_dir():
+            raise ValueError(f"{p} is a folder, not an image ('grounded-sam label' takes folders)")
+        out.append(p)
+    return out
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique with a numeric suffix when two images share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = p.stem
+        if stem in seen:
+            seen[stem] += 1
+            stem = f"{stem}_{seen[p.stem]}"
+        else:
+            seen[stem] = 0
+        stems.append(stem)
+    return stems
+
+
+def format_table(dets: sv.Detections) -> str:
+    """A fixed-width table of detections: index, label, confidence, box (xyxy), area."""
+    from grounded_sam.export.records import detections_to_records
+
+    if len(dets) == 0:
+        return "  (no detections)"
+    size = dets.mask.shape[1:] if dets.mask is not None else (0, 0)
+    rows = detections_to_records(dets, size, include_masks=False)
+    labels = [r["label"] for r in rows]
+    width = max(5, *(len(x) for x in labels))
+    header = f"  {'#':>3}  {'label':<{width}}  {'conf':>5}  {'box (x1, y1, x2, y2)':<26}"
+    lines = [f"{header}  {'area':>8}"]
+    for r in rows:
+        box = ", ".join(f"{v:.0f}" for v in r["box"])
+        conf = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
+        lines.append(
+            f"  {r['id']:>3}  {r['label']:<{width}}  {conf:>5}  [{box + ']':<25}  {r['area']:>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Entry point of the ``grounded-sam`` console script.
+
+Every command is a thin layer over :class:`grounded_sam.GroundedSAM`. Errors caused by the
+user's input end the program with one line on stderr (``grounded-sam: error: ...``) and a
+non-zero exit status, never a traceback (``-vv`` logs the traceback for debugging).
+
+Exit status: 0 success; 1 error, or some images failed; 2 bad command-line usage;
+130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from grounded_sam.cli.common import PROG, ArgumentParser, HelpFormatter
+from grounded_sam.errors import ModelLoadError
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("grounded_sam.cli")
+
+EXAMPLES = """\
+examples:
+  grounded-sam segment photo.jpg --prompt "dog, frisbee" --out results/
+  grounded-sam segment photo.jpg --prompt "dog" --json > dog.json
+  grounded-sam everything photo.jpg --out results/
+  grounded-sam label images/ --classes "date, fig, hazelnut" --format coco --out dataset/
+  grounded-sam shell photo.jpg
+
+Models default to $GROUNDED_SAM_SAM / $GROUNDED_SAM_CLIP when set.
+Run 'grounded-sam COMMAND --help' for the options of a command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all sub-commands."""
+    from grounded_sam import __version__
+    from grounded_sam.cli import everything, label, segment, shell
+
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Text-prompted grounded segmentation: type a phrase, get instance masks\n"
+        "with labels and confidences (SAM region proposals scored by CLIP, refined by SAM).",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
+    )
+    for module in (segment, everything, label, shell):
+        module.add_parser(commands)
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if verbose:
+        logging.getLogger("grounded_sam").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    else:
+        warnings.simplefilter("ignore")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (0 success, 1 error or failed images, 130 interrupted). Usage
+        errors and ``--help`` exit through ``SystemExit`` (status 2 and 0).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.verbose)
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\n{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): stop quietly. Point stdout at
+        # devnull so that the final flush at exit does not fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+        # ModelLoadError is an OSError; its message names the model and the fix.
+        logger.debug("Traceback of the error below:", exc_info=True)
+        message = _one_line(exc)
+        if isinstance(exc, ModelLoadError):
+            message += (
+                " On the command line, pass a local copy with --sam DIR / --clip local-dir:DIR"
+                " (or set $GROUNDED_SAM_SAM / $GROUNDED_SAM_CLIP)."
+            )
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

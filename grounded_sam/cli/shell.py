@@ -1,0 +1,116 @@
+"""``grounded-sam shell``: index an image once, then answer phrase after phrase."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from grounded_sam.cli.common import (
+    HelpFormatter,
+    add_model_options,
+    add_proposal_options,
+    add_query_options,
+    check_images_exist,
+    check_out_dir,
+    format_table,
+    load_engine,
+    query_kwargs,
+)
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+PROMPT = "phrase> "
+QUIT = {"", "quit", "exit", "q", ":q"}
+
+DESCRIPTION = """\
+Interactive prompt on one image. The image is indexed once (SAM proposals + CLIP region
+embeddings); each phrase you type is then answered from that index: the table of detections
+and the time the answer took are printed and STEM_overlay.png in --out is rewritten.
+Type comma-separated phrases; an empty line, 'quit' or Ctrl-D ends. Reads stdin, so
+phrases can also be piped in: printf 'dog\\ncat, tree\\n' | grounded-sam shell photo.jpg
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``shell`` command."""
+    parser = commands.add_parser(
+        "shell",
+        help="type phrases one after another on one image (indexed once)",
+        description=DESCRIPTION,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("image", metavar="IMAGE", help="image file")
+    parser.add_argument("-o", "--out", metavar="DIR", default=".", help="folder of the overlay PNG")
+    parser.add_argument(
+        "--opacity", type=float, default=0.5, help="mask fill opacity of the overlay, 0 to 1"
+    )
+    add_query_options(parser)
+    add_proposal_options(parser)
+    add_model_options(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _read_phrase(interactive: bool) -> str | None:
+    """One line from stdin (None at end of input)."""
+    if interactive:
+        try:
+            return input(PROMPT)
+        except EOFError:
+            return None
+    sys.stdout.write(PROMPT)
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    sys.stdout.write("\n")
+    return line.rstrip("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``shell``; returns the exit status."""
+    from grounded_sam import load_image
+    from grounded_sam.export.annotate import annotate_detections
+    from grounded_sam.export.files import atomic_write_png
+
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}.")
+    out = check_out_dir(args.out)
+    (path,) = check_images_exist([args.image])
+    image = load_image(path)
+    gs = load_engine(args)
+    t0 = time.perf_counter()
+    index = gs.index(image)
+    print(
+        f"{path}: indexed {image.shape[1]}x{image.shape[0]} in {time.perf_counter() - t0:.2f}s "
+        f"({len(index)} regions). Type phrases (comma-separated); empty line or 'quit' ends."
+    )
+    overlay_path = Path(out) / f"{path.stem}_overlay.png"
+    interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:  # pragma: no cover - Windows
+            pass
+    kwargs = query_kwargs(args)
+    while True:
+        line = _read_phrase(interactive)
+        if line is None or line.strip().lower() in QUIT:
+            break
+        t0 = time.perf_counter()
+        try:
+            dets = gs.query(index, line, **kwargs)
+        except (ValueError, TypeError) as exc:
+            sys.stderr.write(f"grounded-sam: error: {' '.join(str(exc).split())}\n")
+            continue
+        elapsed = time.perf_counter() - t0
+        print(format_table(dets))
+        atomic_write_png(overlay_path, annotate_detections(image, dets, args.opacity))
+        print(f"{len(dets)} instance(s) in {elapsed * 1000:.0f} ms; overlay: {overlay_path}")
+        sys.stdout.flush()
+    return 0
