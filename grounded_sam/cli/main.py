@@ -31,6 +31,7 @@ examples:
   grounded-sam everything photo.jpg --out results/
   grounded-sam label images/ --classes "date, fig, hazelnut" --format coco --out dataset/
   grounded-sam shell photo.jpg
+  grounded-sam app                      # web page on http://127.0.0.1:7860
 
 Models default to $GROUNDED_SAM_SAM / $GROUNDED_SAM_CLIP when set.
 Run 'grounded-sam COMMAND --help' for the options of a command.
@@ -40,7 +41,7 @@ Run 'grounded-sam COMMAND --help' for the options of a command.
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
     from grounded_sam import __version__
-    from grounded_sam.cli import everything, label, segment, shell
+    from grounded_sam.cli import app, everything, label, segment, shell
 
     parser = ArgumentParser(
         prog=PROG,
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
-    for module in (segment, everything, label, shell):
+    for module in (segment, everything, label, shell, app):
         module.add_parser(commands)
     return parser
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 1
-    except (ValueError, FileNotFoundError, TypeError, OSError) as exc:
+    except (ValueError, FileNotFoundError, TypeError, OSError, ImportError) as exc:
         # ModelLoadError is an OSError; its message names the model and the fix.
         logger.debug("Traceback of the error below:", exc_info=True)
         message = _one_line(exc)

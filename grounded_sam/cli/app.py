@@ -1,0 +1,77 @@
+"""``grounded-sam app``: serve the web page (needs the ``app`` extra: gradio)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from grounded_sam.cli.common import (
+    HelpFormatter,
+    add_model_options,
+    add_proposal_options,
+    add_query_options,
+    load_engine,
+    positive_int,
+)
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Serve the web page: upload an image (indexed once), type phrases, see labeled masks,
+click points or a box for SAM prompts, download masks / overlay / JSON. Binds to
+127.0.0.1 (this machine only) unless --host says otherwise; --share is off unless asked.
+Needs gradio: pip install 'grounded_sam[app]'.
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``app`` command."""
+    parser = commands.add_parser(
+        "app",
+        help="serve the web page (gradio) on this machine",
+        description=DESCRIPTION,
+        formatter_class=HelpFormatter,
+    )
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: network)")
+    group.add_argument("--port", type=positive_int, default=7860, help="TCP port")
+    group.add_argument(
+        "--share", action="store_true", help="ask gradio for a public *.gradio.live link"
+    )
+    group.add_argument(
+        "--max-file-size", default="20mb", help="largest upload accepted (e.g. 20mb)"
+    )
+    group.add_argument(
+        "--max-image-side", type=positive_int, default=4096, help="largest image side in pixels"
+    )
+    group.add_argument(
+        "--concurrency-limit",
+        type=positive_int,
+        default=1,
+        help="model requests run at once; further requests wait in the queue",
+    )
+    add_query_options(parser)
+    add_proposal_options(parser)
+    add_model_options(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``app``; returns the exit status once the server stops."""
+    from grounded_sam.app.server import require_gradio, serve
+
+    require_gradio()  # before the (slow) model load
+    gs = load_engine(args)
+    serve(
+        gs,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        max_file_size=args.max_file_size,
+        max_image_side=args.max_image_side,
+        concurrency_limit=args.concurrency_limit,
+    )
+    return 0
