@@ -10,6 +10,7 @@ Shared by the command line, the web app and notebooks:
 """
 
 from grounded_sam.export.annotate import annotate_detections
+from grounded_sam.export.dataset import export_dataset, label_folder
 from grounded_sam.export.records import (
     detections_to_json,
     detections_to_records,
@@ -23,6 +24,8 @@ __all__ = [
     "detections_to_json",
     "detections_to_records",
     "everything_to_detections",
+    "export_dataset",
+    "label_folder",
     "records_to_detections",
     "save_instance_masks",
 ]

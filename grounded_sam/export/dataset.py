@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supervision as sv
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
 from grounded_sam.export.records import detections_to_records, records_to_detections
