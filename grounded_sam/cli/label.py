@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from grounded_sam.cli.common import (
     HelpFormatter,
