@@ -25,6 +25,6 @@ def save_tiny_models(directory: str | Path) -> tuple[str, str]:
         ``(sam_spec, clip_spec)`` to pass to ``GroundedSAM.from_pretrained``.
     """
     directory = Path(directory)
-    sam_dir = save_tiny_sam(directory / "tiny-sam")
+    sam_dir = save_tiny_sam(directory / "tiny-sam", structured=True)
     clip_dir = save_tiny_clip(directory / "tiny-clip")
     return str(sam_dir), f"local-dir:{clip_dir}"

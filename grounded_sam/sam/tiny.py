@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["tiny_sam_config", "save_tiny_sam"]
+__all__ = ["tiny_sam_config", "save_tiny_sam", "structure_tiny_sam"]
 
 
 def tiny_sam_config(image_size: int = 256, hidden: int = 32, vision_width: int = 64):
@@ -53,7 +53,9 @@ def tiny_sam_config(image_size: int = 256, hidden: int = 32, vision_width: int =
     )
 
 
-def save_tiny_sam(directory: str | Path, seed: int = 0, image_size: int = 256) -> Path:
+def save_tiny_sam(
+    directory: str | Path, seed: int = 0, image_size: int = 256, structured: bool = False
+) -> Path:
     """Save a tiny random ``SamModel`` in ``save_pretrained`` layout.
 
     The weights are random (seeded) but re-scaled so that the mask decoder produces masks
@@ -63,6 +65,9 @@ def save_tiny_sam(directory: str | Path, seed: int = 0, image_size: int = 256) -
         directory: Folder to write (created if missing).
         seed: Random seed.
         image_size: Input side of the image encoder.
+        structured: Apply :func:`structure_tiny_sam`, so that masks follow image content
+            (uniform regions) instead of being texture; pipelines then give several distinct
+            proposals per image, as with trained weights.
 
     Returns:
         The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
@@ -84,5 +89,47 @@ def save_tiny_sam(directory: str | Path, seed: int = 0, image_size: int = 256) -
         for name, param in model.named_parameters():
             if "output_hypernetworks_mlps" in name and "proj_out" in name:
                 param.mul_(30.0)
+    if structured:
+        structure_tiny_sam(model)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def structure_tiny_sam(model) -> None:
+    """Re-arrange a tiny random ``SamModel``'s weights in place so that masks follow content.
+
+    Every change keeps the real architecture and only re-uses (averages, zeroes, rescales) the
+    random weights, so Meta's model can carry exactly the same values:
+
+    * ViT attention output projections and relative positions set to 0: each patch token is
+      computed from its own patch only (no mixing across the image);
+    * patch embedding averaged over the 16x16 kernel (x4): a token is a function of its patch's
+      mean colour, so uniform regions give identical tokens;
+    * neck 3x3 convolution reduced to its centre tap (x3): no zero-padding seams at the borders;
+    * output-upscaling transposed convolutions averaged over their 2x2 kernels: upsampling
+      without the checkerboard texture;
+    * the random Fourier positional matrix drawn with std 1 (Meta's initialisation scale), so
+      the decoder sees where a point is.
+
+    Args:
+        model: ``transformers.SamModel`` (modified in place).
+    """
+    with torch.no_grad():
+        for name, param in model.vision_encoder.named_parameters():
+            if "rel_pos" in name or name.endswith("attn.proj.weight"):
+                param.zero_()
+        patch = model.vision_encoder.patch_embed.projection.weight
+        patch.copy_(patch.mean((-1, -2), keepdim=True).expand_as(patch) * 4)
+        neck = model.vision_encoder.neck.conv2.weight
+        centre = neck[..., 1, 1].clone()
+        neck.zero_()
+        neck[..., 1, 1] = centre * 3
+        for conv in (model.mask_decoder.upscale_conv1, model.mask_decoder.upscale_conv2):
+            conv.weight.copy_(conv.weight.mean((-1, -2), keepdim=True).expand_as(conv.weight))
+        pe = torch.randn(
+            2,
+            model.shared_image_embedding.positional_embedding.shape[1],
+            generator=torch.Generator().manual_seed(1),
+        )
+        model.shared_image_embedding.positional_embedding.copy_(pe)
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(pe)

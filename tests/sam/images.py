@@ -18,9 +18,9 @@ def random_image(height: int = 120, width: int = 200, seed: int = 0) -> np.ndarr
 def shapes_image(height: int = 300, width: int = 170) -> np.ndarray:
     """A structured scene, (H, W, 3) uint8: gradient, a rectangle, a disc and stripes."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.stack(
-        [xx / width * 200, yy / height * 180, np.full_like(xx, 60.0)], axis=-1
-    ).astype(np.uint8)
+    img = np.stack([xx / width * 200, yy / height * 180, np.full_like(xx, 60.0)], axis=-1).astype(
+        np.uint8
+    )
     img[int(height * 0.15) : int(height * 0.45), int(width * 0.1) : int(width * 0.55)] = (
         230,
         40,

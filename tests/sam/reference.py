@@ -124,9 +124,9 @@ def build_meta_sam(config, match_layer_norm_eps: bool = True) -> nn.Module:
 def _feed_forward(prefix: str, rest: str, depth: int) -> str:
     """transformers ``SamFeedForward`` (proj_in / layers.i / proj_out) -> Meta ``MLP.layers.j``."""
     if rest.startswith("proj_in."):
-        return f"{prefix}.layers.0.{rest[len('proj_in.'):]}"
+        return f"{prefix}.layers.0.{rest[len('proj_in.') :]}"
     if rest.startswith("proj_out."):
-        return f"{prefix}.layers.{depth - 1}.{rest[len('proj_out.'):]}"
+        return f"{prefix}.layers.{depth - 1}.{rest[len('proj_out.') :]}"
     m = re.fullmatch(r"layers\.(\d+)\.(.+)", rest)
     if m is None:
         raise KeyError(f"unexpected feed-forward key {prefix}.{rest}")

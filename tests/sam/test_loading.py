@@ -173,8 +173,9 @@ def test_hub_id_offline_says_how_to_use_a_local_copy(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 2, done.stdout + done.stderr[-2000:]
-    for line, repo in zip(errors, ("someone-else/not-a-sam-model", "facebook/sam-vit-base"),
-                          strict=True):
+    for line, repo in zip(
+        errors, ("someone-else/not-a-sam-model", "facebook/sam-vit-base"), strict=True
+    ):
         assert repo in line  # names the id (the alias resolved)
         assert f"hf download {repo} --local-dir DIR" in line  # how to get a local copy
         assert "sam='DIR'" in line  # and how to use it
@@ -196,8 +197,9 @@ def _real_sam_spec() -> str:
 
     if isinstance(try_to_load_from_cache(DEFAULT_SAM, "config.json"), str):
         return DEFAULT_SAM
-    pytest.skip(f"no real SAM weights: set {REAL_SAM_ENV}=<hub id or folder> or cache "
-                f"{DEFAULT_SAM}")
+    pytest.skip(
+        f"no real SAM weights: set {REAL_SAM_ENV}=<hub id or folder> or cache {DEFAULT_SAM}"
+    )
 
 
 @pytest.mark.slow

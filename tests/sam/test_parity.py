@@ -161,8 +161,14 @@ def run_both(predictor, scene, multimask: bool, ours_mask=None, meta_mask=None, 
     )
     # exactly how Meta's predict_torch thresholds when return_logits=False
     meta_masks = meta_up > scene.meta.model.mask_threshold
-    return {"ours": ours, "ours_up": ours_up, "masks": meta_masks, "iou": meta_iou,
-            "low": meta_low, "up": meta_up}
+    return {
+        "ours": ours,
+        "ours_up": ours_up,
+        "masks": meta_masks,
+        "iou": meta_iou,
+        "low": meta_low,
+        "up": meta_up,
+    }
 
 
 def check(result: dict, tol=LOGIT_TOL) -> None:
@@ -306,8 +312,9 @@ def test_batched_boxes_match_reference(predictor, scene, multimask):
     assert_close(out.low_res_logits, meta_low, LOGIT_TOL, "low-res logits")
     assert_close(out.iou_scores, meta_iou, LOGIT_TOL, "predicted IoU")
     assert_close(ours_up, meta_up, LOGIT_TOL, "upscaled logits")
-    assert_masks_match((ours_up > predictor.mask_threshold).numpy(), meta_masks.numpy(),
-                       meta_up.numpy())
+    assert_masks_match(
+        (ours_up > predictor.mask_threshold).numpy(), meta_masks.numpy(), meta_up.numpy()
+    )
     # the numpy front door with (B, 4) boxes gives the same batch
     pred = predictor.predict(scene.embedding, box=boxes.numpy(), multimask_output=multimask)
     assert pred.masks.shape == (4, channels, h, w)
@@ -349,8 +356,10 @@ def test_matches_stock_reference_loosely(predictor, meta_sam_stock, _scenes, pro
     results = [run_both(predictor, scene, mm, **prompt) for mm in (True, False)]
     assert_nontrivial(*(r["masks"] for r in results))
     for result in results:
-        assert_close(result["ours"].low_res_logits, result["low"], STOCK_LOGIT_TOL,
-                     "stock: low-res logits")
-        assert_close(result["ours"].iou_predictions, result["iou"], STOCK_LOGIT_TOL,
-                     "stock: predicted IoU")
+        assert_close(
+            result["ours"].low_res_logits, result["low"], STOCK_LOGIT_TOL, "stock: low-res logits"
+        )
+        assert_close(
+            result["ours"].iou_predictions, result["iou"], STOCK_LOGIT_TOL, "stock: predicted IoU"
+        )
         assert_masks_match(result["ours"].masks, result["masks"], result["up"], STOCK_LOGIT_TOL)

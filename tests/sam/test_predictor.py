@@ -98,13 +98,17 @@ BAD_PROMPTS = {
     "box_past_right_edge": ({"box": [10.0, 10.0, 250.0, 60.0]}, r"extends outside the image"),
     "box_negative": ({"box": [-5.0, 10.0, 50.0, 60.0]}, "outside the image"),
     "box_not_xyxy": ({"box": [10.0, 10.0, 50.0]}, r"shape \(N, 4\)"),
-    "labels_count": ({"points": [[10.0, 10.0], [20.0, 20.0]], "labels": [1]},
-                     "2 points but 1 labels"),
+    "labels_count": (
+        {"points": [[10.0, 10.0], [20.0, 20.0]], "labels": [1]},
+        "2 points but 1 labels",
+    ),
     "label_2": ({"points": [[10.0, 10.0]], "labels": [2]}, r"1 \(foreground\) or 0"),
     "label_minus_1": ({"points": [[10.0, 10.0]], "labels": [-1]}, r"1 \(foreground\) or 0"),
     "labels_without_points": ({"labels": [1]}, "labels were given without points"),
-    "mask_wrong_side": ({"mask_input": np.zeros((1, 32, 32))},
-                        r"mask_input must be low-res logits shaped \(1, 64, 64\)"),
+    "mask_wrong_side": (
+        {"mask_input": np.zeros((1, 32, 32))},
+        r"mask_input must be low-res logits shaped \(1, 64, 64\)",
+    ),
     "mask_two_channels": ({"mask_input": np.zeros((2, 2, 64, 64))}, r"shaped \(1, 64, 64\)"),
     "mask_batch_mismatch": (
         {"box": [[0.0, 0.0, 10.0, 10.0]] * 2, "mask_input": np.zeros((3, 1, 64, 64))},
@@ -127,8 +131,12 @@ def test_decode_rejects_missing_or_mismatched_prompts(predictor, embedding):
     with pytest.raises(ValueError, match="labels"):
         predictor.decode(embedding, points=torch.zeros(1, 1, 2))
     with pytest.raises(ValueError, match="same batch size"):
-        predictor.decode(embedding, points=torch.zeros(2, 1, 2), labels=torch.ones(2, 1),
-                         boxes=torch.tensor([[0.0, 0.0, 5.0, 5.0]] * 3))
+        predictor.decode(
+            embedding,
+            points=torch.zeros(2, 1, 2),
+            labels=torch.ones(2, 1),
+            boxes=torch.tensor([[0.0, 0.0, 5.0, 5.0]] * 3),
+        )
 
 
 # -- batching and reuse ----------------------------------------------------------------------
@@ -142,11 +150,17 @@ BATCH_TOL = {"rtol": 1e-5, "atol": 1e-5}
 @pytest.mark.parametrize("kind", ["points", "boxes", "points+boxes", "mask"])
 def test_decode_batch_equals_one_by_one(predictor, embedding, kind):
     side = predictor.transform.low_res_size
-    points = torch.tensor([[[20.0, 30.0], [60.0, 90.0]], [[150.0, 40.0], [100.0, 100.0]],
-                           [[199.0, 119.0], [0.0, 0.0]]])
+    points = torch.tensor(
+        [
+            [[20.0, 30.0], [60.0, 90.0]],
+            [[150.0, 40.0], [100.0, 100.0]],
+            [[199.0, 119.0], [0.0, 0.0]],
+        ]
+    )
     labels = torch.tensor([[1, 0], [1, 1], [1, 0]])
-    boxes = torch.tensor([[5.0, 5.0, 80.0, 70.0], [90.0, 20.0, 190.0, 110.0],
-                          [0.0, 0.0, 200.0, 120.0]])
+    boxes = torch.tensor(
+        [[5.0, 5.0, 80.0, 70.0], [90.0, 20.0, 190.0, 110.0], [0.0, 0.0, 200.0, 120.0]]
+    )
     masks = torch.randn(3, 1, side, side, generator=torch.Generator().manual_seed(0)) * 4
     prompts = {
         "points": {"points": points, "labels": labels},
@@ -182,8 +196,11 @@ def test_predict_with_embedding_skips_the_encoder(sam_model, tmp_path):
     assert counting.encoder_calls == 1
     embedding = counting.encode(image)
     assert counting.encoder_calls == 2
-    for kwargs in ({"points": [[80, 100]]}, {"box": [10, 10, 120, 200]},
-                   {"mask_input": first.low_res_logits[:1]}):
+    for kwargs in (
+        {"points": [[80, 100]]},
+        {"box": [10, 10, 120, 200]},
+        {"mask_input": first.low_res_logits[:1]},
+    ):
         counting.predict(embedding, **kwargs)
         counting.decode(embedding, boxes=torch.tensor([[10.0, 10.0, 120.0, 200.0]]))
     assert counting.encoder_calls == 2
