@@ -27,7 +27,6 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.ops import roi_align
 
 __all__ = [
     "CROP_STYLES",
@@ -190,6 +189,8 @@ class RegionCropper:
             return torch.empty((0, 3, out_h, out_w), dtype=torch.float32, device=device)
         zeros = torch.zeros((n, 1), dtype=torch.float32, device=device)
         rois = torch.cat([zeros, regions.to(torch.float32) + 1.0], dim=1)  # +1: the zero border
+        from torchvision.ops import roi_align  # lazy: torchvision.ops imports torch._dynamo
+
         offset = roi_align(
             source, rois, self.out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
         )
@@ -229,6 +230,8 @@ class RegionCropper:
         index = torch.arange(n, dtype=torch.float32, device=regions.device).unsqueeze(1)
         scaled = regions.to(torch.float32) * scale
         rois = torch.cat([index, scaled], dim=1)
+        from torchvision.ops import roi_align
+
         coverage = roi_align(
             frame, rois, self.out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
         )

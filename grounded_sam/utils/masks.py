@@ -30,7 +30,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pycocotools import mask as coco_mask
-from torchvision.ops import batched_nms
 
 __all__ = [
     "BoxLike",
@@ -188,6 +187,8 @@ def box_nms(
     """
     if categories is None:
         categories = torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
+    from torchvision.ops import batched_nms  # lazy: torchvision.ops imports torch._dynamo
+
     return batched_nms(boxes.float(), scores, categories, iou_threshold)
 
 
