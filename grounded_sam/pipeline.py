@@ -285,31 +285,24 @@ class GroundedSAM:
         chosen = select_regions(scores, threshold, top_k, allowed)
         if len(chosen) == 0:
             return _with_phrases(empty_detections(index.size))
-        boxes = index.proposals.boxes[chosen.region].to(self.device)
-        out = self.predictor.decode(index.embedding, boxes=boxes, multimask_output=False)
-        for _ in range(refine):
-            out = self.predictor.decode(
-                index.embedding, boxes=boxes, mask_input=out.low_res_logits, multimask_output=False
-            )
-        masks = self.predictor.upscale(index.embedding, out.low_res_logits)[:, 0] > 0
-        sam_iou = out.iou_scores[:, 0]
+        # All tensors below live on the model's device.
+        boxes = index.proposals.boxes[chosen.region]
+        low_res, sam_iou = self._decode_boxes(index, boxes, refine)
+        # Empty masks are dropped and duplicates (whole vs. part of one object, neighbouring
+        # grid points) merged at the decoder's resolution, keeping the most confident; only
+        # the survivors are upscaled.
+        vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
+        small = low_res[:, :vh, :vw] > self.predictor.mask_threshold
+        nonempty = torch.nonzero(small.flatten(1).any(1)).flatten()
+        keep = nonempty[mask_nms(small[nonempty], chosen.score[nonempty], self.mask_nms_thresh)]
+        chosen, sam_iou = chosen.take(keep), sam_iou[keep]
+        masks = self.predictor.upscale(index.embedding, low_res[keep][:, None])[:, 0]
+        masks = masks > self.predictor.mask_threshold
         if min_region_area > 0:
             masks = _clean_masks(masks, min_region_area)
-        nonempty = masks.flatten(1).any(1)
-        masks, sam_iou = masks[nonempty], sam_iou[nonempty]
-        score, phrase, region = (
-            chosen.score[nonempty],
-            chosen.phrase[nonempty],
-            chosen.region[nonempty],
-        )
-        keep = _dedupe(masks, score, self.mask_nms_thresh)
-        masks, sam_iou, score, phrase, region = (
-            masks[keep],
-            sam_iou[keep],
-            score[keep],
-            phrase[keep],
-            region[keep],
-        )
+        filled = masks.flatten(1).any(1)
+        masks, sam_iou, chosen = masks[filled], sam_iou[filled], chosen.take(filled)
+        score, phrase, region = chosen.score, chosen.phrase, chosen.region
         clip_score = cosine[region, phrase]
         return make_detections(
             masks=masks.cpu().numpy(),
@@ -439,6 +432,35 @@ class GroundedSAM:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _decode_boxes(
+        self, index: ImageIndex, boxes: torch.Tensor, refine: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box prompts (+ ``refine`` passes feeding each mask back) in chunks.
+
+        Args:
+            index: The image's index (its kept embedding is used).
+            boxes: (M, 4) xyxy original pixels.
+            refine: Extra passes with the previous low-res logits as mask prompt.
+
+        Returns:
+            ``(low_res_logits (M, L, L), iou (M,))``.
+        """
+        chunk = self.proposal_settings.points_per_batch
+        logits, ious = [], []
+        for start in range(0, boxes.shape[0], chunk):
+            part = boxes[start : start + chunk]
+            out = self.predictor.decode(index.embedding, boxes=part, multimask_output=False)
+            for _ in range(refine):
+                out = self.predictor.decode(
+                    index.embedding,
+                    boxes=part,
+                    mask_input=out.low_res_logits,
+                    multimask_output=False,
+                )
+            logits.append(out.low_res_logits[:, 0])
+            ious.append(out.iou_scores[:, 0])
+        return torch.cat(logits), torch.cat(ious)
+
     def _point_filter(
         self, index: ImageIndex, points: object, point_labels: object | None
     ) -> torch.Tensor:
@@ -461,15 +483,6 @@ class GroundedSAM:
 def _with_phrases(dets: sv.Detections) -> sv.Detections:
     dets.data["proposal_index"] = np.zeros(0, dtype=int)
     return dets
-
-
-def _dedupe(masks: torch.Tensor, score: torch.Tensor, iou_thresh: float) -> torch.Tensor:
-    """Indices of masks kept by mask NMS, compared at <=256 px to stay cheap."""
-    h, w = masks.shape[-2:]
-    step = max(1, max(h, w) // 256)
-    small = masks[:, ::step, ::step]
-    keep = mask_nms(small, score, iou_thresh)
-    return keep.to(masks.device)
 
 
 def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,10 @@ class Selection:
     def __len__(self) -> int:
         return int(self.region.shape[0])
 
+    def take(self, index: torch.Tensor) -> Selection:
+        """The chosen regions at ``index`` ((K,) long or (M,) bool), order kept."""
+        return Selection(self.region[index], self.phrase[index], self.score[index])
+
 
 def select_regions(
     scores: torch.Tensor,
