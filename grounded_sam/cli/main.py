@@ -67,6 +67,8 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger("grounded_sam").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     else:
         warnings.simplefilter("ignore")
+        # Hub retries while offline are noise next to our one-line error.
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def _one_line(exc: BaseException) -> str:
