@@ -28,9 +28,14 @@ Configurations (``--config``):
   reference in float32 (Meta's code path); the GPU model is reported.
 
 Random weights (seeded) are used unless ``--sam`` / ``--clip`` name real ones: full-size
-architectures cost the same with any weights. Random weights give few confident masks, so the
-default thresholds here are lowered (same on both sides) so that at least ``max_regions``
-proposals survive; pass Meta's defaults (0.88 / 0.95) with real weights.
+architectures cost the same with any weights (see :func:`realistic_init_` for why the weights
+are re-scaled). Random masks overlap heavily and few are confident, so with random weights the
+defaults are ``pred_iou_thresh=0``, ``stability_score_thresh=0.9`` and ``box_nms_thresh=1.0``
+(NMS off), the same on both sides, so that at least ``--regions`` proposals survive; with real
+SAM weights Meta's defaults (0.88 / 0.95 / 0.7) apply. Counts are always printed.
+
+Results of a run on this project's CI machine, with the analysis of where the time goes, are in
+``benchmarks/RESULTS.md``.
 
 Example::
 

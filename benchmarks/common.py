@@ -77,10 +77,30 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         info["loadavg_1m"] = round(os.getloadavg()[0], 2)
     except OSError:  # pragma: no cover
         pass
+    info.update(git_state())
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def git_state() -> dict[str, Any]:
+    """The engine's version: git commit of the repo and whether the tree had local changes."""
+    import subprocess
+
+    def run(*args: str) -> str:
+        try:
+            proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = run("rev-parse", "--short", "HEAD")
+    if not commit:
+        return {}
+    dirty = run("status", "--porcelain", "--untracked-files=no", "--", "grounded_sam")
+    return {"git_commit": commit, "grounded_sam_modified": bool(dirty)}
 
 
 def summarize(values: list[float]) -> dict[str, float]:

@@ -21,8 +21,10 @@ Examples::
     # real weights (downloaded once into the Hugging Face cache)
     python benchmarks/eval.py --data ../shared/data/coco-val-mini \\
         --sam facebook/sam-vit-base --clip ViT-B-16:laion2b_s34b_b88k --out results/eval.json
-    # mechanics only, tiny random models (numbers are meaningless)
-    python benchmarks/eval.py --data ../shared/data/fruits --tiny --max-images 2
+    # mechanics only, tiny random models (numbers are meaningless; thresholds lowered so
+    # that random masks survive)
+    python benchmarks/eval.py --data ../shared/data/fruits --tiny --max-images 2 \
+        --pred-iou-thresh 0 --stability-score-thresh 0.5
 
 Numbers obtained with random weights (``--tiny`` or ``--random-*``) are meaningless; they
 only show that the harness runs.
