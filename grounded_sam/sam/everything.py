@@ -37,11 +37,11 @@ from grounded_sam.utils.grid import build_all_layer_point_grids, generate_crop_b
 from grounded_sam.utils.masks import (
     box_area,
     box_nms,
+    clean_small_regions,
     encode_rle,
     is_box_near_crop_edge,
     masks_to_boxes,
     masks_to_uncompressed_rle,
-    remove_small_regions,
     uncrop_boxes,
     uncrop_masks,
     uncrop_points,
@@ -603,10 +603,8 @@ def proposals_to_records(
         np_masks = masks.cpu().numpy()
         unchanged = np.ones(len(np_masks), dtype=np.float32)
         for i in range(len(np_masks)):
-            m, holes = remove_small_regions(np_masks[i], min_mask_region_area, "holes")
-            m, islands = remove_small_regions(m, min_mask_region_area, "islands")
-            np_masks[i] = m
-            unchanged[i] = float(not (holes or islands))
+            np_masks[i], changed = clean_small_regions(np_masks[i], min_mask_region_area)
+            unchanged[i] = float(not changed)
         masks = torch.from_numpy(np_masks).to(masks.device)
         # Prefer masks that needed no clean-up (score 1 over 0), as Meta does; keep the
         # survivors in their original (predicted-IoU) order.

@@ -43,6 +43,7 @@ __all__ = [
     "masks_to_boxes",
     "masks_to_uncompressed_rle",
     "remove_small_regions",
+    "clean_small_regions",
     "rle_area",
     "stability_score",
     "uncrop_boxes",
@@ -530,3 +531,19 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
         kept[i] = True
         suppressed |= overlaps[i]
     return order[torch.from_numpy(np.flatnonzero(kept)).to(order.device)]
+
+
+def clean_small_regions(mask: np.ndarray, area_thresh: float) -> tuple[np.ndarray, bool]:
+    """Fill holes, then drop islands, smaller than ``area_thresh`` pixels (Meta's order).
+
+    Args:
+        mask: ``(H, W)`` bool mask.
+        area_thresh: Area in pixels below which a hole or an island is removed.
+
+    Returns:
+        ``(mask, changed)``: the cleaned mask and whether either step changed it.
+
+    """
+    mask, holes = remove_small_regions(mask, area_thresh, "holes")
+    mask, islands = remove_small_regions(mask, area_thresh, "islands")
+    return mask, holes or islands
