@@ -19,6 +19,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
 from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES, calibrate, similarity
@@ -30,15 +31,14 @@ from grounded_sam.sam.everything import (
     generate_proposals,
     proposals_to_records,
 )
+from grounded_sam.sam.loading import DEFAULT_SAM
 from grounded_sam.sam.predictor import SamPredictor
-from grounded_sam.utils.masks import mask_nms, masks_to_boxes, remove_small_regions
+from grounded_sam.utils.masks import clean_small_regions, mask_nms, masks_to_boxes
 
 __all__ = ["GroundedSAM", "RegionScorer", "DEFAULT_CLIP", "DEFAULT_SAM"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SAM = "facebook/sam-vit-base"
-DEFAULT_CLIP = "ViT-B-16:laion2b_s34b_b88k"
 
 #: Proposal settings used by :meth:`GroundedSAM.index` unless overridden: Meta's defaults
 #: with a 16×16 grid (256 prompts), which covers objects down to ~1/16 of the image side.
@@ -496,8 +496,7 @@ def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
 def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
     arr = masks.cpu().numpy()
     for i in range(len(arr)):
-        arr[i], _ = remove_small_regions(arr[i], area, "holes")
-        arr[i], _ = remove_small_regions(arr[i], area, "islands")
+        arr[i], _ = clean_small_regions(arr[i], area)
     return torch.from_numpy(arr).to(masks.device)
 
 
