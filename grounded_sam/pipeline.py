@@ -34,6 +34,7 @@ from grounded_sam.sam.everything import (
 from grounded_sam.sam.loading import DEFAULT_SAM
 from grounded_sam.sam.predictor import SamPredictor
 from grounded_sam.utils.masks import clean_small_regions, mask_nms, masks_to_boxes
+from grounded_sam.utils.progress import StageProgress
 
 __all__ = ["GroundedSAM", "RegionScorer", "DEFAULT_CLIP", "DEFAULT_SAM"]
 
@@ -158,12 +159,16 @@ class GroundedSAM:
                 message names it and says how to use a local copy.
         """
         from grounded_sam.clip import load_clip
-        from grounded_sam.sam.loading import load_sam_model
+        from grounded_sam.clip.loading import clip_hub_model
+        from grounded_sam.hub import hub_session
+        from grounded_sam.sam.loading import load_sam_model, sam_hub_model
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        model = load_sam_model(sam, dev, dt)
-        scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
+        # Both models are checked before either loads: one error names every missing one.
+        with hub_session([sam_hub_model(sam), clip_hub_model(clip)]):
+            model = load_sam_model(sam, dev, dt)
+            scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
         return cls(SamPredictor(model), scorer, model_ids=(os.fspath(sam), clip), **kwargs)
 
@@ -174,14 +179,16 @@ class GroundedSAM:
         image: ImageInput,
         *,
         proposal_settings: EverythingSettings | None = None,
-        show_progress: bool = False,
+        show_progress: bool | StageProgress = False,
     ) -> ImageIndex:
         """Do all phrase-independent work for an image, once.
 
         Args:
             image: A path, a PIL image, or an (H, W, 3) uint8 RGB array.
             proposal_settings: Override :attr:`proposal_settings` for this image.
-            show_progress: Show a progress bar over the grid points.
+            show_progress: Show progress bars (SAM encoder, proposals, CLIP regions) on
+                stderr; a :class:`~grounded_sam.utils.progress.StageProgress` also collects
+                the stage times.
 
         Returns:
             An :class:`ImageIndex` to pass to :meth:`query` any number of times.
@@ -190,20 +197,24 @@ class GroundedSAM:
         settings = proposal_settings or self.proposal_settings
         if settings.max_proposals is None or settings.max_proposals > self.max_regions:
             settings = replace(settings, max_proposals=self.max_regions)
+        progress = _stage_progress(show_progress)
         t0 = time.perf_counter()
-        embedding = self.predictor.encode(arr)
+        with progress.stage("SAM encoder"):
+            embedding = self.predictor.encode(arr)
         t1 = time.perf_counter()
-        proposals = generate_proposals(
-            self.predictor, arr, settings, embedding=embedding, show_progress=show_progress
-        )
+        with progress.stage("proposals", bar=False):  # generate_proposals shows its own bar
+            proposals = generate_proposals(
+                self.predictor, arr, settings, embedding=embedding, show_progress=progress.enabled
+            )
         t2 = time.perf_counter()
-        frame = proposals.frame_masks()
-        image_t = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)
-        with torch.inference_mode():
-            if len(proposals):
-                regions = self.scorer.encode_regions(image_t, proposals.boxes, frame)
-            else:
-                regions = torch.zeros(0, 1, device=self.device)
+        with progress.stage("CLIP regions", total=max(len(proposals), 1), unit="region"):
+            frame = proposals.frame_masks()
+            image_t = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)
+            with torch.inference_mode():
+                if len(proposals):
+                    regions = self.scorer.encode_regions(image_t, proposals.boxes, frame)
+                else:
+                    regions = torch.zeros(0, 1, device=self.device)
         t3 = time.perf_counter()
         logger.info(
             "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs)",
@@ -393,7 +404,7 @@ class GroundedSAM:
         image: ImageInput | ImageIndex,
         *,
         output_mode: Literal["binary_mask", "coco_rle"] = "binary_mask",
-        show_progress: bool = False,
+        show_progress: bool | StageProgress = False,
         **settings: Any,
     ) -> list[dict[str, Any]]:
         """SAM's automatic "segment everything" masks.
@@ -401,7 +412,8 @@ class GroundedSAM:
         Args:
             image: An image, or an :class:`ImageIndex` (its embedding is reused for crop 0).
             output_mode: ``"binary_mask"`` (H×W bool arrays) or ``"coco_rle"``.
-            show_progress: Progress bar over the grid points.
+            show_progress: Progress bars (SAM encoder, grid points) on stderr; a
+                :class:`~grounded_sam.utils.progress.StageProgress` also collects stage times.
             **settings: Any :class:`EverythingSettings` field (``points_per_side``,
                 ``pred_iou_thresh``, ``stability_score_thresh``, ``crop_n_layers``,
                 ``crop_n_points_downscale_factor``, ``min_mask_region_area``, ...); defaults
@@ -415,14 +427,17 @@ class GroundedSAM:
             cfg = EverythingSettings(**settings)
         except TypeError as exc:
             raise TypeError(f"Unknown everything() setting: {exc}") from exc
+        progress = _stage_progress(show_progress)
         if isinstance(image, ImageIndex):
             arr, embedding = image.image, image.embedding
         else:
             arr = load_image(image)
-            embedding = self.predictor.encode(arr)
-        proposals = generate_proposals(
-            self.predictor, arr, cfg, embedding=embedding, show_progress=show_progress
-        )
+            with progress.stage("SAM encoder"):
+                embedding = self.predictor.encode(arr)
+        with progress.stage("proposals", bar=False):  # generate_proposals shows its own bar
+            proposals = generate_proposals(
+                self.predictor, arr, cfg, embedding=embedding, show_progress=progress.enabled
+            )
         return proposals_to_records(
             proposals,
             output_mode=output_mode,
@@ -513,3 +528,10 @@ def _check_top_k(top_k: int | None) -> None:
 def _check_refine(refine: int) -> None:
     if not isinstance(refine, int) or refine < 0:
         raise ValueError(f"refine must be an integer >= 0, got {refine!r}.")
+
+
+def _stage_progress(show_progress: bool | StageProgress) -> StageProgress:
+    """The caller's :class:`StageProgress`, or a new one shown when ``show_progress``."""
+    if isinstance(show_progress, StageProgress):
+        return show_progress
+    return StageProgress(enabled=bool(show_progress))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
 
     from grounded_sam.pipeline import GroundedSAM
     from grounded_sam.sam.everything import EverythingSettings
+    from grounded_sam.utils.progress import StageProgress
 
 __all__ = [
     "PROG",
@@ -26,6 +26,8 @@ __all__ = [
     "add_query_options",
     "check_out_dir",
     "load_engine",
+    "say",
+    "stage_progress",
     "proposal_settings",
     "format_table",
     "query_kwargs",
@@ -92,18 +94,17 @@ def non_negative_int(text: str) -> int:
 
 
 def _engine_defaults() -> dict[str, Any]:
-    from grounded_sam.pipeline import DEFAULT_INDEX_SETTINGS, GroundedSAM
+    """The engine's defaults, from :mod:`grounded_sam.cli.defaults` (no torch import)."""
+    from types import SimpleNamespace
 
-    params = inspect.signature(GroundedSAM.__init__).parameters
-    return {
-        "proposals": DEFAULT_INDEX_SETTINGS,
-        **{k: params[k].default for k in ("threshold", "top_k", "refine", "max_regions")},
-    }
+    from grounded_sam.cli import defaults
+
+    return {"proposals": SimpleNamespace(**defaults.INDEX_PROPOSALS), **defaults.QUERY}
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--sam, --clip, --device, --dtype, --crop-style and -v/--verbose."""
-    from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_SAM
+    from grounded_sam.cli.defaults import DEFAULT_CLIP, DEFAULT_SAM
 
     group = parser.add_argument_group("models")
     group.add_argument(
@@ -144,6 +145,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         action="count",
         default=0,
         help="log progress (-v) or debug details and tracebacks (-vv) to stderr",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars or timing lines on stderr (errors are still shown)",
     )
 
 
@@ -253,8 +260,28 @@ def proposal_settings(args: argparse.Namespace) -> EverythingSettings:
 # -- engine --------------------------------------------------------------------------------
 
 
+def stage_progress(args: argparse.Namespace) -> StageProgress:
+    """Progress bars on stderr for one image's stages, off with ``-q``."""
+    from grounded_sam.utils.progress import StageProgress
+
+    return StageProgress(enabled=not getattr(args, "quiet", False))
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A status line on stderr (``grounded-sam: ...``), unless ``-q``; stdout stays clean."""
+    if getattr(args, "quiet", False):
+        return
+    from tqdm import tqdm
+
+    tqdm.write(f"{PROG}: {text}", file=sys.stderr)  # does not break a running bar
+    sys.stderr.flush()
+
+
 def _quiet_weight_loading(verbose: int) -> None:
     """Hide transformers' "Loading weights" bars (keep Hugging Face download bars)."""
+    from grounded_sam.hub import quiet_hub_logging
+
+    quiet_hub_logging(verbose)  # also after transformers is imported: levels set last
     if verbose:
         return
     try:
@@ -285,6 +312,7 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
         kwargs["max_regions"] = args.max_regions
     if hasattr(args, "threshold"):
         kwargs.update(threshold=args.threshold, top_k=args.top_k or None, refine=args.refine)
+    say(args, f"loading SAM {args.sam} and CLIP {args.clip} ...")
     t0 = time.perf_counter()
     gs = GroundedSAM.from_pretrained(
         sam=args.sam,
@@ -294,7 +322,7 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
         crop_style=args.crop_style,
         **kwargs,
     )
-    logger.info("Models ready in %.1fs on %s", time.perf_counter() - t0, gs.device)
+    say(args, f"models ready in {time.perf_counter() - t0:.1f}s on {gs.device}")
     return gs
 
 

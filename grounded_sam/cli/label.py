@@ -7,8 +7,6 @@ import logging
 import sys
 import time
 
-from tqdm import tqdm
-
 from grounded_sam.cli.common import (
     HelpFormatter,
     add_model_options,
@@ -53,7 +51,7 @@ example:
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``label`` command."""
-    from grounded_sam.export.dataset import FORMATS
+    from grounded_sam.cli.defaults import DATASET_FORMATS as FORMATS
 
     parser = commands.add_parser(
         "label",
@@ -96,6 +94,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``label``; returns 0, or 1 when some images failed."""
+    from tqdm import tqdm
+
     from grounded_sam import parse_prompt
     from grounded_sam.export.dataset import label_images, labeling_config, prepare_labeling
 

@@ -20,6 +20,8 @@ from grounded_sam.cli.common import (
     format_table,
     load_engine,
     query_kwargs,
+    say,
+    stage_progress,
     unique_stems,
 )
 
@@ -105,8 +107,12 @@ def run(args: argparse.Namespace) -> int:
         if gs is None:  # loaded once an image is known to be readable, so bad input fails fast
             gs = load_engine(args)
         t0 = time.perf_counter()
-        dets = gs.segment(image, phrases, **query_kwargs(args))
+        progress = stage_progress(args)
+        index = gs.index(image, show_progress=progress)  # segment() = query(index(image))
+        with progress.stage("query", bar=False):
+            dets = gs.query(index, phrases, **query_kwargs(args))
         elapsed = time.perf_counter() - t0
+        say(args, f"{path}: {progress.summary()} (total {elapsed:.2f}s)")
         doc = detections_to_json(
             dets,
             image.shape[:2],

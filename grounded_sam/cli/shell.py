@@ -18,6 +18,8 @@ from grounded_sam.cli.common import (
     format_table,
     load_engine,
     query_kwargs,
+    say,
+    stage_progress,
 )
 
 __all__ = ["add_parser", "run"]
@@ -85,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(path)
     gs = load_engine(args)
     t0 = time.perf_counter()
-    index = gs.index(image)
+    progress = stage_progress(args)
+    index = gs.index(image, show_progress=progress)
+    say(args, f"{path}: indexed: {progress.summary()}")
     print(
         f"{path}: indexed {image.shape[1]}x{image.shape[0]} in {time.perf_counter() - t0:.2f}s "
         f"({len(index)} regions). Type phrases (comma-separated); empty line or 'quit' ends."

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from grounded_sam.errors import ModelLoadError
+from grounded_sam.hub import HubModel, require_hub_models
 
-__all__ = ["DEFAULT_SAM", "SAM_ALIASES", "load_sam_model"]
+__all__ = ["DEFAULT_SAM", "SAM_ALIASES", "load_sam_model", "sam_hub_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,21 @@ def _local_model_type(config_file: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def sam_hub_model(spec: str | os.PathLike) -> HubModel | None:
+    """The Hub repository ``spec`` names (None for a local folder or a path)."""
+    spec_str = os.fspath(spec)
+    repo = SAM_ALIASES.get(spec_str.lower(), spec_str)
+    if isinstance(spec, os.PathLike) or Path(repo).expanduser().exists() or _looks_like_path(repo):
+        return None
+    return HubModel(
+        what=f"SAM model {repo!r}",
+        repo_id=repo,
+        files=(("config.json",), ("model.safetensors", "pytorch_model.bin")),
+        fix=f"For SAM, on a connected machine run `hf download {repo} --local-dir sam-b`, copy "
+        "the folder over and pass it as the SAM model (sam='sam-b', --sam sam-b).",
+    )
+
+
 def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.dtype):
     """Load a SAM model.
 
@@ -62,6 +78,7 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
         ModelLoadError: The model could not be found, downloaded or read. The message names
             the model and says how to use a local copy.
     """
+    require_hub_models([sam_hub_model(spec)])  # fails in seconds when offline and not cached
     from safetensors import SafetensorError  # raised for a truncated / corrupt file
     from transformers import SamModel
 
