@@ -303,6 +303,12 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
     """
     import time
 
+    from grounded_sam.clip.loading import clip_hub_model
+    from grounded_sam.hub import require_hub_models
+    from grounded_sam.sam.loading import sam_hub_model
+
+    # Before the heavier imports: offline and not cached fails here, naming both models.
+    require_hub_models([sam_hub_model(args.sam), clip_hub_model(args.clip)])
     from grounded_sam import GroundedSAM
 
     _quiet_weight_loading(args.verbose)
@@ -312,7 +318,6 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
         kwargs["max_regions"] = args.max_regions
     if hasattr(args, "threshold"):
         kwargs.update(threshold=args.threshold, top_k=args.top_k or None, refine=args.refine)
-    say(args, f"loading SAM {args.sam} and CLIP {args.clip} ...")
     t0 = time.perf_counter()
     gs = GroundedSAM.from_pretrained(
         sam=args.sam,

@@ -92,7 +92,7 @@ def test_shell_reads_phrases_from_stdin(model_args: list[str], tmp_path: Path) -
     image = synthetic_image(tmp_path / "shapes.png")
     out = tmp_path / "out"
     phrases = "hazelnut\n , ,\nfig, date\nquit\nnever read\n"
-    proc = run_cli(["shell", image, "--out", out, *model_args], stdin=phrases)
+    proc = run_cli(["shell", image, "--out", out, "-q", *model_args], stdin=phrases)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("phrase> ") == 4  # hazelnut, the bad one, fig+date, quit
     answers = [line for line in proc.stdout.splitlines() if " ms; overlay: " in line]
