@@ -11,13 +11,15 @@ Layout of ``DATASET_DIR``::
 
     images/                  the labeled images (copied; nested paths flattened with "__")
     annotations.json         COCO: RLE masks, iscrowd 0, a "score" (confidence) per annotation
-    labels/*.txt, data.yaml  YOLO segmentation polygons (one line per polygon)
+    labels/*.txt, data.yaml  YOLO segmentation polygons (one line per detection)
     scores/*.txt             YOLO sidecar: the confidence of each label line, same order
     annotations/*.xml        Pascal VOC
     .grounded_sam_state/     resume state (run.json + one JSON per image)
 
 The formats are written by supervision's ``DetectionDataset`` (``as_coco``, ``as_yolo``,
-``as_pascal_voc``); every file is written to a temporary name first and then renamed.
+``as_pascal_voc``); every file is written to a temporary name first and then renamed. For
+YOLO and VOC, a mask in several parts is first joined into one piece
+(:mod:`grounded_sam.export.single_part`), so each detection is one polygon, one instance.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tqdm import tqdm
 
 from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
 from grounded_sam.export.records import detections_to_records, records_to_detections
+from grounded_sam.export.single_part import join_parts_of_masks
 from grounded_sam.inputs import load_image, parse_prompt
 
 if TYPE_CHECKING:
@@ -583,12 +586,18 @@ def _prune(folder: Path, keep: set[str], suffixes: tuple[str, ...] | None) -> No
 
 
 def _dataset(
-    entries: Sequence[_Entry], targets: Sequence[Path], classes: list[str], crowd: bool = False
+    entries: Sequence[_Entry],
+    targets: Sequence[Path],
+    classes: list[str],
+    crowd: bool = False,
+    one_part: bool = False,
 ) -> tuple[sv.DetectionDataset, list[sv.Detections]]:
     annotations = {}
     dets_list = []
     for entry, target in zip(entries, targets, strict=True):
         dets = records_to_detections(entry.records, (entry.height, entry.width), classes)
+        if one_part:  # polygon formats: one polygon (one instance) per detection
+            dets.mask = join_parts_of_masks(dets.mask)
         if crowd:
             # Makes supervision's COCO writer take its exact-RLE path (no polygon fitting).
             dets.data["iscrowd"] = np.ones(len(dets), dtype=int)
@@ -682,7 +691,7 @@ def _export_yolo(
     pairs = list(zip(entries, targets, strict=True))
     for chunk in _chunks(pairs, _CHUNK):
         chunk_entries = [e for e, _ in chunk]
-        ds, dets_list = _dataset(chunk_entries, [t for _, t in chunk], classes)
+        ds, dets_list = _dataset(chunk_entries, [t for _, t in chunk], classes, one_part=True)
         ds.as_yolo(annotations_directory_path=str(labels))
         for entry, target, dets in zip(
             chunk_entries, [t for _, t in chunk], dets_list, strict=True
@@ -721,7 +730,7 @@ def _export_voc(
     xml_dir = staging / "annotations"
     pairs = list(zip(entries, targets, strict=True))
     for chunk in _chunks(pairs, _CHUNK):
-        ds, _ = _dataset([e for e, _ in chunk], [t for _, t in chunk], classes)
+        ds, _ = _dataset([e for e, _ in chunk], [t for _, t in chunk], classes, one_part=True)
         ds.as_pascal_voc(annotations_directory_path=str(xml_dir))
     _move_all(xml_dir, out / "annotations", ".xml")
     return [out / "annotations"]
