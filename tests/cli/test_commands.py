@@ -86,6 +86,11 @@ def test_everything(model_args: list[str], tmp_path: Path) -> None:
     overlay = np.asarray(Image.open(out / "shapes_everything.png"))
     assert overlay.shape == (96, 128, 3)
     assert f"{doc['num_masks']} mask(s)" in proc.stdout
+    # Progress bars and the one-line timing summary go to stderr (tests/cli/test_progress.py).
+    parts = [p for line in proc.stderr.splitlines() for p in line.split("\r") if p.strip()]
+    assert any(p.startswith("SAM encoder:") for p in parts), proc.stderr
+    assert any(p.startswith("proposals:") and "100%" in p for p in parts), proc.stderr
+    assert any(p.startswith(f"grounded-sam: {image}: SAM encoder ") for p in parts)
 
 
 def test_shell_reads_phrases_from_stdin(model_args: list[str], tmp_path: Path) -> None:
