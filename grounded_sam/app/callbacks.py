@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +313,7 @@ def set_image(
     path: str | os.PathLike | None,
     *,
     max_side: int = MAX_IMAGE_SIDE,
+    on_stage: Callable[[str], None] | None = None,
 ) -> str:
     """Load a new image into the session and index it (once: the same picture is reused).
 
@@ -320,6 +322,8 @@ def set_image(
         gs: The engine.
         path: Upload path from gradio (see :func:`open_upload`).
         max_side: Largest accepted image side.
+        on_stage: Called with each indexing stage's name as it starts ("SAM encoder",
+            "proposals", "CLIP regions"), for the page's progress indicator.
 
     Returns:
         Markdown describing the index (size, regions, time, builds in this session).
@@ -333,7 +337,12 @@ def set_image(
         reused = session.key == key and session.index is not None
         if not reused:
             t0 = time.perf_counter()
-            index = gs.index(image)
+            if on_stage is None:
+                index = gs.index(image)
+            else:
+                from grounded_sam.utils.progress import StageProgress
+
+                index = gs.index(image, show_progress=StageProgress(False, on_stage=on_stage))
             seconds = time.perf_counter() - t0
             session.index = index
             session.index_seconds = seconds

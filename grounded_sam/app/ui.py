@@ -111,6 +111,20 @@ side. Each browser tab has its own image and results; requests are queued.
 """
 
 
+#: The indexing stages, in order, as named by GroundedSAM.index's progress.
+INDEX_STAGES = ("SAM encoder", "proposals", "CLIP regions")
+
+
+def index_progress(progress: Callable[..., Any]) -> Callable[[str], None]:
+    """Drive gradio's progress indicator from the indexing stages (shown on the result)."""
+
+    def on_stage(name: str) -> None:
+        done = INDEX_STAGES.index(name) if name in INDEX_STAGES else 0
+        progress(done / len(INDEX_STAGES), desc=f"Indexing the image: {name}")
+
+    return on_stage
+
+
 def build_app(
     gs: GroundedSAM,
     *,
@@ -175,7 +189,9 @@ def build_app(
         gr.Warning(str(exc))
         return page(session, status=f"⚠️ {exc}")
 
-    def on_image(path: Any, opacity: float, session: cb.Session) -> tuple:
+    def on_image(
+        path: Any, opacity: float, session: cb.Session, progress: Any = gr.Progress()  # noqa: B008
+    ) -> tuple:
         if path is None:
             upload = None
         elif isinstance(path, _UnreadableUpload):
@@ -195,7 +211,9 @@ def build_app(
                 if not _in_upload_folder(path):
                     # gradio only hands over files from its upload cache; never read others.
                     raise cb.UserError("Upload the image through the page.")
-                cb.set_image(session, gs, path, max_side=max_image_side)
+                cb.set_image(
+                    session, gs, path, max_side=max_image_side, on_stage=index_progress(progress)
+                )
                 status = (
                     "Image indexed: type phrases and press Enter, or click the image to prompt SAM."
                 )

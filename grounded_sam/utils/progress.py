@@ -9,7 +9,7 @@ records the times.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +24,8 @@ class StageProgress:
     Args:
         enabled: Show bars; when False only the times are recorded.
         leave: Keep each finished bar on the terminal (False: it is cleared when done).
+        on_stage: Called with a stage's name when it starts (e.g. to drive a progress
+            indicator on a web page).
         **tqdm_kwargs: Extra arguments for every bar (e.g. ``file``, ``position``).
 
     Example::
@@ -34,9 +36,17 @@ class StageProgress:
         print(progress.summary())     # "SAM encoder 1.23s"
     """
 
-    def __init__(self, enabled: bool = True, *, leave: bool = False, **tqdm_kwargs: Any):
+    def __init__(
+        self,
+        enabled: bool = True,
+        *,
+        leave: bool = False,
+        on_stage: Callable[[str], None] | None = None,
+        **tqdm_kwargs: Any,
+    ):
         self.enabled = enabled
         self.leave = leave
+        self.on_stage = on_stage
         self.tqdm_kwargs = tqdm_kwargs
         self.timings: dict[str, float] = {}
 
@@ -56,6 +66,8 @@ class StageProgress:
         Yields:
             The tqdm bar (call ``update(n)`` for finer progress), disabled when not shown.
         """
+        if self.on_stage is not None:
+            self.on_stage(name)
         shown = self.enabled and bar
         pbar = tqdm(
             total=total,
