@@ -58,12 +58,14 @@ class HubModel:
             one of its files is in the local cache (e.g. ``(("config.json",),
             ("model.safetensors", "pytorch_model.bin"))``).
         fix: What to do instead, e.g. how to download a local copy and pass it.
+        cache_dir: The Hugging Face cache the loader uses (None: the default cache).
     """
 
     what: str
     repo_id: str
     files: tuple[tuple[str, ...], ...]
     fix: str
+    cache_dir: str | None = None
 
 
 def hub_offline_env() -> bool:
@@ -85,7 +87,7 @@ def cached(model: HubModel) -> bool:
 
     def in_cache(name: str) -> bool:
         try:
-            found = try_to_load_from_cache(model.repo_id, name)
+            found = try_to_load_from_cache(model.repo_id, name, cache_dir=model.cache_dir)
         except Exception:  # malformed id etc.: let the real loader report it
             return False
         return isinstance(found, str) and os.path.isfile(found)

@@ -137,7 +137,8 @@ def test_model_specs_map_to_hub_repositories(tmp_path: Path) -> None:
     assert sam is not None and sam.repo_id == "facebook/sam-vit-base"
     assert "hf download facebook/sam-vit-base --local-dir" in sam.fix
     assert sam_hub_model(tmp_path) is None and sam_hub_model(str(tmp_path)) is None
-    assert sam_hub_model("./sam-b") is None
+    with pytest.raises(ModelLoadError, match="directory not found"):
+        sam_hub_model("./no-such-sam-b")  # a missing folder is reported before any hub check
     clip = clip_hub_model("ViT-B-16:laion2b_s34b_b88k")
     assert clip is not None and clip.repo_id == "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"
     assert clip.files == (("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),)

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         args.format,
         config=config,
         restart=args.restart,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
         on_failure=on_failure,
         **query_kwargs(args),
     )

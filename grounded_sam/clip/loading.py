@@ -170,7 +170,9 @@ def parse_clip_spec(spec: str | os.PathLike[str]) -> ClipSpec:
     )
 
 
-def clip_hub_model(spec: str | os.PathLike[str] | ClipSpec) -> HubModel | None:
+def clip_hub_model(
+    spec: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+) -> HubModel | None:
     """The Hub repository a CLIP spec downloads from (None: local folder, file or plain URL).
 
     Raises:
@@ -178,7 +180,7 @@ def clip_hub_model(spec: str | os.PathLike[str] | ClipSpec) -> HubModel | None:
     """
     import open_clip
 
-    parsed = spec if isinstance(spec, ClipSpec) else parse_clip_spec(spec)
+    parsed = parse_clip_spec(spec)
     weights = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
     if parsed.source == "hf-hub":
         repo, files = parsed.model_name[len(_HF_HUB) :], (("open_clip_config.json",), weights)
@@ -193,14 +195,16 @@ def clip_hub_model(spec: str | os.PathLike[str] | ClipSpec) -> HubModel | None:
         files = (alternatives if filename else weights,)
     else:
         return None
+    name = spec if isinstance(spec, str) else parsed.display
     return HubModel(
-        what=f"CLIP model {parsed.display!r}",
+        what=f"CLIP model {name!r}",
         repo_id=repo,
         files=files,
         fix="For CLIP, on a connected machine run `python -m grounded_sam.clip.local_copy "
-        f"{parsed.display} clip-dir` (a folder with open_clip_config.json and "
-        "open_clip_model.safetensors), copy it over and pass clip='local-dir:clip-dir' "
-        "(--clip local-dir:clip-dir).",
+        f"{parsed.display} DIR` (writes open_clip_config.json and "
+        "open_clip_model.safetensors), copy DIR over and pass clip='local-dir:DIR' "
+        "(--clip local-dir:DIR).",
+        cache_dir=None if cache_dir is None else str(cache_dir),
     )
 
 
@@ -294,7 +298,7 @@ def load_clip(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     parsed = parse_clip_spec(spec)
-    require_hub_models([clip_hub_model(parsed)])  # fails in seconds when offline and not cached
+    require_hub_models([clip_hub_model(spec, cache_dir)])  # fails in seconds if offline, not cached
     display = str(spec) if not isinstance(spec, os.PathLike) else parsed.display
     started = time.perf_counter()
     logger.info("Loading CLIP %s on %s (%s)", parsed.display, torch_device, torch_dtype)

@@ -50,14 +50,25 @@ def sam_hub_model(spec: str | os.PathLike) -> HubModel | None:
     """The Hub repository ``spec`` names (None for a local folder or a path)."""
     spec_str = os.fspath(spec)
     repo = SAM_ALIASES.get(spec_str.lower(), spec_str)
-    if isinstance(spec, os.PathLike) or Path(repo).expanduser().exists() or _looks_like_path(repo):
+    path = Path(repo).expanduser()
+    if path.exists():
         return None
+    if isinstance(spec, os.PathLike) or _looks_like_path(repo):
+        raise _missing_folder(path)  # before any other model is looked at
     return HubModel(
         what=f"SAM model {repo!r}",
         repo_id=repo,
         files=(("config.json",), ("model.safetensors", "pytorch_model.bin")),
-        fix=f"For SAM, on a connected machine run `hf download {repo} --local-dir sam-b`, copy "
-        "the folder over and pass it as the SAM model (sam='sam-b', --sam sam-b).",
+        fix=f"For SAM, on a connected machine run `hf download {repo} --local-dir DIR`, copy "
+        "DIR over and pass sam='DIR' (--sam DIR).",
+    )
+
+
+def _missing_folder(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"SAM model directory not found: {path}. Give an existing folder saved with "
+        "SamModel.save_pretrained (config.json + model.safetensors), or a Hugging Face id "
+        f"such as {DEFAULT_SAM!r}."
     )
 
 
@@ -87,11 +98,7 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
     path = Path(spec_str).expanduser()
     is_local = path.exists()
     if not is_local and (isinstance(spec, os.PathLike) or _looks_like_path(spec_str)):
-        raise ModelLoadError(
-            f"SAM model directory not found: {path}. Give an existing folder saved with "
-            "SamModel.save_pretrained (config.json + model.safetensors), or a Hugging Face id "
-            f"such as {DEFAULT_SAM!r}."
-        )
+        raise _missing_folder(path)
     if is_local:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelLoadError(

@@ -141,6 +141,8 @@ def test_alias_resolves_to_hub_id(monkeypatch, alias, repo):
         raise OSError("We couldn't connect to 'https://huggingface.co' (test stand-in)")
 
     monkeypatch.setattr(SamModel, "from_pretrained", offline_from_pretrained)
+    # Past the hub check (tests/test_hub.py), which would stop an uncached id before.
+    monkeypatch.setattr("grounded_sam.sam.loading.require_hub_models", lambda models: False)
     with pytest.raises(ModelLoadError, match=repo):
         load_sam_model(alias, CPU, torch.float32)
     assert asked == [repo]
