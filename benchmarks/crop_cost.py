@@ -74,3 +74,36 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def index_times(sizes: list[tuple[int, int]], old: bool) -> list[float]:
+    """Seconds of ``GroundedSAM.index`` with tiny random models (CPU) per (H, W) size."""
+    import tempfile
+
+    from grounded_sam import EverythingSettings, GroundedSAM
+    from grounded_sam.testing import save_tiny_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sam, clip = save_tiny_models(tmp)
+        gs = GroundedSAM.from_pretrained(
+            sam=sam,
+            clip=clip,
+            device="cpu",
+            proposal_settings=EverythingSettings(
+                points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0
+            ),
+        )
+    saved = RegionCropper.top_level
+    if old:
+        RegionCropper.top_level = lambda self, size: 0  # type: ignore[method-assign]
+    try:
+        out = []
+        for h, w in sizes:
+            image = np.random.default_rng(2).integers(0, 255, (h, w, 3), dtype=np.uint8)
+            t0 = time.perf_counter()
+            index = gs.index(image)
+            out.append(time.perf_counter() - t0)
+            print(f"  {'old' if old else 'new'} {w}x{h}: {out[-1]:.2f} s, {len(index)} regions")
+        return out
+    finally:
+        RegionCropper.top_level = saved  # type: ignore[method-assign]
