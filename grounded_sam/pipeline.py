@@ -311,8 +311,7 @@ class GroundedSAM:
         nonempty = torch.nonzero(small.flatten(1).any(1)).flatten()
         keep = nonempty[mask_nms(small[nonempty], chosen.score[nonempty], self.mask_nms_thresh)]
         chosen, sam_iou = chosen.take(keep), sam_iou[keep]
-        masks = self.predictor.upscale(index.embedding, low_res[keep][:, None])[:, 0]
-        masks = masks > self.predictor.mask_threshold
+        masks = _upscale_binary(self.predictor, index, low_res[keep])
         if min_region_area > 0:
             masks = _clean_masks(masks, min_region_area)
         filled = masks.flatten(1).any(1)
@@ -506,6 +505,22 @@ def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
     nonempty = masks.flatten(1).any(1) if masks.numel() else torch.zeros(0, dtype=torch.bool)
     boxes[:, 2:] += nonempty[:, None].float()
     return boxes
+
+
+def _upscale_binary(
+    predictor: SamPredictor, index: ImageIndex, low_res: torch.Tensor
+) -> torch.Tensor:
+    """(M, L, L) logits -> (M, H, W) bool masks, upscaled one at a time.
+
+    The float logits of all M masks at full resolution would be 4x the masks themselves
+    (gigabytes on large images).
+    """
+    h, w = index.size
+    out = torch.empty((low_res.shape[0], h, w), dtype=torch.bool, device=low_res.device)
+    for i in range(low_res.shape[0]):
+        full = predictor.upscale(index.embedding, low_res[i : i + 1, None])[0, 0]
+        out[i] = full > predictor.mask_threshold
+    return out
 
 
 def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
