@@ -7,6 +7,7 @@ are parsed: ``segment`` exits 1 with one line, ``shell`` reports the line and go
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -29,16 +30,19 @@ def test_segment_with_an_undecodable_byte_in_the_phrase(model_args, tmp_path: Pa
     assert "Traceback" not in stderr
 
 
-def test_shell_survives_hostile_lines(model_args, tmp_path: Path) -> None:
+def test_shell_survives_hostile_lines(model_args, tmp_path: Path, monkeypatch, capsys) -> None:
+    # In-process (saves a subprocess start): stdin decodes an undecodable byte to a lone
+    # surrogate (surrogateescape), which is what this StringIO hands over.
+    from grounded_sam.cli.main import main
+
     image = synthetic_image(tmp_path / "shapes.png")
-    lines = b"\xffx\n" + b"a\x01b\n" + b"x" * 400 + b"\nhazelnut\nquit\n"
-    proc = _run(["shell", str(image), "--out", str(tmp_path / "out"), *model_args], stdin=lines)
-    stdout = proc.stdout.decode("utf-8", "replace")
-    stderr = proc.stderr.decode("utf-8", "replace")
-    assert proc.returncode == 0, stderr
-    errors = error_lines(stderr)
-    assert len(errors) == 3, stderr
-    assert "not valid" in errors[0] or "lone surrogate" in errors[0]
+    lines = "\udcffx\n" + "a\x01b\n" + "x" * 400 + "\nhazelnut\nquit\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    assert main(["shell", str(image), "--out", str(tmp_path / "out"), *model_args]) == 0
+    captured = capsys.readouterr()
+    errors = error_lines(captured.err)
+    assert len(errors) == 3, captured.err
+    assert "lone surrogate U+DCFF" in errors[0]
     assert "control character U+0001" in errors[1]
     assert "the limit is 300" in errors[2]
-    assert " ms; overlay: " in stdout  # the valid phrase after them was answered
+    assert captured.out.count(" ms; overlay: ") == 1  # the valid phrase after them was answered
