@@ -1,6 +1,6 @@
 """Without a browser the real-browser tests skip with one line, except in CI, where they fail.
 
-Runs ``pytest tests/app/test_browser.py`` in a subprocess with Chromium pointed at a path
+Runs the browser tests of tests/app/test_browser.py in a subprocess with Chromium at a path
 that does not exist, so this checks the gate on every machine (with or without Chromium).
 """
 
@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+#: The tests that use the ``browser`` fixture (the raw-HTTP test in that file needs none).
+BROWSER_TESTS = [
+    "tests/app/test_browser.py::test_phrases_exports_and_prompts_in_a_real_browser",
+    "tests/app/test_browser.py::test_two_tabs_keep_their_own_images_and_results",
+]
 
 
 def run_browser_tests(**env: str) -> subprocess.CompletedProcess:
@@ -19,8 +24,7 @@ def run_browser_tests(**env: str) -> subprocess.CompletedProcess:
             if k not in ("CI", "GROUNDED_SAM_REQUIRE_BROWSER")}  # fmt: skip
     base.update(GROUNDED_SAM_CHROMIUM="/nonexistent/chromium", **env)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/app/test_browser.py", "-q", "-ra",
-         "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", *BROWSER_TESTS, "-q", "-ra", "-p", "no:cacheprovider"],
         capture_output=True, text=True, env=base, cwd=REPO, timeout=300,
     )  # fmt: skip
 
