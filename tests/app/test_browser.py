@@ -53,6 +53,15 @@ def _missing_browser() -> str | None:
 
 
 _MISSING = _missing_browser()
+#: Why the tests that use the ``browser`` fixture are skipped here (None: they run, or fail
+#: when a browser is required). tests/app/conftest.py adds the skip at collection, which
+#: pytest -ra reports as one line.
+BROWSER_SKIP_REASON = (
+    f"real-browser tests skipped: {_MISSING}; to run them: apt-get install -y chromium "
+    "(GROUNDED_SAM_REQUIRE_BROWSER=1 makes this a failure, as in CI)"
+    if _MISSING and not REQUIRE_BROWSER
+    else None
+)
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -152,12 +161,7 @@ def app(
 
 @pytest.fixture(scope="module")
 def browser():
-    # Skipped without a browser (one line), failed when one is required (CI).
-    if _MISSING and not REQUIRE_BROWSER:
-        pytest.skip(
-            f"real-browser tests skipped: {_MISSING}; to run them: apt-get install -y chromium "
-            "(GROUNDED_SAM_REQUIRE_BROWSER=1 makes this a failure, as in CI)"
-        )
+    # Tests using it are skipped without a browser (BROWSER_SKIP_REASON) unless one is required.
     if _MISSING:
         pytest.fail(
             f"{_MISSING} and GROUNDED_SAM_REQUIRE_BROWSER/CI is set: apt-get update && "
