@@ -235,7 +235,7 @@ def label_dataset(
 
     done = _labeled_rels(shard_dir, listing)
     todo = [f for f in listing.files if f.rel not in done]
-    report = RayLabelReport(total=len(listing.files), reused=len(listing.files) - len(todo))
+    report = RayLabelReport(total=len(listing.files), reused=len(done))
     if report.reused:
         logger.info("Resuming: %d of %d images already labeled", report.reused, report.total)
 
@@ -292,13 +292,14 @@ def label_dataset(
             reason = row.error if row is not None else failed_now.get(f.rel)
             reason = reason or NO_RESULT.format(n=max_retries + 1)
             report.failed.append((f.rel, reason))
-            if f.rel not in failed_now and on_failure is not None and row is None:
+            if f.rel not in failed_now and on_failure is not None:
                 on_failure(f.rel, reason)
             continue
         entries.append(
             LabeledImage(f.rel, listing.fetch(f, cache), int(row.height), int(row.width),
                          row.records())
         )  # fmt: skip
+    report.reused = len([e for e in entries if e.rel in done])
     report.labeled = len(entries) - report.reused
     report.exported, report.instances = export_labeled(out, entries, class_list, fmt, config)
     report.seconds = time.perf_counter() - t0
@@ -306,11 +307,15 @@ def label_dataset(
 
 
 def _labeled_rels(shard_dir: Path, listing: ImageListing) -> set[str]:
+    """Images with a saved result, labeled or unreadable.
+
+    A decode error is not retried while the file keeps its size; a worker's failure is.
+    """
     sizes = {f.rel: f.size for f in listing.files}
     return {
         row.rel
-        for row in read_rows(shard_dir, columns=("rel", "bytes", "error"))
-        if row.error is None and sizes.get(row.rel) == row.bytes
+        for row in read_rows(shard_dir, columns=("rel", "bytes", "error", "stage"))
+        if (row.error is None or row.stage == "decode") and sizes.get(row.rel) == row.bytes
     }
 
 

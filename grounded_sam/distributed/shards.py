@@ -8,6 +8,8 @@ A shard holds the results of one batch of images, one row per image::
     height     int32    image height in pixels (null when the image failed)
     width      int32    image width in pixels (null when the image failed)
     error      string   why the image failed; null when it was labeled
+    stage      string   where it failed: "decode" (the file is not a readable image; not
+                        retried while the file keeps its size) or "label"; null when labeled
     detections list<struct<id, label, class_id, confidence, clip_score, sam_iou,
                            box: list<float64> (xyxy, pixels), area,
                            mask: struct<size: list<int32>, counts: string> (COCO RLE)>>
@@ -69,6 +71,7 @@ def shard_schema() -> Any:
             ("height", pa.int32()),
             ("width", pa.int32()),
             ("error", pa.string()),
+            ("stage", pa.string()),
             ("detections", pa.list_(detection)),
         ]
     )
@@ -85,6 +88,7 @@ class ShardRow:
     width: int | None
     error: str | None
     detections: list[dict[str, Any]]
+    stage: str | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """The detections as the instance records of :mod:`grounded_sam.export.records`."""
@@ -107,6 +111,7 @@ def row_from_records(
     image_size: tuple[int, int] | None,
     records: Sequence[Mapping[str, Any]] = (),
     error: str | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
     """A shard row (a dict in the shard schema) for a labeled or a failed image."""
     detections = []
@@ -126,6 +131,7 @@ def row_from_records(
         "height": None if image_size is None else int(image_size[0]),
         "width": None if image_size is None else int(image_size[1]),
         "error": error,
+        "stage": stage if error is not None else None,
         "detections": detections,
     }
 
@@ -201,4 +207,5 @@ def read_rows(
                 width=row.get("width"),
                 error=row.get("error"),
                 detections=row.get("detections") or [],
+                stage=row.get("stage"),
             )

@@ -128,12 +128,15 @@ class ImageLabeler:
         for path, data in zip(batch["path"], batch["bytes"], strict=True):
             path = str(path)
             rel = posixpath.relpath(path, self.root) if self.root else path
+            stage = "decode"
             try:
                 image = decode_image(data, rel)
+                stage = "label"
                 records = label_image(self.gs, image, self.classes, **self.query)
             except Exception as exc:  # one image must not take the batch down
                 logger.debug("Failed on %s:\n%s", rel, traceback.format_exc())
-                rows.append(row_from_records(rel, path, len(data), None, error=_one_line(exc)))
+                error = _one_line(exc)
+                rows.append(row_from_records(rel, path, len(data), None, error=error, stage=stage))
             else:
                 rows.append(row_from_records(rel, path, len(data), image.shape[:2], records))
         write_shard(self.shard_dir, self.run_id, rows)

@@ -1,0 +1,210 @@
+"""``label_dataset`` / ``label --ray`` on a real local Ray: the same dataset as ``label``,
+failures reported per image, and a killed driver resumed to the same dataset."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grounded_sam.distributed import RAY_MISSING, label_dataset
+from grounded_sam.distributed.shards import list_shards, read_rows
+from grounded_sam.export.dataset import STATE_DIRNAME, export_dataset, label_folder
+from tests.cli.conftest import ENTRY, cli_env, error_lines
+from tests.distributed.conftest import CLASSES
+
+SHARD_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}-[0-9a-f]{32}\.parquet$")
+
+
+def comparable(coco_file: Path) -> dict:
+    doc = json.loads(coco_file.read_text())
+    for image in doc["images"]:
+        image.pop("date_captured")
+    return {k: doc[k] for k in ("images", "annotations", "categories", "info")}
+
+
+def shard_dir(out: Path) -> Path:
+    return out / STATE_DIRNAME / "shards"
+
+
+class RaisingEngine:
+    """Loads the real engine on the worker; its index() raises on images of one size."""
+
+    def __init__(self, kwargs: dict, bad_size: tuple[int, int]) -> None:
+        self.kwargs = kwargs
+        self.bad_size = bad_size
+
+    def __call__(self):
+        from grounded_sam import GroundedSAM
+
+        gs = GroundedSAM.from_pretrained(**self.kwargs)
+        index, bad = gs.index, self.bad_size
+
+        def index_or_raise(image, **kw):
+            if tuple(image.shape[:2]) == bad:
+                raise RuntimeError("simulated worker failure on this image")
+            return index(image, **kw)
+
+        gs.index = index_or_raise
+        return gs
+
+
+@pytest.fixture(scope="module")
+def reference(folder, engine_kwargs, tmp_path_factory) -> Path:
+    """The single-machine dataset (label_folder, in this process)."""
+    import torch
+
+    from grounded_sam import GroundedSAM
+
+    torch.set_num_threads(1)  # as on a Ray worker with one CPU
+    root, _ = folder
+    gs = GroundedSAM.from_pretrained(**engine_kwargs)
+    out = tmp_path_factory.mktemp("reference") / "dataset"
+    report = label_folder(gs, root, CLASSES, out, "coco", progress=False)
+    assert len(report.failed) == 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_run(ray_address, folder, engine_kwargs, tmp_path_factory):
+    root, _ = folder
+    out = tmp_path_factory.mktemp("ray") / "dataset"
+    failures: list[tuple[str, str]] = []
+    report = label_dataset(
+        root, CLASSES, out, "coco", concurrency=1, batch_size=2, progress=False,
+        on_failure=lambda rel, why: failures.append((rel, why)), **engine_kwargs,
+    )  # fmt: skip
+    return report, failures, out
+
+
+def test_ray_dataset_is_the_single_machine_dataset(
+    reference, ray_run, folder, engine_kwargs
+) -> None:
+    report, _, out = ray_run
+    ref = comparable(reference / "annotations.json")
+    assert len(ref["annotations"]) >= len(folder[1]), "the reference should label something"
+    assert comparable(out / "annotations.json") == ref
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
+        p.name for p in (reference / "images").iterdir()
+    )
+    for image in (reference / "images").iterdir():
+        assert filecmp.cmp(image, out / "images" / image.name, shallow=False)
+    assert report.labeled == len(folder[1]) and report.reused == 0
+    assert sum(report.instances.values()) == len(ref["annotations"])
+
+    # The same exporter: re-exporting both as YOLO gives identical files.
+    ref_copy = reference.parent / "reference-yolo"
+    shutil.copytree(reference, ref_copy)
+    export_dataset(ref_copy, "yolo")
+    again = label_dataset(folder[0], CLASSES, out, "yolo", progress=False, **engine_kwargs)
+    assert again.reused == len(folder[1]) and again.labeled == 0  # no Ray job needed
+    for sub in ("labels", "scores"):
+        for f in (ref_copy / sub).iterdir():
+            assert f.read_text() == (out / sub / f.name).read_text(), f
+    assert (ref_copy / "data.yaml").read_text() == (out / "data.yaml").read_text()
+
+
+def test_corrupt_image_is_a_row_with_its_error_reported_and_counted(ray_run, folder) -> None:
+    report, failures, out = ray_run
+    assert [rel for rel, _ in report.failed] == ["sub/broken.jpg"]
+    assert "could not be decoded" in report.failed[0][1]
+    assert failures == report.failed  # reported while running, through on_failure
+    rows = {r.rel: r for r in read_rows(shard_dir(out))}
+    assert sorted(rows) == sorted([*folder[1], "sub/broken.jpg"])
+    assert rows["sub/broken.jpg"].error and rows["sub/broken.jpg"].detections == []
+    assert all(rows[rel].error is None and rows[rel].height for rel in folder[1])
+    shards = list_shards(shard_dir(out))
+    assert shards and all(SHARD_NAME.match(p.name) for p in shards)
+    assert len({p.name.split("-")[1] for p in shards}) == 1  # one run id
+
+
+def test_a_worker_raising_on_one_image_loses_no_other_image(
+    ray_address, folder, engine_kwargs, reference, tmp_path
+) -> None:
+    root, good = folder
+    out = tmp_path / "dataset"
+    engine = RaisingEngine(engine_kwargs, bad_size=(72, 80))  # img1.jpg
+    report = label_dataset(root, CLASSES, out, concurrency=1, batch_size=8, progress=False,
+                           engine=engine, **engine_kwargs)  # fmt: skip
+    assert dict(report.failed)["img1.jpg"] == "simulated worker failure on this image"
+    assert sorted(rel for rel, _ in report.failed) == ["img1.jpg", "sub/broken.jpg"]
+    assert report.labeled == len(good) - 1
+    ref = comparable(reference / "annotations.json")
+    got = comparable(out / "annotations.json")
+    ref_names = {i["id"]: i["file_name"] for i in ref["images"]}
+    got_names = {i["id"]: i["file_name"] for i in got["images"]}
+    assert sorted(got_names.values()) == sorted(n for n in ref_names.values() if n != "img1.jpg")
+
+    def by_file(doc, names):
+        out = {}
+        for a in doc["annotations"]:
+            out.setdefault(names[a["image_id"]], []).append(
+                {k: a[k] for k in ("segmentation", "bbox", "score", "category_id")}
+            )
+        return out
+
+    expected = by_file(ref, ref_names)
+    expected.pop("img1.jpg", None)
+    assert by_file(got, got_names) == expected
+
+
+def test_killed_driver_resumes_to_the_same_dataset(
+    ray_address, folder, engine_kwargs, model_args, reference, tmp_path
+) -> None:
+    root, good = folder
+    out = tmp_path / "dataset"
+    args = ["label", root, "-c", CLASSES, "-o", out, "--ray", ray_address,
+            "--concurrency", "1", "--batch-size", "1", "--no-progress", *model_args]  # fmt: skip
+    log = tmp_path / "killed.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen([*ENTRY, *map(str, args)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, env=cli_env())  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list_shards(shard_dir(out)) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no shard written: " + log.read_text()[-2000:]
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, log.read_text()[-2000:]
+    first = list_shards(shard_dir(out))
+    assert 1 <= len(first) < len(good) + 1 and not (out / "annotations.json").exists()
+
+    # A half-written shard (what a killed writer leaves) is never read.
+    (shard_dir(out) / f".{first[0].name[:-8]}-partial.parquet.tmp").write_bytes(b"PAR1 junk")
+
+    proc = subprocess.run([*ENTRY, *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the corrupt file is still reported
+    assert f"{len(good)} of {len(good) + 1} image(s) labeled" in proc.stdout
+    now, before = map(int, re.search(r"\((\d+) now, (\d+) from an earlier", proc.stdout).groups())
+    assert before >= len(first) and now + before == len(good)  # nothing labeled twice
+    assert "images/min" in proc.stdout and "failed: sub/broken.jpg: " in proc.stdout
+    assert error_lines(proc.stderr)[-1] == (
+        "grounded-sam: error: 1 image(s) failed and were left out: sub/broken.jpg"
+    )
+    assert comparable(out / "annotations.json") == comparable(reference / "annotations.json")
+    shards = list_shards(shard_dir(out))
+    assert len({p.name for p in shards}) == len(shards)
+    assert len({p.name.split("-")[1] for p in shards}) == 2  # two runs, two run ids
+
+
+def test_missing_ray_says_what_to_install(folder, tmp_path, monkeypatch, capsys) -> None:
+    from grounded_sam.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    with pytest.raises(ImportError) as info:
+        label_dataset(folder[0], CLASSES, tmp_path / "out")
+    assert str(info.value) == RAY_MISSING and "pip install 'grounded_sam[ray]'" in RAY_MISSING
+    code = main(["label", str(folder[0]), "-c", CLASSES, "-o", str(tmp_path / "out"), "--ray"])
+    assert code == 1
+    assert capsys.readouterr().err == f"grounded-sam: error: {RAY_MISSING}\n"
+    assert not (tmp_path / "out").exists()
