@@ -57,6 +57,7 @@ RAY_MISSING = (
 
 SHARDS_DIRNAME = "shards"
 SOURCES_DIRNAME = "sources"
+MAX_READ_BLOCKS = 100_000
 NO_RESULT = "no result: the worker labeling it died {n} time(s) (see the Ray logs)"
 
 
@@ -67,11 +68,14 @@ class RayLabelReport(LabelReport):
     Attributes:
         seconds: Wall time of the whole run (listing, Ray start-up, model loading, export).
         labeling_seconds: From the Ray Dataset's start to its last result.
+        startup_seconds: From the Ray Dataset's start to its first result (actors starting
+            and loading models, the first batch).
         concurrency: The actor pool size used (an int or a (min, max) range).
     """
 
     seconds: float = 0.0
     labeling_seconds: float = 0.0
+    startup_seconds: float = 0.0
     concurrency: Any = None
 
     @property
@@ -260,7 +264,7 @@ def label_dataset(
                 concurrency = _default_concurrency(ray, gpus_per_worker, cpus_per_worker)
             report.concurrency = concurrency
             t1 = time.perf_counter()
-            failed_now = _run(
+            failed_now, first = _run(
                 ray,
                 listing,
                 todo,
@@ -279,6 +283,7 @@ def label_dataset(
                 on_failure=on_failure,
             )
             report.labeling_seconds = time.perf_counter() - t1
+            report.startup_seconds = (first or time.perf_counter()) - t1
         finally:
             if started:
                 ray.shutdown()
@@ -364,8 +369,12 @@ def _run(
     progress: bool,
     verbose: bool,
     on_failure: Callable[[str, str], None] | None,
-) -> dict[str, str]:
-    """Run the Ray Dataset, driving the progress bar; returns the failures it saw."""
+) -> tuple[dict[str, str], float | None]:
+    """Run the Ray Dataset, driving the progress bar.
+
+    Returns:
+        The failures it saw (relative path -> reason) and the time of the first result.
+    """
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
     # Our bar replaces Ray's; a batch whose actor keeps dying is reported, not fatal.
@@ -389,6 +398,7 @@ def _run(
         "run_id": run_id,
     }
     failed: dict[str, str] = {}
+    first: float | None = None
     bar = tqdm(
         total=reused + len(todo),
         initial=reused,
@@ -404,6 +414,7 @@ def _run(
             ds = _dataset(ray, listing, todo, pool, fn_constructor_kwargs, batch_size,
                           cpus_per_worker, gpus_per_worker, max_retries)  # fmt: skip
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            first = first or time.perf_counter()
             for rel, error in zip(batch["rel"], batch["error"], strict=True):
                 if error:
                     failed[str(rel)] = str(error)
@@ -417,7 +428,7 @@ def _run(
         bar.close()
         ctx.enable_progress_bars, ctx.max_errored_blocks = saved
         ray_logger.setLevel(saved_level)
-    return failed
+    return failed, first
 
 
 def _dataset(
@@ -435,8 +446,14 @@ def _dataset(
     remote: dict[str, Any] = {"max_restarts": -1, "max_task_retries": max_retries}
     if gpus_per_worker:
         remote["num_gpus"] = gpus_per_worker
+    # One read block per batch: an actor task then covers one batch, so results (and the
+    # driver's progress bar) arrive batch by batch instead of one large block at a time.
+    blocks = max(1, min(-(-len(todo) // batch_size), MAX_READ_BLOCKS))
     return ray.data.read_binary_files(
-        [f.path for f in todo], include_paths=True, filesystem=listing.filesystem
+        [f.path for f in todo],
+        include_paths=True,
+        filesystem=listing.filesystem,
+        override_num_blocks=blocks,
     ).map_batches(
         ImageLabeler,
         fn_constructor_kwargs=fn_constructor_kwargs,
