@@ -4,8 +4,9 @@ All three runs label the same images with the same models and settings, side by 
 invocation, and the script checks that the three COCO files are identical (timestamps
 aside). Reported per run: wall time of the whole job (Ray start-up, model loading, export
 included) and images per minute over the labeling stage after the first result (what a
-long job converges to). The machine, the load average before and after, and the settings
-are printed and saved.
+long job converges to; measured between the first and the last result file written: the
+per-image state files of ``label``, the shards of ``--ray``). The machine, the load average
+before and after, and the settings are printed and saved.
 
     python benchmarks/bench_ray.py --images 48 --out benchmarks/results/ray_tiny.json
     python benchmarks/bench_ray.py --models full --images 4 --out benchmarks/results/ray_full.json
@@ -84,11 +85,13 @@ def main() -> int:
     t0 = time.perf_counter()
     gs = GroundedSAM.from_pretrained(**kwargs)
     load = time.perf_counter() - t0
-    t1 = time.perf_counter()
     label_folder(gs, work / "images", CLASSES, work / "single", progress=False)
     t2 = time.perf_counter()
+    # Steady rate from the per-image state files, as for the shards below.
+    states = work / "single" / STATE_DIRNAME / "images"
+    times = sorted(p.stat().st_mtime for p in states.rglob("*.json"))
     runs.append({"run": "label (one process, 1 thread)", "wall_s": t2 - t0,
-                 "images_per_min_labeling": 60 * args.images / (t2 - t1),
+                 "images_per_min_labeling": 60 * (len(times) - 1) / (times[-1] - times[0]),
                  "startup_s": load})  # fmt: skip
     del gs
 
@@ -106,7 +109,7 @@ def main() -> int:
             # Steady rate from the workers' own clock: shards are written batch by batch.
             times = sorted(p.stat().st_mtime for p in list_shards(out / STATE_DIRNAME / "shards"))
             steady = times[-1] - times[0]
-            after_first = args.images - args.batch_size  # the first batch came with start-up
+            after_first = args.images - args.batch_size  # images after the first shard
             runs.append({
                 "run": f"label --ray, {n} actor(s)",
                 "wall_s": report.seconds,
