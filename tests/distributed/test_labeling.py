@@ -208,3 +208,29 @@ def test_missing_ray_says_what_to_install(folder, tmp_path, monkeypatch, capsys)
     assert code == 1
     assert capsys.readouterr().err == f"grounded-sam: error: {RAY_MISSING}\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "expected N >= 1"), ("4-2", "1 <= MIN <= MAX"), ("x", "expected N or MIN-MAX")],
+)
+def test_bad_concurrency_is_a_usage_error(folder, tmp_path, capsys, value, message) -> None:
+    from grounded_sam.cli.main import main
+
+    argv = ["label", str(folder[0]), "-c", CLASSES, "-o", str(tmp_path), "--ray",
+            "--concurrency", value]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_concurrency_and_ray_address_parse() -> None:
+    from grounded_sam.cli.main import build_parser
+
+    base = ["label", "imgs", "-c", "a", "-o", "o"]
+    args = build_parser().parse_args([*base, "--ray", "--concurrency", "2-8",
+                                      "--gpus-per-worker", "0.5"])  # fmt: skip
+    assert (args.ray, args.concurrency, args.gpus_per_worker) == ("local", (2, 8), 0.5)
+    args = build_parser().parse_args(["label", "imgs", "-c", "a", "-o", "o", "--ray=auto"])
+    assert (args.ray, args.concurrency, args.batch_size) == ("auto", None, 16)
+    assert build_parser().parse_args(["label", "imgs", "-c", "a", "-o", "o"]).ray is None
