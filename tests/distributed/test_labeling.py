@@ -57,6 +57,25 @@ class RaisingEngine:
         return gs
 
 
+class CrashingEngine(RaisingEngine):
+    """Its worker process dies (as under the OOM killer) on images of one size."""
+
+    def __call__(self):
+        import os
+
+        gs = super().__call__()
+        index = gs.index
+
+        def index_or_die(image, **kw):
+            try:
+                return index(image, **kw)
+            except RuntimeError:
+                os._exit(1)
+
+        gs.index = index_or_die
+        return gs
+
+
 @pytest.fixture(scope="module")
 def reference(folder, engine_kwargs, tmp_path_factory) -> Path:
     """The single-machine dataset (label_folder, in this process)."""
@@ -154,6 +173,22 @@ def test_a_worker_raising_on_one_image_loses_no_other_image(
     expected = by_file(ref, ref_names)
     expected.pop("img1.jpg", None)
     assert by_file(got, got_names) == expected
+
+
+@pytest.mark.slow  # each crash restarts the actor (~15 s each here)
+def test_an_actor_dying_on_one_image_loses_no_other_image(
+    ray_address, folder, engine_kwargs, tmp_path
+) -> None:
+    root, good = folder
+    out = tmp_path / "dataset"
+    engine = CrashingEngine(engine_kwargs, bad_size=(72, 80))  # img1.jpg
+    report = label_dataset(root, CLASSES, out, concurrency=1, batch_size=1, max_retries=1,
+                           progress=False, engine=engine, **engine_kwargs)  # fmt: skip
+    assert dict(report.failed)["img1.jpg"].startswith("no result: the worker labeling it died 2")
+    assert report.labeled == len(good) - 1
+    assert {r.rel for r in read_rows(shard_dir(out)) if r.error is None} == set(good) - {
+        "img1.jpg"
+    }
 
 
 def test_killed_driver_resumes_to_the_same_dataset(
