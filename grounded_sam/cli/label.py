@@ -191,6 +191,11 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if args.ray is not None:
         return _run_ray(args, classes)
+    if "://" in args.images_dir:
+        raise ValueError(
+            f"{args.images_dir} is a URI: URIs and text files of image paths are labeled with "
+            "--ray (pip install 'grounded_sam[ray]'); without it, give a local folder."
+        )
     images = prepare_labeling(args.images_dir, args.out)
     config = labeling_config(
         classes,

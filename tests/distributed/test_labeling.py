@@ -269,3 +269,11 @@ def test_concurrency_and_ray_address_parse() -> None:
     args = build_parser().parse_args(["label", "imgs", "-c", "a", "-o", "o", "--ray=auto"])
     assert (args.ray, args.concurrency, args.batch_size) == ("auto", None, 16)
     assert build_parser().parse_args(["label", "imgs", "-c", "a", "-o", "o"]).ray is None
+
+
+def test_uri_without_ray_points_to_ray(tmp_path, capsys) -> None:
+    from grounded_sam.cli.main import main
+
+    assert main(["label", "s3://bucket/images", "-c", "a", "-o", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("grounded-sam: error: s3://bucket/images is a URI") and "--ray" in err
