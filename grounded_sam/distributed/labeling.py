@@ -341,7 +341,8 @@ def _init_ray(ray: Any, address: str | None, verbose: bool) -> bool:
     """Connect to (or start) Ray unless this process already did; True if we did."""
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.WARNING}
+    level = logging.INFO if verbose else logging.ERROR
+    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": level}
     if address in (None, "", "local"):
         kwargs["include_dashboard"] = False
     else:
