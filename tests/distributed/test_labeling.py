@@ -3,7 +3,9 @@ failures reported per image, and a killed driver resumed to the same dataset."""
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
+import io
 import json
 import re
 import shutil
@@ -93,38 +95,48 @@ def reference(folder, engine_kwargs, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_run(ray_address, folder, engine_kwargs, tmp_path_factory):
+def ray_run(ray_address, folder, model_args, tmp_path_factory):
+    """``grounded-sam label ... --ray ADDRESS`` through the CLI, in this process."""
+    from grounded_sam.cli.main import main
+
     root, _ = folder
     out = tmp_path_factory.mktemp("ray") / "dataset"
-    failures: list[tuple[str, str]] = []
-    report = label_dataset(
-        root, CLASSES, out, "coco", concurrency=1, batch_size=2, progress=False,
-        on_failure=lambda rel, why: failures.append((rel, why)), **engine_kwargs,
-    )  # fmt: skip
-    return report, failures, out
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["label", str(root), "-c", CLASSES, "-o", str(out), "--ray", ray_address,
+                     "--concurrency", "1", "--batch-size", "2", *model_args])  # fmt: skip
+    return code, stdout.getvalue(), stderr.getvalue(), out
 
 
 def test_ray_dataset_is_the_single_machine_dataset(
     reference, ray_run, folder, engine_kwargs
 ) -> None:
-    report, _, out = ray_run
+    code, stdout, stderr, out = ray_run
+    good = folder[1]
     ref = comparable(reference / "annotations.json")
-    assert len(ref["annotations"]) >= len(folder[1]), "the reference should label something"
+    assert len(ref["annotations"]) >= len(good), "the reference should label something"
     assert comparable(out / "annotations.json") == ref
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
         p.name for p in (reference / "images").iterdir()
     )
     for image in (reference / "images").iterdir():
         assert filecmp.cmp(image, out / "images" / image.name, shallow=False)
-    assert report.labeled == len(folder[1]) and report.reused == 0
-    assert sum(report.instances.values()) == len(ref["annotations"])
+    assert code == 1, stderr[-2000:]  # the corrupt file
+    assert f"{len(good)} of {len(good) + 1} image(s) labeled" in stdout
+    assert f"({len(good)} now, 0 from an earlier run), 1 failed" in stdout
+    assert "images/min" in stdout and "Traceback" not in stderr
+    counts = {}
+    for ann in ref["annotations"]:
+        counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
+    for cat in ref["categories"]:  # the per-class summary table
+        assert re.search(rf"^  {cat['name']}\s+{counts.get(cat['id'], 0)}$", stdout, re.M)
 
     # The same exporter: re-exporting both as YOLO gives identical files.
     ref_copy = reference.parent / "reference-yolo"
     shutil.copytree(reference, ref_copy)
     export_dataset(ref_copy, "yolo")
     again = label_dataset(folder[0], CLASSES, out, "yolo", progress=False, **engine_kwargs)
-    assert again.reused == len(folder[1]) and again.labeled == 0  # no Ray job needed
+    assert again.reused == len(good) and again.labeled == 0  # no Ray job needed
     for sub in ("labels", "scores"):
         for f in (ref_copy / sub).iterdir():
             assert f.read_text() == (out / sub / f.name).read_text(), f
@@ -132,10 +144,14 @@ def test_ray_dataset_is_the_single_machine_dataset(
 
 
 def test_corrupt_image_is_a_row_with_its_error_reported_and_counted(ray_run, folder) -> None:
-    report, failures, out = ray_run
-    assert [rel for rel, _ in report.failed] == ["sub/broken.jpg"]
-    assert "could not be decoded" in report.failed[0][1]
-    assert failures == report.failed  # reported while running, through on_failure
+    _, stdout, stderr, out = ray_run
+    failed = [ln for ln in error_lines(stderr) if ln.startswith("grounded-sam: failed")]
+    assert len(failed) == 1 and failed[0].startswith("grounded-sam: failed: sub/broken.jpg: ")
+    assert "could not be decoded" in failed[0]
+    assert error_lines(stderr)[-1] == (
+        "grounded-sam: error: 1 image(s) failed and were left out: sub/broken.jpg"
+    )
+    assert "  failed: sub/broken.jpg: sub/broken.jpg could not be decoded" in stdout
     rows = {r.rel: r for r in read_rows(shard_dir(out))}
     assert sorted(rows) == sorted([*folder[1], "sub/broken.jpg"])
     assert rows["sub/broken.jpg"].error and rows["sub/broken.jpg"].detections == []
@@ -215,16 +231,10 @@ def test_killed_driver_resumes_to_the_same_dataset(
     # A half-written shard (what a killed writer leaves) is never read.
     (shard_dir(out) / f".{first[0].name[:-8]}-partial.parquet.tmp").write_bytes(b"PAR1 junk")
 
-    proc = subprocess.run([*ENTRY, *map(str, args)], capture_output=True, text=True,
-                          env=cli_env(), timeout=300)  # fmt: skip
-    assert proc.returncode == 1, proc.stderr[-2000:]  # the corrupt file is still reported
-    assert f"{len(good)} of {len(good) + 1} image(s) labeled" in proc.stdout
-    now, before = map(int, re.search(r"\((\d+) now, (\d+) from an earlier", proc.stdout).groups())
-    assert before >= len(first) and now + before == len(good)  # nothing labeled twice
-    assert "images/min" in proc.stdout and "failed: sub/broken.jpg: " in proc.stdout
-    assert error_lines(proc.stderr)[-1] == (
-        "grounded-sam: error: 1 image(s) failed and were left out: sub/broken.jpg"
-    )
+    report = label_dataset(root, CLASSES, out, concurrency=1, batch_size=1, progress=False,
+                           **engine_kwargs)  # fmt: skip
+    assert [rel for rel, _ in report.failed] == ["sub/broken.jpg"]
+    assert report.reused >= len(first) and report.reused + report.labeled == len(good)
     assert comparable(out / "annotations.json") == comparable(reference / "annotations.json")
     shards = list_shards(shard_dir(out))
     assert len({p.name for p in shards}) == len(shards)
