@@ -72,7 +72,7 @@ def main() -> int:
     else:
         from benchmarks.bench_speed import save_random_clip, save_random_sam
 
-        sam = str(save_random_sam(work / "models" / "sam", "vit-base"))
+        sam = str(save_random_sam(work / "models" / "sam", "vit_b"))
         clip = save_random_clip(work / "models" / "clip", "ViT-B-32")
         settings = EverythingSettings(points_per_side=16, pred_iou_thresh=0.0,
                                       stability_score_thresh=0.5, box_nms_thresh=1.0)  # fmt: skip
@@ -132,7 +132,7 @@ def main() -> int:
     for r in runs:
         ipm = r["images_per_min_labeling"]
         print(f"| {r['run']} | {r['wall_s']:.1f} | {r['startup_s']:.1f} | "
-              f"{ipm:.0f} | {r.get('same_dataset', 'reference')} |")  # fmt: skip
+              f"{ipm:.3g} | {r.get('same_dataset', 'reference')} |")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
