@@ -38,6 +38,7 @@ from grounded_sam.export.dataset import (
     export_labeled,
     labeling_config,
 )
+from grounded_sam.export.lock import dataset_lock
 from grounded_sam.inputs import parse_prompt
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ def label_dataset(
         ValueError: Unknown format, empty class list, no images, or ``out_dir`` holds a
             run with other settings (and ``restart`` is False).
         FileNotFoundError: ``source`` does not exist.
+        grounded_sam.export.lock.DatasetBusyError: Another run labels into ``out_dir``.
     """
     t0 = time.perf_counter()
     ray = import_ray()
@@ -233,80 +235,81 @@ def label_dataset(
         max_regions=max_regions,
         **query,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    begin_run(out, config, restart)
-    shard_dir = out / STATE_DIRNAME / SHARDS_DIRNAME
+    with dataset_lock(out):
+        out.mkdir(parents=True, exist_ok=True)
+        begin_run(out, config, restart)
+        shard_dir = out / STATE_DIRNAME / SHARDS_DIRNAME
 
-    done = _labeled_rels(shard_dir, listing)
-    todo = [f for f in listing.files if f.rel not in done]
-    report = RayLabelReport(total=len(listing.files), reused=len(done))
-    if report.reused:
-        logger.info("Resuming: %d of %d images already labeled", report.reused, report.total)
+        done = _labeled_rels(shard_dir, listing)
+        todo = [f for f in listing.files if f.rel not in done]
+        report = RayLabelReport(total=len(listing.files), reused=len(done))
+        if report.reused:
+            logger.info("Resuming: %d of %d images already labeled", report.reused, report.total)
 
-    failed_now: dict[str, str] = {}
-    if todo:
-        if engine is None:
-            engine = EngineLoader(
-                sam=sam,
-                clip=clip,
-                device=device,
-                dtype=dtype,
-                crop_style=crop_style,
-                proposal_settings=settings,
-                max_regions=max_regions,
-                threshold=query["threshold"],
-                top_k=query["top_k"],
-                refine=query["refine"],
-            )
-        started = _init_ray(ray, address, verbose)
-        try:
-            if concurrency is None:
-                concurrency = _default_concurrency(ray, gpus_per_worker, cpus_per_worker)
-            report.concurrency = concurrency
-            t1 = time.perf_counter()
-            failed_now, first = _run(
-                ray,
-                listing,
-                todo,
-                report.reused,
-                engine=engine,
-                classes=class_list,
-                query=query,
-                shard_dir=shard_dir,
-                concurrency=concurrency,
-                batch_size=batch_size,
-                gpus_per_worker=gpus_per_worker,
-                cpus_per_worker=cpus_per_worker,
-                max_retries=max_retries,
-                progress=progress,
-                verbose=verbose,
-                on_failure=on_failure,
-            )
-            report.labeling_seconds = time.perf_counter() - t1
-            report.startup_seconds = (first or time.perf_counter()) - t1
-        finally:
-            if started:
-                ray.shutdown()
+        failed_now: dict[str, str] = {}
+        if todo:
+            if engine is None:
+                engine = EngineLoader(
+                    sam=sam,
+                    clip=clip,
+                    device=device,
+                    dtype=dtype,
+                    crop_style=crop_style,
+                    proposal_settings=settings,
+                    max_regions=max_regions,
+                    threshold=query["threshold"],
+                    top_k=query["top_k"],
+                    refine=query["refine"],
+                )
+            started = _init_ray(ray, address, verbose)
+            try:
+                if concurrency is None:
+                    concurrency = _default_concurrency(ray, gpus_per_worker, cpus_per_worker)
+                report.concurrency = concurrency
+                t1 = time.perf_counter()
+                failed_now, first = _run(
+                    ray,
+                    listing,
+                    todo,
+                    report.reused,
+                    engine=engine,
+                    classes=class_list,
+                    query=query,
+                    shard_dir=shard_dir,
+                    concurrency=concurrency,
+                    batch_size=batch_size,
+                    gpus_per_worker=gpus_per_worker,
+                    cpus_per_worker=cpus_per_worker,
+                    max_retries=max_retries,
+                    progress=progress,
+                    verbose=verbose,
+                    on_failure=on_failure,
+                )
+                report.labeling_seconds = time.perf_counter() - t1
+                report.startup_seconds = (first or time.perf_counter()) - t1
+            finally:
+                if started:
+                    ray.shutdown()
 
-    rows = _result_rows(shard_dir, listing)
-    cache = out / STATE_DIRNAME / SOURCES_DIRNAME
-    entries = []
-    for f in listing.files:
-        row = rows.get(f.rel)
-        if row is None or row.error is not None:
-            reason = row.error if row is not None else failed_now.get(f.rel)
-            reason = reason or NO_RESULT.format(n=max_retries + 1)
-            report.failed.append((f.rel, reason))
-            if f.rel not in failed_now and on_failure is not None:
-                on_failure(f.rel, reason)
-            continue
-        entries.append(
-            LabeledImage(f.rel, listing.fetch(f, cache), int(row.height), int(row.width),
-                         row.records())
-        )  # fmt: skip
-    report.reused = len([e for e in entries if e.rel in done])
-    report.labeled = len(entries) - report.reused
-    report.exported, report.instances = export_labeled(out, entries, class_list, fmt, config)
+        rows = _result_rows(shard_dir, listing)
+        cache = out / STATE_DIRNAME / SOURCES_DIRNAME
+        entries = []
+        for f in listing.files:
+            row = rows.get(f.rel)
+            if row is None or row.error is not None:
+                reason = row.error if row is not None else failed_now.get(f.rel)
+                reason = reason or NO_RESULT.format(n=max_retries + 1)
+                report.failed.append((f.rel, reason))
+                if f.rel not in failed_now and on_failure is not None:
+                    on_failure(f.rel, reason)
+                continue
+            entries.append(
+                LabeledImage(f.rel, listing.fetch(f, cache), int(row.height), int(row.width),
+                             row.records())
+            )  # fmt: skip
+        report.reused = len([e for e in entries if e.rel in done])
+        report.labeled = len(entries) - report.reused
+        report.exported, report.instances = export_labeled(out, entries, class_list, fmt, config)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from grounded_sam.distributed.shards import row_from_records, write_shard
 from grounded_sam.export.dataset import label_image
-from grounded_sam.inputs import load_image
+from grounded_sam.inputs import check_image_size, load_image
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -51,7 +51,7 @@ class EngineLoader:
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode an image file's bytes exactly as ``load_image`` decodes the file.
+    """Decode an image file's bytes exactly as ``load_image`` decodes the file (same checks).
 
     Args:
         data: The file's bytes.
@@ -67,8 +67,13 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            check_image_size(img.width, img.height, name=name)
             img.load()
             return load_image(img)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(
+            f"{name} is too large to decode safely (a possible decompression bomb: {exc})."
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ValueError(
             f"{name} is not an image file that can be read (supported: JPEG, PNG, BMP, WebP, "
@@ -78,8 +83,6 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise ValueError(
             f"{name} could not be decoded ({exc}); the file is probably truncated or corrupt."
         ) from exc
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{name} is too large to decode safely ({exc}).") from exc
 
 
 def _one_line(exc: BaseException) -> str:
