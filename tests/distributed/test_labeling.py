@@ -287,3 +287,12 @@ def test_uri_without_ray_points_to_ray(tmp_path, capsys) -> None:
     assert main(["label", "s3://bucket/images", "-c", "a", "-o", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("grounded-sam: error: s3://bucket/images is a URI") and "--ray" in err
+
+
+def test_a_busy_dataset_folder_is_refused_before_ray_starts(folder, tmp_path) -> None:
+    from grounded_sam.export.lock import DatasetBusyError, dataset_lock
+
+    pytest.importorskip("ray")
+    with dataset_lock(tmp_path / "out"), pytest.raises(DatasetBusyError, match="in use"):
+        label_dataset(folder[0], CLASSES, tmp_path / "out")
+    assert not (tmp_path / "out" / STATE_DIRNAME).exists()
