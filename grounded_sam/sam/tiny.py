@@ -6,7 +6,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["tiny_sam_config", "save_tiny_sam", "structure_tiny_sam"]
+__all__ = [
+    "tiny_sam_config",
+    "save_tiny_sam",
+    "structure_tiny_sam",
+    "tiny_sam_hq_config",
+    "save_tiny_sam_hq",
+]
 
 
 def tiny_sam_config(image_size: int = 256, hidden: int = 32, vision_width: int = 64):
@@ -133,3 +139,58 @@ def structure_tiny_sam(model) -> None:
         )
         model.shared_image_embedding.positional_embedding.copy_(pe)
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(pe)
+
+
+def tiny_sam_hq_config(image_size: int = 256, hidden: int = 32, vision_width: int = 64):
+    """A ``SamHQConfig`` with the real HQ-SAM architecture at a tiny size.
+
+    Same sizes as :func:`tiny_sam_config`; the HQ decoder's ``vit_dim`` is the ViT width.
+    """
+    from transformers import SamHQConfig
+
+    sam = tiny_sam_config(image_size=image_size, hidden=hidden, vision_width=vision_width)
+    decoder = sam.mask_decoder_config.to_dict()
+    decoder["vit_dim"] = vision_width
+    return SamHQConfig(
+        vision_config=sam.vision_config.to_dict(),
+        prompt_encoder_config=sam.prompt_encoder_config.to_dict(),
+        mask_decoder_config=decoder,
+    )
+
+
+def _scale_random(model, seed: int) -> None:
+    """Seeded 1/sqrt(fan_in) weights, sharpened mask heads (as :func:`save_tiny_sam`)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2 and "layer_norm" not in name and not name.endswith("_norm.weight"):
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+        for name, param in model.named_parameters():
+            head = "output_hypernetworks_mlps" in name or "hq_mask_mlp" in name
+            if head and "proj_out" in name:
+                param.mul_(30.0)
+
+
+def save_tiny_sam_hq(directory: str | Path, seed: int = 0, image_size: int = 256) -> Path:
+    """Save a tiny random ``SamHQModel`` in ``save_pretrained`` layout.
+
+    Weights are drawn and scaled as in :func:`save_tiny_sam`.
+
+    Args:
+        directory: Folder to write (created if missing).
+        seed: Random seed.
+        image_size: Input side of the image encoder.
+
+    Returns:
+        The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
+    """
+    from transformers import SamHQModel
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = SamHQModel(tiny_sam_hq_config(image_size=image_size))
+    _scale_random(model, seed)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
