@@ -66,6 +66,7 @@ class ImageIndex:
             "version": _FORMAT_VERSION,
             "image": torch.from_numpy(self.image),
             "embeddings": self.embedding.embeddings.cpu(),
+            "features": [f.cpu() for f in self.embedding.features],  # HQ-SAM / SAM 2
             "original_size": list(self.embedding.original_size),
             "input_size": list(self.embedding.input_size),
             "region_embeddings": self.region_embeddings.cpu(),
@@ -137,6 +138,7 @@ class ImageIndex:
                 embeddings=blob["embeddings"],
                 original_size=original_size,
                 input_size=tuple(blob["input_size"]),
+                features=tuple(blob.get("features", ())),
             ),
             proposals=proposals,
             region_embeddings=blob["region_embeddings"],
