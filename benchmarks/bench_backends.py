@@ -2,7 +2,9 @@
 
 Full-size architectures with seeded random weights (``bench_speed.realistic_init_``: cost does
 not depend on the values, but denormal activations would), CPU, float32, one process, models
-interleaved round by round so that machine noise hits all alike. Per image and model:
+interleaved round by round so that machine noise hits all alike (each model is built afresh
+every round, so that only one is in memory at a time; building is not timed). Per image and
+model:
 
 * ``encoder``: ``predictor.encode(image)`` (resize + image encoder);
 * ``index``: ``GroundedSAM.index(image)`` (encoder + 16x16 grid proposals + CLIP ViT-B-32
@@ -18,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import subprocess
@@ -97,7 +100,12 @@ def _images(n: int) -> list[np.ndarray]:
 
 
 def run(
-    models: list[str], n_images: int, rounds: int, threads: int | None, warmup: bool = True
+    models: list[str],
+    n_images: int,
+    rounds: int,
+    threads: int | None,
+    warmup: bool = True,
+    encoder_only: bool = False,
 ) -> dict[str, Any]:
     """Time every model, interleaved; returns raw times and medians."""
     from grounded_sam.clip import load_clip
@@ -107,42 +115,46 @@ def run(
     if threads:
         torch.set_num_threads(threads)
     images = _images(n_images)
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = load_clip(save_random_clip(Path(tmp) / "clip", "ViT-B-32"), device="cpu")
-    engines = {}
-    params = {}
-    for name in models:
-        t0 = time.perf_counter()
-        model = build_model(name)
-        params[name] = sum(p.numel() for p in model.parameters())
-        engines[name] = GroundedSAM(
-            create_predictor(model), clip, proposal_settings=DEFAULT_INDEX_SETTINGS
-        )
-        logger.info("built %s (%.0fM params) in %.1fs", name, params[name] / 1e6,
-                    time.perf_counter() - t0)  # fmt: skip
+    clip = None
+    if not encoder_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            clip = load_clip(save_random_clip(Path(tmp) / "clip", "ViT-B-32"), device="cpu")
+    params: dict[str, int] = {}
     times: dict[str, dict[str, list[float]]] = {m: {"encoder": [], "index": []} for m in models}
     counts: dict[str, list[int]] = {m: [] for m in models}
     for r in range(0 if warmup else 1, rounds + 1):  # round 0 warms up and is not counted
-        for image in images:
-            for name in models:
-                gs = engines[name]
+        for name in models:
+            # one model in memory at a time (the large ones take GBs); building is not timed
+            t0 = time.perf_counter()
+            model = build_model(name)
+            params[name] = sum(p.numel() for p in model.parameters())
+            predictor = create_predictor(model)
+            logger.info("built %s (%.0fM params) in %.1fs", name, params[name] / 1e6,
+                        time.perf_counter() - t0)  # fmt: skip
+            for image in images:
                 with torch.inference_mode():
                     t0 = time.perf_counter()
-                    gs.predictor.encode(image)
+                    predictor.encode(image)
                     t1 = time.perf_counter()
-                index = gs.index(image)
-                t2 = time.perf_counter()
+                t2 = t1
+                if clip is not None:
+                    gs = GroundedSAM(predictor, clip, proposal_settings=DEFAULT_INDEX_SETTINGS)
+                    index = gs.index(image)
+                    t2 = time.perf_counter()
                 if r:
                     times[name]["encoder"].append(t1 - t0)
-                    times[name]["index"].append(t2 - t1)
-                    counts[name].append(len(index))
+                    if clip is not None:
+                        times[name]["index"].append(t2 - t1)
+                        counts[name].append(len(index))
                 logger.info("round %d %s: encoder %.2fs index %.2fs", r, name, t1 - t0, t2 - t1)
+            del model, predictor
+            gc.collect()
     return {
         "params": params,
         "times": times,
         "proposals": counts,
         "median": {
-            m: {k: summarize(v)["median"] for k, v in t.items()} for m, t in times.items()
+            m: {k: summarize(v)["median"] for k, v in t.items() if v} for m, t in times.items()
         },
     }
 
@@ -154,11 +166,13 @@ def table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, med in result["median"].items():
+        index = med.get("index")
         rel_e = f"{med['encoder'] / ref['encoder']:.2f}x" if ref else "-"
-        rel_i = f"{med['index'] / ref['index']:.2f}x" if ref else "-"
+        rel_i = f"{index / ref['index']:.2f}x" if ref and index and ref.get("index") else "-"
+        shown = f"{index:.2f}" if index else "-"
         lines.append(
             f"| {name} | {result['params'][name] / 1e6:.0f}M | {med['encoder']:.2f} | "
-            f"{med['index']:.2f} | {rel_e} | {rel_i} |"
+            f"{shown} | {rel_e} | {rel_i} |"
         )
     return "\n".join(lines)
 
@@ -174,11 +188,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-warmup", action="store_true", help="count the first round too")
+    parser.add_argument("--encoder-only", action="store_true", help="skip the index timing")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     uptime_before = _uptime()
-    result = run(args.models, args.images, args.rounds, args.threads, not args.no_warmup)
+    result = run(
+        args.models,
+        args.images,
+        args.rounds,
+        args.threads,
+        warmup=not args.no_warmup,
+        encoder_only=args.encoder_only,
+    )
     result["uptime_before"] = uptime_before
     result["uptime_after"] = _uptime()
     result["machine"] = machine_info("cpu")
