@@ -158,3 +158,9 @@ def test_pipeline_end_to_end_with_hq(hq_dir, tiny_model_specs, tmp_path):
     assert len(dets) == 3 and dets.mask.any()
     records = gs.everything(loaded, points_per_side=4, pred_iou_thresh=0.0)
     assert records and all(r["segmentation"].shape == image.shape[:2] for r in records)
+    # a crafted file with broken extra features is refused with the field named
+    blob = torch.load(path, weights_only=True)
+    blob["features"][0][0, 0, 0, 0] = float("nan")
+    torch.save(blob, tmp_path / "bad.gsindex")
+    with pytest.raises(ValueError, match=r"features\[0\]"):
+        ImageIndex.load(tmp_path / "bad.gsindex")
