@@ -174,16 +174,17 @@ class GroundedSAM:
         from grounded_sam.clip import load_clip
         from grounded_sam.clip.loading import clip_hub_model
         from grounded_sam.hub import hub_session
-        from grounded_sam.sam.loading import load_sam_model, sam_hub_model
+        from grounded_sam.sam.factory import load_predictor
+        from grounded_sam.sam.loading import sam_hub_model
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         # Both models are checked before either loads: one error names every missing one.
         with hub_session([sam_hub_model(sam), clip_hub_model(clip)]):
-            model = load_sam_model(sam, dev, dt)
+            predictor = load_predictor(sam, dev, dt)  # SAM, HQ-SAM or SAM 2, by its config
             scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
-        return cls(SamPredictor(model), scorer, model_ids=(os.fspath(sam), clip), **kwargs)
+        return cls(predictor, scorer, model_ids=(os.fspath(sam), clip), **kwargs)
 
     # -- phrase-independent ------------------------------------------------------------------
 

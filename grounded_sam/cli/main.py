@@ -42,7 +42,7 @@ Run 'grounded-sam COMMAND --help' for the options of a command.
 #: ``add_parser(commands)`` and ``run(args)``; its parser must be built without heavy imports
 #: (torch, transformers, supervision, gradio are imported inside ``run``) so that
 #: ``grounded-sam --help`` stays fast. tests/cli/test_startup.py checks this.
-COMMANDS = ("segment", "everything", "label", "shell", "app")
+COMMANDS = ("segment", "everything", "label", "shell", "app", "export_onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:

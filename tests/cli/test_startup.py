@@ -11,8 +11,10 @@ import json
 import subprocess
 import sys
 
-from grounded_sam.cli.main import COMMANDS
 from tests.cli.conftest import cli_env
+from tests.cli.test_help import subparsers
+
+COMMANDS = sorted(subparsers())  # command names as registered (e.g. export-onnx)
 
 HEAVY = ("torch", "torchvision", "transformers", "open_clip", "supervision", "gradio", "cv2")
 
