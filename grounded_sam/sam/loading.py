@@ -205,7 +205,9 @@ def sam_hub_model(spec: str | os.PathLike) -> HubModel | None:
     return HubModel(
         what=f"SAM model {repo!r}",
         repo_id=repo,
-        files=(("config.json",), ("model.safetensors", "pytorch_model.bin")),
+        # The config decides the family first (resolve_sam_checkpoint); missing weights of a
+        # cached config are reported by the loader (offline mode: no retries either).
+        files=(("config.json",),),
         fix=f"For SAM: {_download_advice(repo)}",
     )
 
