@@ -308,7 +308,9 @@ class GroundedSAM:
                 f"query() takes an ImageIndex from GroundedSAM.index(image), got "
                 f"{type(index).__name__}; use segment(image, prompt) for a one-off."
             )
-        phrases = [] if prompt is None and exemplars is not None else parse_prompt(prompt)
+        if prompt is None and exemplars is None:
+            raise ValueError(_NO_PROMPT)
+        phrases = [] if prompt is None else parse_prompt(prompt)
         negatives = parse_negatives(negative, phrases)
         threshold = self.threshold if threshold is None else threshold
         top_k = self.top_k if top_k == "default" else top_k
@@ -421,7 +423,9 @@ class GroundedSAM:
                 "segment_many(images, prompt), which yields (source, detections) pairs."
             )
         # fail on a bad prompt before the expensive part
-        phrases = None if prompt is None and "exemplars" in kwargs else parse_prompt(prompt)
+        if prompt is None and kwargs.get("exemplars") is None:
+            raise ValueError(_NO_PROMPT)
+        phrases = None if prompt is None else parse_prompt(prompt)
         parse_negatives(kwargs.get("negative"), phrases or [])
         check_calibration(kwargs.get("calibration", "joint"))
         return self.query(self.index(image), phrases, **kwargs)
@@ -597,6 +601,12 @@ class GroundedSAM:
         if (~fg).any():
             allowed &= ~inside[:, ~fg].any(1)
         return allowed
+
+
+_NO_PROMPT = (
+    "Nothing to look for: give a prompt such as 'dog, cat', exemplars=[[x1, y1, x2, y2]] "
+    "around an example object, or both."
+)
 
 
 def _with_phrases(dets: sv.Detections) -> sv.Detections:
