@@ -144,8 +144,8 @@ def _decoded(sources: Sequence[object], depth: int) -> Iterator[tuple[object, An
 
 
 def _auto_batch_size(gs: GroundedSAM) -> int:
-    device = gs.device
-    if device.type != "cuda":
+    device = getattr(gs, "device", None)
+    if not isinstance(device, torch.device) or device.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(_MAX_AUTO_BATCH, free // _BYTES_PER_IMAGE)))
@@ -249,7 +249,7 @@ def _run_group(
             except Exception as exc:  # noqa: BLE001 - one image's failure is its result
                 item = BatchItem(src, arr, exc)
         if not item.ok:
-            logger.warning("Failed on %s: %s", _name(src), item.result)
+            logger.debug("Failed on %s: %s", _name(src), item.result)
         bar.update(1)
         yield item
 

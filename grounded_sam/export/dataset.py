@@ -36,9 +36,11 @@ import numpy as np
 import supervision as sv
 from tqdm import tqdm
 
+from grounded_sam.batch import segment_items
 from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
 from grounded_sam.export.records import detections_to_records, records_to_detections
-from grounded_sam.inputs import load_image, parse_prompt
+from grounded_sam.grounding.candidates import parse_negatives
+from grounded_sam.inputs import parse_prompt
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -194,6 +196,9 @@ def labeling_config(
     top_k: int | None = 20,
     refine: int = 1,
     min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
 ) -> dict[str, Any]:
     """Everything that changes a labeling result; saved results are reused only if it matches.
 
@@ -208,13 +213,27 @@ def labeling_config(
         top_k: Maximum detections per class (None: no limit).
         refine: Refinement passes.
         min_region_area: Small-region cleanup of the final masks.
+        negative: Negative phrases (regions that best match one are never labeled).
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
 
     Returns:
         A JSON-ready dict (stored in ``.grounded_sam_state/run.json``).
     """
+    # Grounding options are stored only when not at their defaults, so that runs saved
+    # before they existed still resume.
+    extra: dict[str, Any] = {}
+    negatives = parse_negatives(negative, list(classes))
+    if negatives:
+        extra["negative"] = negatives
+    if calibration != "joint":
+        extra["calibration"] = calibration
+    if keep_parts:
+        extra["keep_parts"] = True
     return json.loads(
         json.dumps(
             {
+                **extra,
                 "classes": list(classes),
                 "sam": os.fspath(sam),
                 "clip": clip,
@@ -243,6 +262,9 @@ def _engine_config(gs: GroundedSAM, classes: list[str], query: Mapping[str, Any]
         top_k=gs.top_k if top_k == "default" else top_k,
         refine=gs.refine if query.get("refine") is None else query["refine"],
         min_region_area=query.get("min_region_area", 0),
+        negative=query.get("negative"),
+        calibration=query.get("calibration", "joint"),
+        keep_parts=query.get("keep_parts", False),
     )
 
 
@@ -315,6 +337,9 @@ def label_images(
     top_k: int | None | str = "default",
     refine: int | None = None,
     min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
     config: Mapping[str, Any] | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -335,6 +360,10 @@ def label_images(
             engine's).
         refine: Mask refinement passes (default: the engine's).
         min_region_area: Remove mask islands/holes smaller than this many pixels.
+        negative: Negative phrases, e.g. ``"handle, saucer"``: a region whose best match is
+            one of them is never labeled.
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
         config: The run's :func:`labeling_config`; required when ``engine`` is a loader,
             derived from the engine otherwise.
         restart: Discard saved progress in ``out_dir`` and label every image again.
@@ -358,6 +387,9 @@ def label_images(
         "top_k": top_k,
         "refine": refine,
         "min_region_area": min_region_area,
+        "negative": negative,
+        "calibration": calibration,
+        "keep_parts": keep_parts,
     }
     gs: GroundedSAM | None = engine if hasattr(engine, "index") else None  # type: ignore[assignment]
     if config is None:
@@ -390,44 +422,30 @@ def label_images(
             logger.warning("Skipped %s: %s", rel, reason)
 
     # The bar starts once the models are ready, so that a model that cannot be loaded
-    # leaves nothing but its error message.
+    # leaves nothing but its error message. Images go through the shared many-images loop
+    # (decoding overlapped with model work, batched encoder on CUDA).
     bar: tqdm | None = None
-    seen = report.reused
     try:
-        for rel, path in todo:
-            if bar is not None:
-                bar.set_postfix_str(rel[-40:], refresh=False)
-            seen += 1
-            try:
-                image = load_image(path)
-            except _IMAGE_FAILURES as exc:
-                fail(rel, _one_line(exc))
-                if bar is not None:
-                    bar.update(1)
-                continue
-            if gs is None:  # the first image that needs work: load the models now
-                gs = engine()  # type: ignore[operator]
+        if todo and gs is None:  # some image needs work: load the models now
+            gs = engine()  # type: ignore[operator]
+        items = segment_items(gs, [p for _, p in todo], class_list, show_progress=False,
+                              **query) if todo else iter(())  # fmt: skip
+        for (rel, path), item in zip(todo, items, strict=True):
             if bar is None:
                 bar = tqdm(
                     total=len(images),
-                    initial=seen - 1,
+                    initial=report.reused,
                     unit="img",
                     desc="Labeling",
                     disable=not progress,
                     dynamic_ncols=True,
-                    postfix=rel[-40:],
                 )
+            bar.set_postfix_str(rel[-40:], refresh=False)
             try:
-                index = gs.index(image)
-                dets = gs.query(
-                    index,
-                    class_list,
-                    threshold=threshold,
-                    top_k=top_k,
-                    refine=refine,
-                    min_region_area=min_region_area,
-                )
-                records = detections_to_records(dets, image.shape[:2])
+                if not item.ok:
+                    raise item.result
+                image = item.image
+                records = detections_to_records(item.result, image.shape[:2])
             except _IMAGE_FAILURES as exc:
                 fail(rel, _one_line(exc))
             else:
