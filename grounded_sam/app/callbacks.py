@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from grounded_sam.export.annotate import annotate_detections
 from grounded_sam.export.files import atomic_write, atomic_write_json, atomic_write_png, safe_name
 from grounded_sam.export.records import detections_to_json, save_instance_masks
+from grounded_sam.grounding.candidates import parse_negatives
 from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.inputs import load_image, parse_prompt
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLICK_MODES",
+    "SIMILAR_LABEL",
     "MAX_IMAGE_SIDE",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_SIZE",
@@ -86,14 +88,19 @@ TABLE_HEADERS = [
     "area (px)",
 ]
 
-ClickMode = Literal["Inspect region", "Foreground point", "Background point", "Box corners"]
+ClickMode = Literal[
+    "Inspect region", "Foreground point", "Background point", "Box corners", "Find similar"
+]
 #: What a click on the result image does.
 CLICK_MODES: tuple[str, ...] = (
     "Inspect region",
     "Foreground point",
     "Background point",
     "Box corners",
+    "Find similar",
 )
+#: Class name of the regions found by "Find similar".
+SIMILAR_LABEL = "similar"
 
 
 class UserError(Exception):
@@ -395,6 +402,7 @@ def text_query(
     threshold: float,
     level: str = "medium",
     top_k: int | None = None,
+    negative: str | None = None,
 ) -> str:
     """Answer a comma-separated text prompt from the session's index.
 
@@ -405,6 +413,8 @@ def text_query(
         threshold: Minimum confidence in [0, 1].
         level: Refinement level (see :data:`REFINEMENT_LEVELS`).
         top_k: At most this many regions per phrase (None or 0: no limit).
+        negative: Comma-separated phrases to exclude (a region that best matches one of
+            them is not shown), or None.
 
     Returns:
         Markdown status line: what was found and how long the answer took, or
@@ -430,6 +440,7 @@ def text_query(
     k = None if top_k in (None, 0) else int(top_k)
     if k is not None and k < 1:
         raise UserError(f"Top-K must be at least 1, got {top_k}.")
+    negatives = _negatives(negative, phrases)
     with session.lock:
         index, image = session.index, session.image
         refine, min_area = refinement_params(level, index.size)
@@ -441,6 +452,7 @@ def text_query(
             top_k=k,
             refine=refine,
             min_region_area=min_area,
+            negative=negatives or None,
         )
         seconds = time.perf_counter() - t0
         session.result = Result(image, dets, "text", str(prompt), phrases, seconds)
@@ -461,15 +473,88 @@ def text_query(
     )
 
 
+def _negatives(negative: str | None, phrases: list[str]) -> list[str]:
+    """Parsed negative phrases (empty for none), as a UserError when unusable."""
+    try:
+        return parse_negatives(negative, phrases)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"Negative phrases: {exc}") from None
+
+
+def _find_similar(
+    session: Session,
+    gs: GroundedSAM,
+    box: tuple[float, float, float, float],
+    threshold: float | None = None,
+    top_k: int | None = None,
+    negative: str | None = None,
+) -> str:
+    """Find similar: every region like the one in ``box`` (caller holds the lock).
+
+    Args:
+        session: The tab's session (its ``result`` is replaced).
+        gs: The engine.
+        box: (x1, y1, x2, y2) around an example object, original pixels.
+        threshold: Minimum confidence (None: the engine's).
+        top_k: At most this many regions (None or 0: no limit).
+        negative: Comma-separated phrases to exclude, or None.
+
+    Returns:
+        Markdown status line.
+
+    Raises:
+        UserError: No image, or an unusable box or negative phrase.
+    """
+    if session.index is None or session.image is None:
+        raise UserError(NO_IMAGE)
+    negatives = _negatives(negative, [])
+    k = None if top_k in (None, 0) else int(top_k)
+    index, image = session.index, session.image
+    t0 = time.perf_counter()
+    try:
+        dets = gs.query(
+            index,
+            exemplars=[list(box)],
+            exemplar_label=SIMILAR_LABEL,
+            threshold=None if threshold is None else float(threshold),
+            top_k=k,
+            negative=negatives or None,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    seconds = time.perf_counter() - t0
+    x1, y1, x2, y2 = box
+    described = f"similar to box ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})"
+    session.result = Result(image, dets, "text", described, [SIMILAR_LABEL], seconds)
+    session.reset_prompts()
+    return (
+        f"Found {len(dets)} region{'s' if len(dets) != 1 else ''} {described} in "
+        f"{seconds * 1000:.0f} ms from the cached index (CLIP image similarity to the boxed "
+        "region)."
+    )
+
+
 # -- point / box prompts ---------------------------------------------------------------------
 
 
-def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> tuple[str, bool]:
+def click(
+    session: Session,
+    gs: GroundedSAM,
+    x: float,
+    y: float,
+    mode: str,
+    *,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    negative: str | None = None,
+) -> tuple[str, bool]:
     """Handle a click on the result image.
 
     In ``"Inspect region"`` mode the region under the click is described; in the other
     modes the click adds a foreground/background point or a box corner and SAM segments
-    from all current point/box prompts, on the session's cached image embedding.
+    from all current point/box prompts, on the session's cached image embedding. In
+    ``"Find similar"`` mode two clicks (opposite corners) box an example object and every
+    region that looks like it is shown (``threshold``, ``top_k`` and ``negative`` apply).
 
     Args:
         session: The tab's session.
@@ -477,6 +562,9 @@ def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> t
         x: Click column in original image pixels.
         y: Click row in original image pixels.
         mode: One of :data:`CLICK_MODES`.
+        threshold: Minimum confidence of "Find similar" (None: the engine's).
+        top_k: At most this many "Find similar" regions (None or 0: no limit).
+        negative: Comma-separated phrases "Find similar" must not return, or None.
 
     Returns:
         ``(markdown, changed)``: the message to show, and whether the result changed (the
@@ -495,7 +583,7 @@ def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> t
     if mode == "Inspect region":
         return describe_region(session, x, y), False
     with session.lock:
-        if mode == "Box corners":
+        if mode in ("Box corners", "Find similar"):
             if session.box_start is None:
                 session.box_start = (x, y)
                 return (
@@ -510,6 +598,10 @@ def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> t
                     "The two box corners are too close together; click two opposite corners "
                     "of the object."
                 )
+            if mode == "Find similar":
+                return _find_similar(
+                    session, gs, (x1, y1, x2 + 1, y2 + 1), threshold, top_k, negative
+                ), True
             session.box = (x1, y1, x2 + 1, y2 + 1)
             session.prompt_logits = None
         else:
