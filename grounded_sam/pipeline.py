@@ -82,7 +82,9 @@ class GroundedSAM:
     ``confidence`` of a returned detection is the calibrated CLIP score of its label: the
     probability, from a softmax over the query's phrases plus a few background phrases at
     CLIP's own temperature, that the proposal region shows that phrase. It is comparable
-    across images and prompts, so one ``threshold`` means the same everywhere. SAM's predicted
+    across images, so one ``threshold`` means the same everywhere; with the default
+    ``calibration="joint"`` it also depends on the query's other phrases, with
+    ``"per_phrase"`` it does not (see :meth:`query`). SAM's predicted
     IoU of the final mask is reported separately in ``data["sam_iou"]`` and the raw CLIP
     cosine similarity in ``data["clip_score"]``.
 
