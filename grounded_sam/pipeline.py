@@ -373,10 +373,10 @@ class GroundedSAM:
         # larger same-label mask) merged at the decoder's resolution, keeping the most
         # confident (or the whole); top_k counts what is left. Only survivors are upscaled.
         small = low_res[:, :vh, :vw] > self.predictor.mask_threshold
-        nonempty = torch.nonzero(small.flatten(1).any(1)).flatten()
-        keep = nonempty[mask_nms(small[nonempty], chosen.score[nonempty], self.mask_nms_thresh)]
-        if not keep_parts:
+        keep = torch.nonzero(small.flatten(1).any(1)).flatten()
+        if not keep_parts:  # before NMS, so that a part overlapping its whole never wins
             keep = keep[remove_parts(small[keep], chosen.phrase[keep], part_thresh)]
+        keep = keep[mask_nms(small[keep], chosen.score[keep], self.mask_nms_thresh)]
         if clicks is not None:
             scale = torch.tensor([vw / index.size[1], vh / index.size[0]])
             keep = keep[honours_clicks(small[keep], clicks[0] * scale, clicks[1])]
@@ -430,6 +430,9 @@ class GroundedSAM:
         phrases = None if prompt is None else parse_prompt(prompt)
         parse_negatives(kwargs.get("negative"), phrases or [])
         check_calibration(kwargs.get("calibration", "joint"))
+        if kwargs.get("exemplars") is not None:  # a bad box fails before the expensive part
+            image = load_image(image)
+            check_exemplars(kwargs["exemplars"], image.shape[:2])
         return self.query(self.index(image), phrases, **kwargs)
 
     def index_many(

@@ -97,3 +97,19 @@ def test_cuda_batched_encoder_matches_single(tiny_model_specs, images):
         torch.testing.assert_close(emb.embeddings, single.embeddings, atol=1e-3, rtol=1e-3)
     out = list(gs.segment_many(images, "red box", threshold=0.0, show_progress=False))
     assert all(isinstance(d, sv.Detections) for _, d in out)
+
+
+def test_encoder_batch_is_halved_on_out_of_memory(tiny_gs, images, monkeypatch):
+    calls = []
+    real = tiny_gs.predictor._encode_pixels
+
+    def small_gpu(pixels):
+        calls.append(pixels.shape[0])
+        if pixels.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(pixels)
+
+    monkeypatch.setattr(tiny_gs.predictor, "_encode_pixels", small_gpu)
+    out = list(tiny_gs.index_many(images, batch_size=3, show_progress=False))
+    assert calls == [3, 1, 2, 1, 1]  # 3 -> 1 + 2 -> 1 + 1 + 1
+    assert all(isinstance(r, ImageIndex) for _, r in out)
