@@ -2,8 +2,9 @@
 
 Images are decoded on a background thread while the models work on the previous ones. On
 CUDA the SAM image encoder runs on ``batch_size`` images at once (chosen from free GPU memory
-unless given, halved on an out-of-memory error); on CPU images are encoded one at a time,
-since batching buys nothing there. A failing image yields its error and the loop goes on.
+unless given, halved on an out-of-memory error); on CPU images are encoded one at a time
+(sequential: batching a CPU encoder is not expected to help). A failing image yields its
+error and the loop goes on.
 """
 
 from __future__ import annotations
