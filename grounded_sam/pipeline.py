@@ -27,7 +27,11 @@ from grounded_sam.grounding.clicks import (
     honours_clicks,
     keep_clicked_proposals,
 )
-from grounded_sam.grounding.dedup import DEFAULT_PART_THRESH, limit_per_phrase, remove_parts
+from grounded_sam.grounding.dedup import (
+    DEFAULT_PART_THRESH,
+    decode_until_distinct,
+    deduplicate,
+)
 from grounded_sam.grounding.exemplars import check_exemplars, embed_exemplars, exemplar_scores
 from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.grounding.scoring import (
@@ -35,7 +39,7 @@ from grounded_sam.grounding.scoring import (
     check_calibration,
     similarity,
 )
-from grounded_sam.grounding.selection import select_regions
+from grounded_sam.grounding.selection import Selection, select_regions
 from grounded_sam.inputs import ImageInput, as_points, load_image, parse_prompt
 from grounded_sam.results import empty_detections, make_detections
 from grounded_sam.sam.everything import (
@@ -45,7 +49,7 @@ from grounded_sam.sam.everything import (
 )
 from grounded_sam.sam.loading import DEFAULT_SAM
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
-from grounded_sam.utils.masks import clean_small_regions, mask_nms, masks_to_boxes
+from grounded_sam.utils.masks import clean_small_regions, masks_to_boxes
 
 if TYPE_CHECKING:
     from grounded_sam.batch import ImageSources
@@ -346,41 +350,34 @@ class GroundedSAM:
         chosen = select_regions(scores, threshold, None, allowed)
         if len(chosen) == 0:
             return _with_phrases(empty_detections(index.size))
-        # All tensors below live on the model's device.
-        boxes = index.proposals.boxes[chosen.region]
+        # All tensors below live on the model's device. Candidates are re-prompted (box, plus
+        # the clicks inside it) in rounds until top_k distinct objects per phrase are found;
+        # empty masks, parts and duplicates are removed at the decoder's resolution, and only
+        # the survivors are upscaled.
         vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
+        to_low_res = torch.tensor([vw / index.size[1], vh / index.size[0]])
         clicks = None
-        if points is None:
-            low_res, sam_iou = self._decode_boxes(index, boxes, refine)
-        else:
+        if points is not None:
             pts, lab = as_points(points, point_labels, index.size)
             clicks = torch.from_numpy(pts), torch.from_numpy(lab)
-            low_res, sam_iou = decode_boxes_with_clicks(
-                self.predictor, index.embedding, boxes, *clicks, refine,
-                self.proposal_settings.points_per_batch,
-            )  # fmt: skip
-            props = index.proposals
-            low_res = keep_clicked_proposals(
-                low_res,
-                props.low_res_logits[chosen.region],
-                props.crop_index[chosen.region] == 0,
-                clicks[0] * torch.tensor([vw / index.size[1], vh / index.size[0]]),
-                clicks[1],
-                (vh, vw),
-                self.predictor.mask_threshold,
-            )
-        # Empty masks are dropped and duplicates (neighbouring grid points, and parts of a
-        # larger same-label mask) merged at the decoder's resolution, keeping the most
-        # confident (or the whole); top_k counts what is left. Only survivors are upscaled.
-        small = low_res[:, :vh, :vw] > self.predictor.mask_threshold
-        keep = torch.nonzero(small.flatten(1).any(1)).flatten()
-        if not keep_parts:  # before NMS, so that a part overlapping its whole never wins
-            keep = keep[remove_parts(small[keep], chosen.phrase[keep], part_thresh)]
-        keep = keep[mask_nms(small[keep], chosen.score[keep], self.mask_nms_thresh)]
-        if clicks is not None:
-            scale = torch.tensor([vw / index.size[1], vh / index.size[0]])
-            keep = keep[honours_clicks(small[keep], clicks[0] * scale, clicks[1])]
-        keep = keep[limit_per_phrase(chosen.take(keep), top_k)]
+        decoded: dict[str, torch.Tensor] = {}
+
+        def decode(rows: torch.Tensor) -> None:
+            logits, iou = self._reprompt(index, chosen.take(rows), refine, clicks)
+            if not decoded:
+                decoded["low_res"] = logits.new_zeros(len(chosen), *logits.shape[1:])
+                decoded["iou"] = iou.new_zeros(len(chosen))
+            decoded["low_res"][rows], decoded["iou"][rows] = logits, iou
+
+        def distinct(rows: torch.Tensor) -> torch.Tensor:
+            small = decoded["low_res"][rows][:, :vh, :vw] > self.predictor.mask_threshold
+            low_clicks = None if clicks is None else (clicks[0] * to_low_res, clicks[1])
+            kept = deduplicate(small, chosen.take(rows), self.mask_nms_thresh, keep_parts,
+                               part_thresh, low_clicks)  # fmt: skip
+            return rows[kept]
+
+        keep = decode_until_distinct(chosen, top_k, decode, distinct)
+        low_res, sam_iou = decoded["low_res"], decoded["iou"]
         chosen, sam_iou = chosen.take(keep), sam_iou[keep]
         masks = self.predictor.upscale(index.embedding, low_res[keep][:, None])[:, 0]
         masks = masks > self.predictor.mask_threshold
@@ -559,6 +556,38 @@ class GroundedSAM:
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _reprompt(
+        self,
+        index: ImageIndex,
+        chosen: Selection,
+        refine: int,
+        clicks: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box re-prompt of chosen regions, with the clicks inside each box when given.
+
+        Returns:
+            ``(low_res_logits (M, L, L), iou (M,))``.
+        """
+        boxes = index.proposals.boxes[chosen.region]
+        if clicks is None:
+            return self._decode_boxes(index, boxes, refine)
+        chunk = self.proposal_settings.points_per_batch
+        low_res, iou = decode_boxes_with_clicks(
+            self.predictor, index.embedding, boxes, *clicks, refine, chunk
+        )
+        vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
+        props = index.proposals
+        low_res = keep_clicked_proposals(
+            low_res,
+            props.low_res_logits[chosen.region],
+            props.crop_index[chosen.region] == 0,
+            clicks[0] * torch.tensor([vw / index.size[1], vh / index.size[0]]),
+            clicks[1],
+            (vh, vw),
+            self.predictor.mask_threshold,
+        )
+        return low_res, iou
 
     def _decode_boxes(
         self, index: ImageIndex, boxes: torch.Tensor, refine: int

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from grounded_sam.grounding.dedup import DEFAULT_PART_THRESH, limit_per_phrase, remove_parts
+from grounded_sam.grounding.dedup import (
+    DEFAULT_PART_THRESH,
+    decode_until_distinct,
+    limit_per_phrase,
+    remove_parts,
+)
 from grounded_sam.grounding.selection import Selection
 
 from .oracle import make_house_scene
@@ -80,3 +85,47 @@ def test_limit_per_phrase_keeps_order_and_counts_per_phrase():
     )
     assert limit_per_phrase(sel, 2).tolist() == [0, 1, 2, 4]
     assert limit_per_phrase(sel, None).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_candidates_are_decoded_in_rounds_only_while_a_phrase_is_short():
+    sel = Selection(
+        region=torch.arange(6),
+        phrase=torch.tensor([0, 0, 1, 0, 1, 0]),
+        score=torch.linspace(0.9, 0.4, 6),
+    )
+    rounds = []
+    duplicates = {1}  # candidate 1 is a duplicate of candidate 0
+
+    def decode(rows):
+        rounds.append(rows.tolist())
+
+    def distinct(rows):
+        return rows[~torch.isin(rows, torch.tensor(sorted(duplicates)))]
+
+    assert decode_until_distinct(sel, 2, decode, distinct).tolist() == [0, 2, 3, 4]
+    # round 1: the best 2 per phrase; phrase 0 lost one to de-duplication -> depth 4
+    assert rounds == [[0, 1, 2, 4], [3, 5]]
+    rounds.clear()
+    duplicates.clear()
+    assert decode_until_distinct(sel, 2, decode, distinct).tolist() == [0, 1, 2, 4]
+    assert rounds == [[0, 1, 2, 4]]  # all distinct: one round, as many boxes as top_k
+    rounds.clear()
+    assert len(decode_until_distinct(sel, None, decode, distinct)) == 6
+    assert rounds == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_top_k_query_decodes_top_k_boxes_when_they_are_distinct(make_engine):
+    scene = make_house_scene()
+    gs = make_engine(scene, aliases={"house 2": {"house": 1.0, "an object": 0.94}})
+    idx = gs.index(scene.image)
+    decoded = []
+    real = gs.predictor.decode
+
+    def spy(embedding, **kwargs):
+        if kwargs.get("mask_input") is None:
+            decoded.append(int(kwargs["boxes"].shape[0]))
+        return real(embedding, **kwargs)
+
+    gs.predictor.decode = spy
+    assert len(gs.query(idx, "house", top_k=1)) == 1
+    assert decoded == [1]
