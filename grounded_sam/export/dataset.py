@@ -42,11 +42,12 @@ import numpy as np
 import supervision as sv
 from tqdm import tqdm
 
-from grounded_sam.batch import segment_items
+from grounded_sam.batch import iter_results
 from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
 from grounded_sam.export.lock import dataset_lock
 from grounded_sam.export.records import detections_to_records, records_to_detections
 from grounded_sam.grounding.candidates import parse_negatives
+from grounded_sam.grounding.scoring import check_calibration
 from grounded_sam.inputs import parse_prompt
 
 if TYPE_CHECKING:
@@ -58,9 +59,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "STATE_DIRNAME",
     "LabelReport",
+    "LabeledImage",
+    "begin_run",
     "export_dataset",
+    "export_labeled",
     "find_images",
     "label_folder",
+    "label_image",
     "label_images",
     "labeling_config",
     "prepare_labeling",
@@ -105,11 +110,19 @@ class LabelReport:
 
 @dataclass
 class _Entry:
+    """One labeled image, as saved and exported (the same for every way of labeling)."""
+
     rel: str  # posix path relative to the images folder
     source: Path
     height: int
     width: int
     records: list[dict[str, Any]]
+
+
+LabeledImage = _Entry
+"""Public name of one image's result: ``rel`` (posix path relative to the source root, which
+names its file in the dataset), ``source`` (local file copied into ``images/``), ``height``,
+``width`` and ``records`` (:func:`grounded_sam.export.records.detections_to_records`)."""
 
 
 # -- scanning and validation --------------------------------------------------------------
@@ -275,6 +288,17 @@ def _engine_config(gs: GroundedSAM, classes: list[str], query: Mapping[str, Any]
     )
 
 
+def begin_run(out_dir: str | os.PathLike, config: Mapping[str, Any], restart: bool) -> None:
+    """Record a run's config in ``out_dir`` (checking it against a run to resume).
+
+    Used by every way of labeling (one machine or a Ray cluster) before any image is labeled.
+
+    Raises:
+        ValueError: ``out_dir`` holds a run with other settings and ``restart`` is False.
+    """
+    _check_run_config(Path(out_dir), dict(config), restart)
+
+
 def _check_run_config(out_dir: Path, config: dict[str, Any], restart: bool) -> None:
     run_file = _state_dir(out_dir) / "run.json"
     if restart and _state_dir(out_dir).exists():
@@ -330,6 +354,58 @@ def _save_state(out_dir: Path, entry: _Entry) -> None:
 
 
 # -- labeling --------------------------------------------------------------------------
+
+
+def label_image(
+    gs: GroundedSAM,
+    image: np.ndarray,
+    classes: Sequence[str],
+    *,
+    threshold: float | None = None,
+    top_k: int | None | str = "default",
+    refine: int | None = None,
+    min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
+    embedding: Any = None,
+) -> list[dict[str, Any]]:
+    """Label one image: index it once, answer all classes from that index.
+
+    The per-image step of every way of labeling (:func:`label_images` on one machine and
+    :mod:`grounded_sam.distributed` on a Ray cluster), so their datasets cannot differ.
+
+    Args:
+        gs: The engine.
+        image: (H, W, 3) uint8 RGB.
+        classes: Parsed class names (one category each).
+        threshold: Minimum confidence (None: the engine's).
+        top_k: Maximum instances per class (None: no limit; "default": the engine's).
+        refine: Mask refinement passes (None: the engine's).
+        min_region_area: Remove mask islands/holes smaller than this many pixels.
+        negative: Negative phrases (a region that best matches one is never labeled).
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
+        embedding: The image's SAM embedding when the many-images loop already encoded it
+            in a batch (None: encode here).
+
+    Returns:
+        The instance records (:func:`~grounded_sam.export.records.detections_to_records`),
+        masks as COCO RLE.
+    """
+    index = gs.index(image) if embedding is None else gs.index(image, embedding=embedding)
+    dets = gs.query(
+        index,
+        list(classes),
+        threshold=threshold,
+        top_k=top_k,
+        refine=refine,
+        min_region_area=min_region_area,
+        negative=negative,
+        calibration=calibration,
+        keep_parts=keep_parts,
+    )
+    return detections_to_records(dets, image.shape[:2])
 
 
 def label_images(
@@ -469,8 +545,14 @@ def _label_images(
     try:
         if todo and gs is None:  # some image needs work: load the models now
             gs = engine()  # type: ignore[operator]
-        items = segment_items(gs, [p for _, p in todo], class_list, show_progress=False,
-                              **query) if todo else iter(())  # fmt: skip
+        check_calibration(calibration)  # bad options fail once, before any image
+        parse_negatives(negative, class_list)
+
+        def work(image: np.ndarray, embedding: Any) -> list[dict[str, Any]]:
+            return label_image(gs, image, class_list, embedding=embedding, **query)
+
+        items = iter_results(gs, [p for _, p in todo], work, show_progress=False
+                             ) if todo else iter(())  # fmt: skip
         for (rel, path), item in zip(todo, items, strict=True):
             if bar is None:
                 bar = tqdm(
@@ -485,8 +567,7 @@ def _label_images(
             try:
                 if not item.ok:
                     raise item.result
-                image = item.image
-                records = detections_to_records(item.result, image.shape[:2])
+                image, records = item.image, item.result
             except _IMAGE_FAILURES as exc:
                 fail(rel, _one_line(exc))
             else:
@@ -499,11 +580,34 @@ def _label_images(
         if bar is not None:
             bar.close()
 
-    entries.sort(key=lambda e: e.rel)
-    for entry in entries:
-        report.instances.update(r["label"] for r in entry.records)
-    report.exported = _export(out, entries, class_list, fmt, config)
+    report.exported, report.instances = export_labeled(out, entries, class_list, fmt, config)
     return report
+
+
+def export_labeled(
+    out_dir: str | os.PathLike,
+    entries: Sequence[LabeledImage],
+    classes: Sequence[str],
+    fmt: str,
+    config: Mapping[str, Any],
+) -> tuple[list[Path], Counter]:
+    """Write the dataset of labeled images: the final step of every way of labeling.
+
+    Args:
+        out_dir: DATASET_DIR.
+        entries: The images to export (any order; exported sorted by ``rel``).
+        classes: Class names, in category order.
+        fmt: ``"coco"``, ``"yolo"`` or ``"voc"``.
+        config: The run's :func:`labeling_config` (stored in the COCO ``info``).
+
+    Returns:
+        ``(files written, instances per class)``.
+    """
+    ordered = sorted(entries, key=lambda e: e.rel)
+    instances: Counter = Counter()
+    for entry in ordered:
+        instances.update(r["label"] for r in entry.records)
+    return _export(Path(out_dir), ordered, list(classes), fmt, config), instances
 
 
 def label_folder(
