@@ -192,14 +192,14 @@ class GroundedSAM:
                 message names it and says how to use a local copy.
         """
         from grounded_sam.clip import load_clip
-        from grounded_sam.sam.loading import load_sam_model
+        from grounded_sam.sam.factory import load_predictor
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        model = load_sam_model(sam, dev, dt)
+        predictor = load_predictor(sam, dev, dt)  # SAM, HQ-SAM or SAM 2, by its config
         scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
-        return cls(SamPredictor(model), scorer, model_ids=(os.fspath(sam), clip), **kwargs)
+        return cls(predictor, scorer, model_ids=(os.fspath(sam), clip), **kwargs)
 
     # -- phrase-independent ------------------------------------------------------------------
 

@@ -26,11 +26,15 @@ class ImageEmbedding:
             on the model's device.
         original_size: (H, W) of the image that was encoded.
         input_size: (h, w) of the image after resize-longest-side, before padding.
+        features: Further encoder outputs the decoder of another SAM family needs (HQ-SAM:
+            the early ViT features; SAM 2: the high-resolution backbone features); empty for
+            SAM.
     """
 
     embeddings: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    features: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass
