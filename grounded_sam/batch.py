@@ -144,9 +144,20 @@ def _decoded(sources: Sequence[object], depth: int) -> Iterator[tuple[object, An
                 thread.join(0.05)
 
 
+def _can_batch(gs: GroundedSAM) -> bool:
+    """Whether the encoder can run several images at once: plain SAM only.
+
+    HQ-SAM and SAM 2 keep further encoder features per image; they are encoded one at a time.
+    """
+    from grounded_sam.sam.predictor import SamPredictor
+
+    predictor = getattr(gs, "predictor", None)
+    return isinstance(predictor, SamPredictor) and type(predictor).encode is SamPredictor.encode
+
+
 def _auto_batch_size(gs: GroundedSAM) -> int:
     device = getattr(gs, "device", None)
-    if not isinstance(device, torch.device) or device.type != "cuda":
+    if not isinstance(device, torch.device) or device.type != "cuda" or not _can_batch(gs):
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(_MAX_AUTO_BATCH, free // _BYTES_PER_IMAGE)))
@@ -204,7 +215,8 @@ def iter_results(
             the item's result. ``embedding`` is the image's SAM embedding when the encoder
             ran batched, else None (``work`` then encodes it itself).
         batch_size: Images per SAM encoder call. None: from free GPU memory on CUDA, 1 on
-            CPU (sequential; batching does not speed up a CPU).
+            CPU (sequential; batching does not speed up a CPU). HQ-SAM and SAM 2 are always
+            encoded one image at a time.
         show_progress: A progress bar on stderr.
         desc: Its label.
 
@@ -235,7 +247,7 @@ def _run_group(
 ) -> Iterator[BatchItem]:
     readable = [(s, a) for s, a in group if isinstance(a, np.ndarray)]
     embeddings: dict[int, Any] = {}
-    if len(readable) > 1:
+    if len(readable) > 1 and _can_batch(gs):
         try:
             embs = _encode_batch(gs, [a for _, a in readable])
             embeddings = {id(a): e for (_, a), e in zip(readable, embs, strict=True)}

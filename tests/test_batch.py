@@ -113,3 +113,23 @@ def test_encoder_batch_is_halved_on_out_of_memory(tiny_gs, images, monkeypatch):
     out = list(tiny_gs.index_many(images, batch_size=3, show_progress=False))
     assert calls == [3, 1, 2, 1, 1]  # 3 -> 1 + 2 -> 1 + 1 + 1
     assert all(isinstance(r, ImageIndex) for _, r in out)
+
+
+def test_other_sam_families_are_encoded_one_image_at_a_time(tiny_gs, images, monkeypatch):
+    from grounded_sam.batch import _can_batch
+    from grounded_sam.sam.predictor import SamPredictor
+
+    assert _can_batch(tiny_gs)
+
+    class OtherFamily(SamPredictor):  # e.g. HQ-SAM / SAM 2: encode() keeps extra features
+        def encode(self, image):
+            return SamPredictor.encode(self, image)
+
+    monkeypatch.setattr(tiny_gs.predictor, "__class__", OtherFamily)
+    assert not _can_batch(tiny_gs)
+    calls = []
+    real = tiny_gs.predictor._encode_pixels
+    monkeypatch.setattr(tiny_gs.predictor, "_encode_pixels",
+                        lambda p: calls.append(p.shape[0]) or real(p))  # fmt: skip
+    out = list(tiny_gs.index_many(images[:2], batch_size=2, show_progress=False))
+    assert calls == [1, 1] and all(isinstance(r, ImageIndex) for _, r in out)
