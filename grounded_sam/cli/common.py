@@ -21,6 +21,7 @@ __all__ = [
     "PROG",
     "ArgumentParser",
     "HelpFormatter",
+    "add_grounding_options",
     "add_model_options",
     "add_proposal_options",
     "add_query_options",
@@ -234,14 +235,71 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def box_xyxy(text: str) -> list[float]:
+    """A box ``x1,y1,x2,y2`` in pixels."""
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected a box as x1,y1,x2,y2 in pixels, got {text!r}")
+    return values
+
+
+def add_grounding_options(parser: argparse.ArgumentParser, exemplars: bool = False) -> None:
+    """--negative, --calibration, --keep-parts (and --exemplar / --exemplar-label)."""
+    group = parser.add_argument_group("grounding")
+    group.add_argument(
+        "--negative",
+        metavar="PHRASES",
+        default=None,
+        help="comma-separated phrases to exclude, e.g. 'handle, saucer': a region that best "
+        "matches one of them is never returned",
+    )
+    group.add_argument(
+        "--calibration",
+        default="joint",
+        choices=("joint", "per_phrase"),
+        help="joint: one softmax over all phrases + background (a similar phrase lowers "
+        "another's confidence); per_phrase: each phrase vs the background only",
+    )
+    group.add_argument(
+        "--keep-parts",
+        action="store_true",
+        help="also return masks that are parts of a larger mask with the same label",
+    )
+    if exemplars:
+        group.add_argument(
+            "--exemplar",
+            metavar="X1,Y1,X2,Y2",
+            type=box_xyxy,
+            action="append",
+            default=None,
+            help="box around an example object: find all regions like it (repeatable; "
+            "several are averaged; --prompt becomes optional)",
+        )
+        group.add_argument(
+            "--exemplar-label",
+            default="exemplar",
+            help="class name given to regions found by --exemplar",
+        )
+
+
 def query_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``GroundedSAM.query`` from the parsed detection options."""
-    return {
+    out = {
         "threshold": args.threshold,
         "top_k": args.top_k or None,
         "refine": args.refine,
         "min_region_area": args.min_region_area,
     }
+    for key in ("negative", "calibration", "keep_parts"):
+        if hasattr(args, key):
+            out[key] = getattr(args, key)
+    if getattr(args, "exemplar", None):
+        out["exemplars"] = args.exemplar
+        out["exemplar_label"] = args.exemplar_label
+    return out
 
 
 def proposal_settings(args: argparse.Namespace) -> EverythingSettings:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import (
     HelpFormatter,
+    add_grounding_options,
     add_model_options,
     add_proposal_options,
     add_query_options,
@@ -101,6 +102,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_query_options(parser)
+    add_grounding_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
     _add_ray_options(parser)
@@ -208,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k or None,
         refine=args.refine,
         min_region_area=args.min_region_area,
+        negative=args.negative,
+        calibration=args.calibration,
+        keep_parts=args.keep_parts,
     )
 
     def on_failure(rel: str, reason: str) -> None:

@@ -121,3 +121,16 @@ def test_shell_ends_at_end_of_input_in_process(
     assert main(["shell", str(image), "--out", str(tmp_path), *model_args]) == 0
     captured = capsys.readouterr()
     assert captured.out.count(" ms; overlay: ") == 1 and captured.out.count("phrase> ") == 2
+
+
+def test_segment_negative_exemplar_and_calibration_options(
+    model_args: list[str], tmp_path: Path
+) -> None:
+    image = synthetic_image(tmp_path / "shapes.png")
+    proc = run_cli(["segment", image, "-p", "date", "--negative", "fig, hazelnut",
+                    "--calibration", "per_phrase", "--keep-parts", "--exemplar", "10,10,60,60",
+                    "--exemplar-label", "like this", "--json", *model_args])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.splitlines()[0])
+    assert doc["phrases"] == ["date", "like this"]
+    assert {r["label"] for r in doc["instances"]} <= {"date", "like this"}

@@ -258,6 +258,33 @@ def test_label_folder_with_the_real_engine(tiny_gs, image_folder: Path, tmp_path
         assert coco.annToMask(ann).sum() == ann["area"] > 0
 
 
+def test_grounding_options_reach_the_engine_and_the_run_config(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    plain = config()
+    assert not {"negative", "calibration", "keep_parts"} & set(plain)  # old runs still resume
+    cfg = config(negative="stem, leaf", calibration="per_phrase", keep_parts=True)
+    assert (cfg["negative"], cfg["calibration"], cfg["keep_parts"]) == (
+        ["stem", "leaf"], "per_phrase", True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="both a phrase and a negative"):
+        config(negative=CLASSES[0])
+
+    seen: list[dict] = []
+
+    class Spy(FakeEngine):
+        def query(self, index, prompt, **kwargs):
+            seen.append(kwargs)
+            return super().query(index, prompt, **kwargs)
+
+    out = tmp_path / "ds"
+    report, _ = run(Spy(), image_folder, out, config=cfg, negative="stem, leaf",
+                    calibration="per_phrase", keep_parts=True)  # fmt: skip
+    assert report.labeled == 4 and len(seen) == 4
+    assert all(k["negative"] == "stem, leaf" and k["calibration"] == "per_phrase" for k in seen)
+    assert all(k["keep_parts"] is True for k in seen)
+
+
 def test_flat_names_are_unambiguous() -> None:
     from grounded_sam.export.dataset import _flat_names
 
