@@ -83,7 +83,8 @@ def synthetic_image(path: Path, h: int = 96, w: int = 128, seed: int = 0) -> Pat
 
 #: Progress on stderr (off with -q): tqdm bars and the "models ready" / timing lines.
 _PROGRESS = re.compile(
-    r"^\s*[\w ()-]+:\s+\d+%\||^grounded-sam: (models ready in |.*: (SAM encoder \d|indexed: |segmented in ))"
+    r"^\s*[\w ()-]+:\s+\d+%\|"
+    r"|^grounded-sam: (models ready in |.*: (SAM encoder \d|indexed: |segmented in ))"
 )
 
 
