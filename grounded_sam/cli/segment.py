@@ -121,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
         if not item.ok:
             if not isinstance(dets, (ValueError, OSError)):
                 raise dets
-            sys.stderr.write(f"grounded-sam: error: {' '.join(str(dets).split())}\n")
+            from tqdm import tqdm  # writes past the images bar, on a line of its own
+
+            tqdm.write(f"grounded-sam: error: {' '.join(str(dets).split())}", file=sys.stderr)
             failed += 1
             continue
         say(args, f"{path}: segmented in {elapsed:.2f}s")
