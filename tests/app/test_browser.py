@@ -465,17 +465,17 @@ def test_surrogate_phrase_and_bad_numbers_over_raw_http(app: App, tmp_path: Path
     }
     assert _call(app, on_image, [upload, 0.5, None], session)["success"]
 
-    msg = _call(app, on_query, ["\udcffx", 0.0, "medium", 20, 0.5, None], session)
+    msg = _call(app, on_query, ["\udcffx", 0.0, "medium", 20, 0.5, None, ""], session)
     text = json.dumps(msg["output"])
     assert msg["success"] and "lone surrogate U+DCFF" in text, text
 
-    msg = _call(app, on_query, ["square", "abc", "medium", 20, 0.5, None], session)
+    msg = _call(app, on_query, ["square", "abc", "medium", 20, 0.5, None, ""], session)
     assert not msg["success"]
     assert msg["output"]["error"] == "The threshold must be a number from 0 to 0.9, got 'abc'."
 
     # The server is still up and answers a normal query in the same session.
     with urllib.request.urlopen(app.url, timeout=30) as resp:
         assert resp.status == 200
-    msg = _call(app, on_query, ["square", 0.0, "low", 5, 0.5, None], session)
+    msg = _call(app, on_query, ["square", 0.0, "low", 5, 0.5, None, ""], session)
     status = json.dumps(msg["output"])
     assert msg["success"] and ("Found" in status or "No region matched" in status), status
