@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
+from grounded_sam.sam.fast_decoder import FastMaskDecoder, SharedImage
 from grounded_sam.sam.transforms import SamTransform
 
 __all__ = ["ImageEmbedding", "DecoderOutput", "Prediction", "SamPredictor"]
@@ -82,6 +83,10 @@ class SamPredictor:
         self.device = param.device
         self.dtype = param.dtype
         self._image_pe: torch.Tensor | None = None
+        self._fast = FastMaskDecoder(model.mask_decoder)
+        # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
+        self._shared_for: torch.Tensor | None = None
+        self._shared: SharedImage | None = None
 
     # -- model calls (overridden by stand-ins in tests) ------------------------------------
 
@@ -99,6 +104,9 @@ class SamPredictor:
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run prompt encoder + mask decoder for B prompts on one image embedding.
+
+        Uses :class:`grounded_sam.sam.fast_decoder.FastMaskDecoder`: without mask inputs the
+        prompt-independent image-side work is done once per embedding and kept.
 
         Args:
             embeddings: (1, C, E, E) image embedding.
@@ -119,21 +127,27 @@ class SamPredictor:
             input_boxes=None if boxes is None else boxes[:, None].to(self.dtype),
             input_masks=None if mask_input is None else mask_input.to(self.dtype),
         )
-        if sparse is None:  # mask-only prompt: SAM's decoder still expects a token tensor
-            sparse = torch.zeros(batch, 1, 0, dense.shape[1], device=self.device, dtype=self.dtype)
-        if dense.shape[0] != batch:
-            dense = dense.expand(batch, -1, -1, -1)
         if self._image_pe is None:
             self._image_pe = model.get_image_wide_positional_embeddings()
-        image_pe = self._image_pe.expand(batch, -1, -1, -1)
-        masks, iou = model.mask_decoder(
-            image_embeddings=embeddings.expand(batch, -1, -1, -1),
-            image_positional_embeddings=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
+        shared = None
+        if mask_input is None:
+            # every prompt has the same (no-mask) dense embedding: share the image side
+            dense = dense[:1]
+            if self._shared_for is not embeddings:
+                self._shared = self._fast.prepare(embeddings, self._image_pe, dense)
+                self._shared_for = embeddings
+            shared = self._shared
+        elif dense.shape[0] != batch:
+            dense = dense.expand(batch, -1, -1, -1)
+        masks, iou = self._fast(
+            embeddings,
+            self._image_pe,
+            None if sparse is None else sparse[:, 0],
+            dense,
+            multimask_output,
+            shared=shared,
         )
-        return masks[:, 0], iou[:, 0]
+        return masks, iou
 
     # -- public API -----------------------------------------------------------------------
 
