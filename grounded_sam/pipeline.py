@@ -21,6 +21,7 @@ import torch
 
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
+from grounded_sam.grounding.boxes import region_box_masks
 from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES, calibrate, similarity
 from grounded_sam.grounding.selection import select_regions
@@ -85,6 +86,10 @@ class GroundedSAM:
             higher-confidence one is kept, so every object gets one mask and one label.
         background_phrases: Generic phrases competing with the user's phrases.
         model_ids: (sam, clip) names, shown in logs and stored in indexes.
+        prefetch_boxes: Decode every proposal's box re-prompt (with ``refine`` passes) in
+            :meth:`index`, so that a new phrase needs no SAM decoder pass at all; otherwise
+            each region is decoded by the first query that selects it. Either way a region
+            is decoded at most once per refine level (kept in the index).
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class GroundedSAM:
         mask_nms_thresh: float = 0.5,
         background_phrases: Sequence[str] = DEFAULT_BACKGROUND_PHRASES,
         model_ids: tuple[str, str] = ("", ""),
+        prefetch_boxes: bool = True,
     ) -> None:
         _check_threshold(threshold)
         _check_top_k(top_k)
@@ -116,6 +122,7 @@ class GroundedSAM:
         self.mask_nms_thresh = mask_nms_thresh
         self.background_phrases = list(background_phrases)
         self.model_ids = model_ids
+        self.prefetch_boxes = prefetch_boxes
 
     @property
     def device(self) -> torch.device:
@@ -205,16 +212,7 @@ class GroundedSAM:
             else:
                 regions = torch.zeros(0, 1, device=self.device)
         t3 = time.perf_counter()
-        logger.info(
-            "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs)",
-            arr.shape[1],
-            arr.shape[0],
-            len(proposals),
-            t1 - t0,
-            t2 - t1,
-            t3 - t2,
-        )
-        return ImageIndex(
+        index = ImageIndex(
             image=arr,
             embedding=embedding,
             proposals=proposals,
@@ -223,6 +221,24 @@ class GroundedSAM:
             settings=settings,
             model_ids=self.model_ids,
         )
+        if self.prefetch_boxes and len(proposals):
+            all_regions = torch.arange(len(proposals), device=proposals.boxes.device)
+            region_box_masks(
+                self.predictor, index, all_regions, self.refine, settings.points_per_batch
+            )
+        t4 = time.perf_counter()
+        logger.info(
+            "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs, "
+            "box decodes %.2fs)",
+            arr.shape[1],
+            arr.shape[0],
+            len(proposals),
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+        )
+        return index
 
     # -- phrase-dependent -----------------------------------------------------------------
 
@@ -286,8 +302,9 @@ class GroundedSAM:
         if len(chosen) == 0:
             return _with_phrases(empty_detections(index.size))
         # All tensors below live on the model's device.
-        boxes = index.proposals.boxes[chosen.region]
-        low_res, sam_iou = self._decode_boxes(index, boxes, refine)
+        low_res, sam_iou = region_box_masks(  # decoded once per region, kept in the index
+            self.predictor, index, chosen.region, refine, self.proposal_settings.points_per_batch
+        )
         # Empty masks are dropped and duplicates (whole vs. part of one object, neighbouring
         # grid points) merged at the decoder's resolution, keeping the most confident; only
         # the survivors are upscaled.

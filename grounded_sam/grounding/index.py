@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +11,24 @@ import torch
 from grounded_sam.sam.everything import EverythingSettings, Proposals
 from grounded_sam.sam.predictor import ImageEmbedding
 
-__all__ = ["ImageIndex"]
+__all__ = ["BoxDecodes", "ImageIndex"]
 
 _FORMAT_VERSION = 1
+
+
+@dataclass
+class BoxDecodes:
+    """SAM's output for the proposals' box prompts at one refine level (filled lazily).
+
+    Attributes:
+        low_res_logits: (N, L, L) float32 decoder logits of each proposal's box prompt.
+        iou: (N,) float32 SAM's predicted IoU of those masks.
+        done: (N,) bool, which rows have been decoded.
+    """
+
+    low_res_logits: torch.Tensor
+    iou: torch.Tensor
+    done: torch.Tensor
 
 
 @dataclass
@@ -33,6 +48,8 @@ class ImageIndex:
             (used for point filters and mask NMS).
         settings: The proposal settings used.
         model_ids: Which SAM / CLIP models produced it (an index only fits those models).
+        box_decodes: Box re-prompts of the proposals by refine level, decoded at most once
+            per region (see :mod:`grounded_sam.grounding.boxes`).
     """
 
     image: np.ndarray
@@ -42,6 +59,7 @@ class ImageIndex:
     frame_masks: torch.Tensor
     settings: EverythingSettings
     model_ids: tuple[str, str] = ("", "")
+    box_decodes: dict[int, BoxDecodes] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -50,6 +68,18 @@ class ImageIndex:
 
     def __len__(self) -> int:
         return len(self.proposals)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index's arrays (image, embedding, proposals, cached decodes)."""
+        tensors = [
+            self.embedding.embeddings,
+            self.region_embeddings,
+            self.frame_masks,
+            *(v for v in vars(self.proposals).values() if torch.is_tensor(v)),
+            *(t for d in self.box_decodes.values() for t in vars(d).values()),
+        ]
+        return int(self.image.nbytes) + sum(t.numel() * t.element_size() for t in tensors)
 
     def save(self, path: str | Path) -> Path:
         """Write the index to one file (tensors only; loads with ``weights_only=True``).
@@ -72,6 +102,10 @@ class ImageIndex:
             "frame_masks": self.frame_masks.cpu(),
             "settings": {f.name: getattr(self.settings, f.name) for f in fields(self.settings)},
             "model_ids": list(self.model_ids),
+            "box_decodes": {
+                str(level): {k: v.cpu() for k, v in vars(d).items()}
+                for level, d in self.box_decodes.items()
+            },
             "proposals": {
                 "low_res_logits": p.low_res_logits.cpu(),
                 "crop_index": p.crop_index.cpu(),
@@ -143,4 +177,7 @@ class ImageIndex:
             frame_masks=blob["frame_masks"],
             settings=EverythingSettings(**blob["settings"]),
             model_ids=tuple(blob["model_ids"]),
+            box_decodes={
+                int(level): BoxDecodes(**d) for level, d in blob.get("box_decodes", {}).items()
+            },
         )
