@@ -150,8 +150,10 @@ class GroundedSAM:
             clip: open_clip ``"name:pretrained"`` tag, ``"hf-hub:org/repo"``,
                 ``"local-dir:/path"`` or a local folder.
             device: ``"cuda"``, ``"cpu"``, ... ; None picks CUDA when present, else CPU.
-            dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; None picks float16 on CUDA
-                and float32 on CPU. Applied to SAM; CLIP runs in the same dtype.
+            dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; None picks float16 on CUDA,
+                bfloat16 on CPUs with AMX / AVX512-BF16, float32 on other CPUs (see
+                :func:`grounded_sam.device.resolve_dtype`). Applied to SAM; CLIP runs in the
+                same dtype.
             crop_style: How region crops are shown to CLIP: ``"masked"`` (outside the mask
                 filled with CLIP's mean color), ``"box"`` (plain crop) or ``"blur"``.
             **kwargs: Passed to the constructor (``threshold``, ``top_k``, ``refine``,
