@@ -139,6 +139,7 @@ class GroundedSAM:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         crop_style: Literal["masked", "box", "blur"] = "masked",
+        compile: bool = False,
         **kwargs: Any,
     ) -> GroundedSAM:
         """Load SAM and CLIP and build the pipeline. The only place anything is downloaded.
@@ -156,6 +157,8 @@ class GroundedSAM:
                 same dtype.
             crop_style: How region crops are shown to CLIP: ``"masked"`` (outside the mask
                 filled with CLIP's mean color), ``"box"`` (plain crop) or ``"blur"``.
+            compile: ``torch.compile`` SAM's image encoder and mask decoder (static shapes;
+                see :class:`grounded_sam.sam.predictor.SamPredictor`). For GPUs.
             **kwargs: Passed to the constructor (``threshold``, ``top_k``, ``refine``,
                 ``max_regions``, ``proposal_settings``, ...).
 
@@ -174,7 +177,8 @@ class GroundedSAM:
         model = load_sam_model(sam, dev, dt)
         scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
-        return cls(SamPredictor(model), scorer, model_ids=(os.fspath(sam), clip), **kwargs)
+        predictor = SamPredictor(model, compile=compile)
+        return cls(predictor, scorer, model_ids=(os.fspath(sam), clip), **kwargs)
 
     # -- phrase-independent ------------------------------------------------------------------
 

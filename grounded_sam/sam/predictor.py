@@ -72,11 +72,16 @@ class SamPredictor:
 
     Args:
         model: A ``transformers.SamModel`` (already on its device and dtype, in eval mode).
+        compile: ``torch.compile`` the image encoder and the mask decoder (True, or the name
+            of a ``torch.compile`` backend). Shapes are kept static: the encoder always sees
+            one padded square image, and decoder batches are padded to a power of two, so each
+            model compiles once per prompt layout and batch bucket (at most 7 buckets up to
+            64 prompts). Worth it on GPUs; the first calls are slow while compiling.
     """
 
     mask_threshold: float = 0.0
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
         self.transform = SamTransform(int(model.config.vision_config.image_size))
         param = next(model.parameters())
@@ -87,12 +92,19 @@ class SamPredictor:
         # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
         self._shared_for: torch.Tensor | None = None
         self._shared: SharedImage | None = None
+        self.compiled = bool(compile)
+        self._encoder_fn = model.get_image_embeddings
+        self._decoder_fn = self._fast.__call__
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._encoder_fn = torch.compile(self._encoder_fn, dynamic=False, backend=backend)
+            self._decoder_fn = torch.compile(self._decoder_fn, dynamic=False, backend=backend)
 
     # -- model calls (overridden by stand-ins in tests) ------------------------------------
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Run the image encoder: (1, 3, S, S) normalised pixels -> (1, C, E, E)."""
-        return self.model.get_image_embeddings(pixels)
+        return self._encoder_fn(pixels)
 
     def _run_decoder(
         self,
@@ -139,15 +151,15 @@ class SamPredictor:
             shared = self._shared
         elif dense.shape[0] != batch:
             dense = dense.expand(batch, -1, -1, -1)
-        masks, iou = self._fast(
-            embeddings,
-            self._image_pe,
-            None if sparse is None else sparse[:, 0],
-            dense,
-            multimask_output,
-            shared=shared,
+        sparse = None if sparse is None else sparse[:, 0]
+        if self.compiled:  # static shapes: pad the batch to a power of two
+            padded = 1 << max(batch - 1, 0).bit_length()
+            sparse = None if sparse is None else _pad_rows(sparse, padded)
+            dense = dense if dense.shape[0] == 1 else _pad_rows(dense, padded)
+        masks, iou = self._decoder_fn(
+            embeddings, self._image_pe, sparse, dense, multimask_output, shared=shared
         )
-        return masks, iou
+        return masks[:batch], iou[:batch]
 
     # -- public API -----------------------------------------------------------------------
 
@@ -305,3 +317,10 @@ class SamPredictor:
         if mask.shape[0] != batch:
             raise ValueError(f"mask_input has {mask.shape[0]} masks for {batch} prompts.")
         return mask
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Pad dim 0 to ``rows`` by repeating the last row (padding rows are sliced off)."""
+    if x.shape[0] >= rows:
+        return x
+    return torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])])
