@@ -25,8 +25,15 @@ Configurations (``--config``):
 
 * ``cpu`` (default): SAM ViT-B (full size), 16×16 grid, CLIP ViT-B-16 (the product's
   default; ``--clip-arch ViT-B-32`` for the smaller one), float32;
-* ``cuda``: SAM ViT-H, 32×32 grid, CLIP ViT-B-16, our best dtype (float16) vs. the
-  reference in float32 (Meta's code path); the GPU model is reported.
+* ``cuda``: SAM ViT-H, 32×32 grid, CLIP ViT-B-16, our best dtype (float16; ``--dtype
+  bfloat16`` for bf16) vs. the reference in float32 (Meta's code path), with and without
+  ``--compile``; the GPU model is reported. Targets on an H100/H200: index <= 60 ms, new
+  phrase <= 5 ms. Commands::
+
+      python benchmarks/bench_speed.py --config cuda --images 3 --repeats 5 \
+          --out benchmarks/results/speed_cuda
+      python benchmarks/bench_speed.py --config cuda --images 3 --repeats 5 --compile \
+          --out benchmarks/results/speed_cuda_compiled
 
 Random weights (seeded) are used unless ``--sam`` / ``--clip`` name real ones: full-size
 architectures cost the same with any weights (see :func:`realistic_init_` for why the weights
@@ -271,6 +278,7 @@ class Ours:
             top_k=spec["n_boxes"],
             refine=0,
             prefetch_boxes=spec.get("prefetch_boxes", True),
+            compile=spec.get("compile", False),
         )
         self.device = self.gs.device
         self.t: dict[str, float] = {}
@@ -794,6 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="our dtype (default: per config)")
     p.add_argument("--clip-arch", default=None,
                    help="open_clip architecture of the random CLIP (default: per config)")
+    p.add_argument("--compile", action="store_true",
+                   help="ours: torch.compile SAM's encoder and decoder (for --config cuda)")
     p.add_argument("--no-prefetch", action="store_true",
                    help="ours: decode box re-prompts in query instead of index")
     p.add_argument("--label", action="store_true",
@@ -887,6 +897,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "n_boxes": args.boxes,
             "crop_style": args.crop_style,
             "prefetch_boxes": not args.no_prefetch,
+            "compile": args.compile,
         }
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec))
