@@ -355,6 +355,7 @@ class Ours:
             "n_proposals": len(index),
             "n_scored": int(index.region_embeddings.shape[0]),
             "n_boxes": self.boxes_decoded - boxes_in_index,
+            "index_mib_after_query": index.nbytes / 2**20,
             "n_detections": len(dets),
         }
         return row, index
@@ -566,8 +567,10 @@ def run_memory_subprocess(spec_path: Path, side: str, image: str) -> dict[str, A
 
 
 def timing_run(spec: dict[str, Any], images: list[str], repeats: int, new_phrases: int,
-               hf: bool, profile: bool = False, label: bool = False) -> dict[str, Any]:
-    """All timed runs, interleaved, in this process."""
+               hf: bool, profile: bool = False, label: bool = False,
+               on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """All timed runs, interleaved, in this process (``on_round`` gets the partial result
+    after every round, so a run cut short still leaves its finished rounds behind)."""
     from grounded_sam import load_image
 
     arrays = [load_image(p) for p in images]
@@ -621,6 +624,8 @@ def timing_run(spec: dict[str, Any], images: list[str], repeats: int, new_phrase
                 logger.info("round %d image %d hf proposals: %.2fs", r, i,
                             rows["hf"][-1]["proposals"])
             gc.collect()
+        if on_round is not None:
+            on_round({"warmup": warmup, "rows": rows, "rounds_done": r + 1})
     out: dict[str, Any] = {"warmup": warmup, "rows": rows}
     if profile:
         out["profile"] = profile_proposals(ours, ref, arrays[0], last_embedding)
@@ -750,6 +755,11 @@ def build_tables(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             f"{c('ref', 'n_boxes')} | {c('ours_new', 'n_boxes')} |"
         )
     md = "\n".join(lines) + "\n\nCounts (every timed run):\n\n" + "\n".join(count_lines) + "\n"
+    sizes = [r["index_mib_after_query"] for r in rows["ours"] if "index_mib_after_query" in r]
+    if sizes:
+        md += (f"\nIndex size per image (ours, in memory = saved file: image, embedding, "
+               f"proposals, region embeddings, cached box decodes): {min(sizes):.1f}–"
+               f"{max(sizes):.1f} MiB\n")
     mem = result.get("memory")
     if mem:
         o, r = mem["ours"], mem["ref"]
@@ -922,17 +932,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                 for side in ("ours", "ref")
             }
             logger.info("memory: %s", result["memory"])
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def save_partial(timing: dict[str, Any]) -> None:
+            partial = {**result, "timing": timing, "partial": True}
+            with contextlib.suppress(Exception):
+                md, _ = build_tables(partial)
+                partial["markdown"] = md
+                out.with_suffix(".partial.md").write_text(md)
+            out.with_suffix(".partial.json").write_text(
+                json.dumps(partial, indent=2, default=str))
+
         result["timing"] = timing_run(spec, images, args.repeats, args.new_phrases,
                                       hf=not args.no_hf, profile=args.profile,
-                                      label=args.label)
+                                      label=args.label, on_round=save_partial)
         result["wall_seconds"] = time.perf_counter() - t_start
         result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     md, summary = build_tables(result)
     result["summary"] = summary
     result["markdown"] = md
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
+    for suffix in (".partial.json", ".partial.md"):
+        out.with_suffix(suffix).unlink(missing_ok=True)
     out.with_suffix(".md").write_text(md)
     print(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
