@@ -6,12 +6,16 @@ message says what was wrong and what to do, before anything reaches torch.
 
 from __future__ import annotations
 
+import numbers
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from grounded_sam import limits
 
 __all__ = [
     "ImageInput",
@@ -19,6 +23,11 @@ __all__ = [
     "parse_prompt",
     "as_points",
     "as_boxes",
+    "check_image_size",
+    "check_int",
+    "check_number",
+    "check_phrase",
+    "check_query_knobs",
 ]
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -63,8 +72,17 @@ def _load_path(path: Path) -> np.ndarray:
         raise ValueError(f"{path} is a directory, not an image file.")
     try:
         with Image.open(path) as img:
+            check_image_size(img.width, img.height, name=str(path))
             img.load()
             return _from_pil(img, name=str(path))
+    except PermissionError as exc:
+        raise PermissionError(
+            f"Permission denied reading {path}: make the file readable (e.g. chmod a+r)."
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(
+            f"{path} is too large to decode safely (a possible decompression bomb: {exc})."
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ValueError(
             f"{path} is not an image file that can be read (supported: JPEG, PNG, BMP, WebP, "
@@ -74,13 +92,30 @@ def _load_path(path: Path) -> np.ndarray:
         raise ValueError(
             f"{path} could not be decoded ({exc}); the file is probably truncated or corrupt."
         ) from exc
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"{path} is too large to decode safely ({exc}).") from exc
+
+
+def check_image_size(width: int, height: int, name: str = "the image") -> None:
+    """Refuse images beyond :data:`grounded_sam.limits.MAX_IMAGE_PIXELS` / ``MAX_IMAGE_SIDE``.
+
+    Args:
+        width: Width in pixels.
+        height: Height in pixels.
+        name: How to call the image in the message.
+
+    Raises:
+        ValueError: The image is too large (the message gives the bound and why).
+    """
+    if width * height > limits.MAX_IMAGE_PIXELS or max(width, height) > limits.MAX_IMAGE_SIDE:
+        raise ValueError(
+            f"{name} is {width}x{height} px; the limit is {limits.MAX_IMAGE_PIXELS:,} pixels "
+            f"and {limits.MAX_IMAGE_SIDE} px per side ({limits.REASONS['image_pixels']})."
+        )
 
 
 def _from_pil(img: Image.Image, name: str) -> np.ndarray:
     if img.width == 0 or img.height == 0:
         raise ValueError(f"{name} has zero pixels ({img.width}x{img.height}).")
+    check_image_size(img.width, img.height, name=name)
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -110,27 +145,36 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"Image array has zero pixels: shape {tuple(arr.shape)}.")
+    check_image_size(arr.shape[1], arr.shape[0], name="the image array")
     if arr.shape[2] == 4:
         return _from_pil(Image.fromarray(arr, mode="RGBA"), name="the RGBA array")
     return np.ascontiguousarray(arr)
 
 
 def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
-    """Split a text prompt into phrases.
+    """Split a text prompt into phrases, validated and normalised.
 
     Args:
         prompt: One phrase (``"dog"``), comma-separated phrases (``"date, fig, hazelnut"``),
-            or a list of phrases. Whitespace is stripped, empty pieces and exact duplicates
+            or a list of phrases. Each phrase is NFC-normalised, whitespace runs (tabs and
+            newlines too) become one space, empty pieces and exact duplicates
             (case-insensitive) are dropped, order is kept.
 
     Returns:
-        The phrases, at least one.
+        The phrases, at least one and at most :data:`grounded_sam.limits.MAX_PHRASES`.
 
     Raises:
         TypeError: ``prompt`` is not a string or a sequence of strings.
-        ValueError: No non-blank phrase is left.
+        ValueError: No non-blank phrase is left, a phrase is not valid text (lone surrogates,
+            control characters), is longer than ``MAX_PHRASE_CHARS``, or there are more
+            than ``MAX_PHRASES`` phrases.
     """
     if isinstance(prompt, str):
+        if len(prompt) > limits.MAX_PROMPT_CHARS:
+            raise ValueError(
+                f"The prompt has {len(prompt):,} characters; the limit is "
+                f"{limits.MAX_PROMPT_CHARS:,}."
+            )
         pieces = prompt.split(",")
     elif isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
         pieces = []
@@ -148,15 +192,174 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
     phrases: list[str] = []
     seen: set[str] = set()
     for piece in pieces:
-        phrase = " ".join(piece.split())
+        phrase = check_phrase(piece)
         if phrase and phrase.lower() not in seen:
             seen.add(phrase.lower())
             phrases.append(phrase)
+            if len(phrases) > limits.MAX_PHRASES:
+                raise ValueError(
+                    f"More than {limits.MAX_PHRASES} phrases in one prompt "
+                    f"({limits.REASONS['phrases']})."
+                )
     if not phrases:
         raise ValueError(
             "The prompt is empty: give at least one phrase, e.g. 'dog' or 'dog, frisbee'."
         )
     return phrases
+
+
+def check_phrase(text: str) -> str:
+    """Validate and normalise one phrase (may return ``""`` for a blank one).
+
+    Args:
+        text: The phrase as given.
+
+    Returns:
+        The phrase, NFC-normalised with whitespace runs collapsed to one space.
+
+    Raises:
+        ValueError: Lone surrogates (e.g. undecodable bytes from a command line), control
+            characters, or more than :data:`grounded_sam.limits.MAX_PHRASE_CHARS` characters.
+            The message shows the phrase with such characters escaped.
+    """
+    if len(text) > limits.MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"A phrase has {len(text):,} characters; the limit is {limits.MAX_PHRASE_CHARS} "
+            f"({limits.REASONS['phrase_chars']})."
+        )
+    bad = next((c for c in text if unicodedata.category(c) == "Cs"), None)
+    if bad is not None:
+        raise ValueError(
+            f"The phrase {_shown(text)} is not valid text: it holds the lone surrogate "
+            f"U+{ord(bad):04X} (often an undecodable byte in a non-UTF-8 terminal or file). "
+            "Give the phrase as UTF-8 text."
+        )
+    phrase = " ".join(unicodedata.normalize("NFC", text).split())
+    bad = next((c for c in phrase if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ValueError(
+            f"The phrase {_shown(phrase)} holds the control character U+{ord(bad):04X}; "
+            "phrases are plain words such as 'red apple'."
+        )
+    if len(phrase) > limits.MAX_PHRASE_CHARS:
+        raise ValueError(
+            f"The phrase {_shown(phrase[:40] + '...')} has {len(phrase)} characters; the limit "
+            f"is {limits.MAX_PHRASE_CHARS} ({limits.REASONS['phrase_chars']})."
+        )
+    return phrase
+
+
+def _shown(text: str) -> str:
+    """A printable, quoted rendering of user text (surrogates and controls escaped)."""
+    out = []
+    for c in text:
+        if unicodedata.category(c) in ("Cs", "Cc"):
+            out.append(f"\\u{ord(c):04x}" if ord(c) > 0xFF else f"\\x{ord(c):02x}")
+        else:
+            out.append(c)
+    return "'" + "".join(out) + "'"
+
+
+def check_number(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    why: str | None = None,
+) -> float:
+    """Validate a real number knob (Python or numpy scalar; not bool, not NaN).
+
+    Args:
+        name: The knob's name, for the message.
+        value: The value given.
+        low: Smallest allowed value (inclusive), or None.
+        high: Largest allowed value (inclusive), or None.
+        why: Reason for the bound, appended to the message.
+
+    Returns:
+        The value as a Python float.
+
+    Raises:
+        ValueError: Not a real number, NaN, or out of ``[low, high]``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    number = float(value)
+    if number != number:
+        raise ValueError(f"{name} must be a number, got NaN.")
+    if (low is not None and number < low) or (high is not None and number > high):
+        rng = _range(low, high)
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be {rng}, got {number:g}{reason}.")
+    return number
+
+
+def check_int(
+    name: str,
+    value: object,
+    low: int | None = None,
+    high: int | None = None,
+    why: str | None = None,
+) -> int:
+    """Validate an integer knob (Python or numpy integer; not bool, not float).
+
+    Args:
+        name: The knob's name, for the message.
+        value: The value given.
+        low: Smallest allowed value (inclusive), or None.
+        high: Largest allowed value (inclusive), or None.
+        why: Reason for the bound, appended to the message.
+
+    Returns:
+        The value as a Python int.
+
+    Raises:
+        ValueError: Not an integer (``True`` and ``2.0`` are refused), or out of range.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be {_range(low, high)}, got {number}{reason}.")
+    return number
+
+
+def check_query_knobs(
+    threshold: object, top_k: object, refine: object, min_region_area: object
+) -> tuple[float, int | None, int, int]:
+    """Validate the per-query knobs of ``GroundedSAM.query`` (numpy scalars welcome).
+
+    Args:
+        threshold: Minimum confidence, a number in [0, 1].
+        top_k: Detections per phrase, an integer in [1, ``MAX_TOP_K``] or None.
+        refine: Extra decoder passes, an integer in [0, ``MAX_REFINE``].
+        min_region_area: Pixels, an integer >= 0.
+
+    Returns:
+        ``(threshold, top_k, refine, min_region_area)`` as Python numbers.
+
+    Raises:
+        ValueError: A value of the wrong type (``True`` is not a number here) or out of range;
+            the message names the knob, the bound and why.
+    """
+    thr = check_number("threshold", threshold, 0.0, 1.0)
+    k = (
+        None
+        if top_k is None
+        else check_int("top_k", top_k, 1, limits.MAX_TOP_K, limits.REASONS["top_k"])
+    )
+    ref = check_int("refine", refine, 0, limits.MAX_REFINE, limits.REASONS["refine"])
+    area = check_int("min_region_area", min_region_area, 0)
+    return thr, k, ref, area
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"in [{low:g}, {high:g}]"
+    if low is not None:
+        return f">= {low:g}"
+    return f"<= {high:g}"
 
 
 def as_points(

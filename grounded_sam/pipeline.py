@@ -22,10 +22,17 @@ import torch
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
 from grounded_sam.grounding.boxes import region_box_masks
-from grounded_sam.grounding.index import ImageIndex
+from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
 from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES, calibrate, similarity
 from grounded_sam.grounding.selection import select_regions
-from grounded_sam.inputs import ImageInput, as_points, load_image, parse_prompt
+from grounded_sam.inputs import (
+    ImageInput,
+    as_points,
+    check_int,
+    check_query_knobs,
+    load_image,
+    parse_prompt,
+)
 from grounded_sam.results import empty_detections, make_detections
 from grounded_sam.sam.everything import (
     EverythingSettings,
@@ -107,11 +114,8 @@ class GroundedSAM:
         model_ids: tuple[str, str] = ("", ""),
         prefetch_boxes: bool = True,
     ) -> None:
-        _check_threshold(threshold)
-        _check_top_k(top_k)
-        _check_refine(refine)
-        if max_regions < 1:
-            raise ValueError(f"max_regions must be >= 1, got {max_regions}.")
+        threshold, top_k, refine, _ = check_query_knobs(threshold, top_k, refine, 0)
+        max_regions = check_int("max_regions", max_regions, 1)
         self.predictor = predictor
         self.scorer = scorer
         self.proposal_settings = proposal_settings
@@ -123,6 +127,15 @@ class GroundedSAM:
         self.background_phrases = list(background_phrases)
         self.model_ids = model_ids
         self.prefetch_boxes = prefetch_boxes
+
+    @property
+    def model_fingerprint(self) -> str:
+        """A fingerprint of the SAM and CLIP weights (stored in indexes, checked by query)."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = weights_fingerprint(
+                getattr(self.predictor, "model", None), getattr(self.scorer, "model", None)
+            )
+        return self._fingerprint
 
     @property
     def device(self) -> torch.device:
@@ -226,6 +239,7 @@ class GroundedSAM:
             frame_masks=frame,
             settings=settings,
             model_ids=self.model_ids,
+            weights_fingerprint=self.model_fingerprint,
         )
         if self.prefetch_boxes and len(proposals):
             all_regions = torch.arange(len(proposals), device=proposals.boxes.device)
@@ -287,13 +301,14 @@ class GroundedSAM:
                 f"query() takes an ImageIndex from GroundedSAM.index(image), got "
                 f"{type(index).__name__}; use segment(image, prompt) for a one-off."
             )
+        index.check_fits(self.model_ids, self.model_fingerprint)
         phrases = parse_prompt(prompt)
-        threshold = self.threshold if threshold is None else threshold
-        top_k = self.top_k if top_k == "default" else top_k
-        refine = self.refine if refine is None else refine
-        _check_threshold(threshold)
-        _check_top_k(top_k)
-        _check_refine(refine)
+        threshold, top_k, refine, min_region_area = check_query_knobs(
+            self.threshold if threshold is None else threshold,
+            self.top_k if isinstance(top_k, str) and top_k == "default" else top_k,
+            self.refine if refine is None else refine,
+            min_region_area,
+        )
         if len(index) == 0:
             return _with_phrases(empty_detections(index.size))
         allowed = None
@@ -319,8 +334,7 @@ class GroundedSAM:
         nonempty = torch.nonzero(small.flatten(1).any(1)).flatten()
         keep = nonempty[mask_nms(small[nonempty], chosen.score[nonempty], self.mask_nms_thresh)]
         chosen, sam_iou = chosen.take(keep), sam_iou[keep]
-        masks = self.predictor.upscale(index.embedding, low_res[keep][:, None])[:, 0]
-        masks = masks > self.predictor.mask_threshold
+        masks = _upscale_binary(self.predictor, index, low_res[keep])
         if min_region_area > 0:
             masks = _clean_masks(masks, min_region_area)
         filled = masks.flatten(1).any(1)
@@ -516,23 +530,24 @@ def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
+def _upscale_binary(
+    predictor: SamPredictor, index: ImageIndex, low_res: torch.Tensor
+) -> torch.Tensor:
+    """(M, L, L) logits -> (M, H, W) bool masks, upscaled one at a time.
+
+    The float logits of all M masks at full resolution would be 4x the masks themselves
+    (gigabytes on large images).
+    """
+    h, w = index.size
+    out = torch.empty((low_res.shape[0], h, w), dtype=torch.bool, device=low_res.device)
+    for i in range(low_res.shape[0]):
+        full = predictor.upscale(index.embedding, low_res[i : i + 1, None])[0, 0]
+        out[i] = full > predictor.mask_threshold
+    return out
+
+
 def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
     arr = masks.cpu().numpy()
     for i in range(len(arr)):
         arr[i], _ = clean_small_regions(arr[i], area)
     return torch.from_numpy(arr).to(masks.device)
-
-
-def _check_threshold(threshold: float) -> None:
-    if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}.")
-
-
-def _check_top_k(top_k: int | None) -> None:
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
-
-
-def _check_refine(refine: int) -> None:
-    if not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"refine must be an integer >= 0, got {refine!r}.")

@@ -155,3 +155,103 @@ def test_good_prompts():
     pts, labels = as_points([[0, 0], [100, 50]], [1, 0], (50, 100))
     assert pts.shape == (2, 2) and labels.tolist() == [1, 0]
     assert as_boxes([0, 0, 100, 50], (50, 100)).shape == (1, 4)
+
+
+# -- phrases: validated and normalised once ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "match"),
+    [
+        ("\udcff", "lone surrogate U\\+DCFF"),
+        ("cat, \udcffx", "lone surrogate"),
+        (["dog", "a\ud800b"], "lone surrogate U\\+D800"),
+        ("a\x00b", "control character U\\+0000"),
+        ("red\x1bapple", "control character U\\+001B"),
+        ("x" * 301, "has 301 characters; the limit is 300"),
+        (",".join(f"p{i}" for i in range(129)), "More than 128 phrases"),
+        ("y" * 200_000, "the limit is"),
+    ],
+)
+def test_bad_phrases_are_clear_value_errors(prompt, match):
+    with pytest.raises(ValueError, match=match) as info:
+        parse_prompt(prompt)
+    str(info.value).encode("utf-8")  # the message itself is printable text
+
+
+def test_phrases_normalised():
+    # NFC: "e" + combining grave == precomposed "è"; tabs and newlines are whitespace
+    assert parse_prompt("cre\u0300me\tbrûlée, crème  brûlée\n") == ["crème brûlée"]
+    assert parse_prompt(",".join(f"p{i}" for i in range(128)))[-1] == "p127"
+    assert parse_prompt("猫, 🐱") == ["猫", "🐱"]
+
+
+# -- numeric knobs --------------------------------------------------------------------------
+
+
+def test_numpy_scalars_are_numbers():
+    from grounded_sam.inputs import check_int, check_number, check_query_knobs
+
+    assert check_number("threshold", np.float32(0.25), 0, 1) == pytest.approx(0.25)
+    assert check_int("top_k", np.int64(2), 1) == 2
+    assert check_query_knobs(np.float64(0.1), np.int32(3), np.uint8(1), np.int16(5)) == (
+        pytest.approx(0.1),
+        3,
+        1,
+        5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("knobs", "match"),
+    [
+        ((True, 1, 0, 0), "threshold must be a number, got True"),
+        ((0.3, True, 0, 0), "top_k must be an integer, got True"),
+        ((0.3, 2.0, 0, 0), "top_k must be an integer, got 2.0"),
+        ((0.3, 1, np.bool_(True), 0), "refine must be an integer"),
+        ((0.3, 1, 0, -5), "min_region_area must be >= 0, got -5"),
+        ((float("nan"), 1, 0, 0), "threshold must be a number, got NaN"),
+        ((1.5, 1, 0, 0), "threshold must be in \\[0, 1\\], got 1.5"),
+        ((0.3, 1, 10**9, 0), "refine must be in \\[0, 8\\], got 1000000000 \\(each pass"),
+        ((0.3, 0, 0, 0), "top_k must be in"),
+        ((0.3, 1, -1, 0), "refine must be in"),
+    ],
+)
+def test_bad_knobs(knobs, match):
+    from grounded_sam.inputs import check_query_knobs
+
+    with pytest.raises(ValueError, match=match):
+        check_query_knobs(*knobs)
+
+
+def test_permission_denied_is_a_permission_error(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(path)
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make the open fail as it does for users
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(PermissionError, match="Permission denied reading .*locked.png"):
+        load_image(path)
+
+
+def test_image_pixel_limit_in_the_api(tmp_path):
+    from grounded_sam import limits
+
+    with pytest.raises(ValueError, match="the limit is 50,000,000 pixels"):
+        load_image(np.zeros((1, limits.MAX_IMAGE_SIDE + 1), dtype=np.uint8))
+    big = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (8000, 7000, 3), (0, 0, 0))
+    with pytest.raises(ValueError, match="8000 px; the limit"):
+        load_image(big)
+
+
+def test_decompression_bomb_is_named(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(path)  # 2.5 KB on disk, 400 Mpx decoded
+    with pytest.raises(ValueError, match="too large|decompression bomb"):
+        load_image(path)

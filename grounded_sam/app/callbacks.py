@@ -33,7 +33,8 @@ from grounded_sam.export.annotate import annotate_detections
 from grounded_sam.export.files import atomic_write, atomic_write_json, atomic_write_png, safe_name
 from grounded_sam.export.records import detections_to_json, save_instance_masks
 from grounded_sam.grounding.index import ImageIndex
-from grounded_sam.inputs import load_image, parse_prompt
+from grounded_sam.inputs import check_int, check_number, load_image, parse_prompt
+from grounded_sam.limits import MAX_TOP_K
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -276,7 +277,8 @@ def open_upload(
             width, height = probe.size
     except Image.DecompressionBombError:
         raise UserError(
-            f"'{name}' is too large: the limit is {max_side} px on the longer side."
+            f"'{name}' has too many pixels to decode safely (a decompression bomb, or a huge "
+            f"image); the limit is {max_side} px on the longer side."
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UserError(
@@ -415,21 +417,24 @@ def text_query(
     """
     if session.index is None or session.image is None:
         raise UserError(NO_IMAGE)
-    if prompt is None or not str(prompt).strip():
+    if prompt is None or not str(prompt).replace(",", " ").strip():
         raise UserError(EMPTY_PHRASE)
     try:
         phrases = parse_prompt(str(prompt))
-    except (ValueError, TypeError):
+    except TypeError:
         raise UserError(EMPTY_PHRASE) from None
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise UserError(f"The threshold must be a number, got {threshold!r}.") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"The threshold must be between 0 and 1, got {threshold}.")
-    k = None if top_k in (None, 0) else int(top_k)
-    if k is not None and k < 1:
-        raise UserError(f"Top-K must be at least 1, got {top_k}.")
+        threshold = check_number("The threshold", threshold, 0.0, 1.0)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if isinstance(top_k, float) and top_k.is_integer():
+        top_k = int(top_k)  # sliders send floats
+    try:
+        k = None if top_k in (None, 0) else check_int("Top-K", top_k, 1, MAX_TOP_K)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     with session.lock:
         index, image = session.index, session.image
         refine, min_area = refinement_params(level, index.size)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from grounded_sam import limits
 from grounded_sam.app import callbacks as cb
 
 if TYPE_CHECKING:
@@ -37,10 +38,16 @@ def example_images() -> list[Path]:
 class _UnreadableUpload:
     """What the image input hands the callback when gradio could not open the upload."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, too_large: bool = False) -> None:
         self.name = name
+        self.too_large = too_large
 
     def message(self) -> str:
+        if self.too_large:
+            return (
+                f"'{self.name}' has too many pixels to decode safely (a decompression bomb, or "
+                "a huge image): downscale it and upload it again."
+            )
         return (
             f"Could not read '{self.name}' as an image. Upload a JPEG, PNG, WebP, BMP, GIF or "
             "TIFF file."
@@ -60,12 +67,42 @@ def _friendly_upload_errors(image: gr.Image) -> gr.Image:
     def preprocess(payload: Any) -> Any:
         try:
             return original(payload)
-        except Exception:  # noqa: BLE001  (PIL raises many types for bad files)
+        except Exception as exc:  # noqa: BLE001  (PIL raises many types for bad files)
             name = Path(getattr(payload, "orig_name", None) or "the upload").name
-            return _UnreadableUpload(name)
+            return _UnreadableUpload(name, too_large=_is_bomb(exc))
 
     image.preprocess = preprocess  # type: ignore[method-assign]
     return image
+
+
+def _is_bomb(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an exception it was raised from) is PIL's decompression bomb."""
+    from PIL import Image
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, Image.DecompressionBombError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _friendly_numbers(slider: gr.Slider, label: str) -> gr.Slider:
+    """Make a slider answer a value that is not a number (API clients) with a real message.
+
+    gradio's own check compares the value with the bounds and fails with a bare "Error" when
+    it is not a number; out-of-range numbers already get gradio's message.
+    """
+    original = slider.preprocess
+    low, high = slider.minimum, slider.maximum
+
+    def preprocess(payload: Any) -> Any:
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or payload != payload:
+            raise gr.Error(f"{label} must be a number from {low:g} to {high:g}, got {payload!r}.")
+        return original(payload)
+
+    slider.preprocess = preprocess  # type: ignore[method-assign]
+    return slider
 
 
 def help_markdown(max_side: int = cb.MAX_IMAGE_SIDE, max_upload: str = cb.MAX_UPLOAD_SIZE) -> str:
@@ -107,7 +144,12 @@ shown, and the JSON (same schema as `grounded-sam` on the command line: label, c
 CLIP score, SAM IoU, box, area and the mask as COCO RLE per region).
 
 **Limits**: uploads up to {max_upload.upper()}, images up to {max_side} px on the longer
-side. Each browser tab has its own image and results; requests are queued.
+side, at most {limits.MAX_PHRASES} phrases of at most {limits.MAX_PHRASE_CHARS} characters per
+query. Each browser tab has its own image and results; requests are queued and run one at a
+time. Every request's work is bounded whatever the upload: a fixed number of candidate
+regions per image, CLIP crops that cost the same for any region size (a {max_side}×300
+panorama indexes about as fast as a photo), and a query answers from the index without
+re-running the image models.
 """
 
 
@@ -217,7 +259,7 @@ def build_app(
         prompt: str, threshold: float, level: str, top_k: float, opacity: float, session: cb.Session
     ) -> tuple:
         try:
-            status = cb.text_query(session, gs, prompt, threshold, level, int(top_k))
+            status = cb.text_query(session, gs, prompt, threshold, level, top_k)
         except cb.UserError as exc:
             return problem(session, exc)
         if session.result is not None and len(session.result.dets) == 0:
@@ -341,6 +383,7 @@ def build_app(
                     label="Detection threshold (minimum confidence)",
                     elem_id="gs-threshold",
                 )
+                _friendly_numbers(threshold, "The threshold")
                 with gr.Row():
                     level = gr.Radio(
                         list(cb.REFINEMENT_LEVELS),
@@ -359,6 +402,7 @@ def build_app(
                         label="Top-K regions per phrase",
                         elem_id="gs-topk",
                     )
+                    _friendly_numbers(top_k, "Top-K")
                 with gr.Group():
                     mode = gr.Radio(
                         list(cb.CLICK_MODES),

@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 import supervision as sv
 
-__all__ = ["annotate_detections", "detection_labels"]
+__all__ = ["annotate_detections", "detection_labels", "drawable_text"]
+
+#: Longest label drawn (longer labels are cut with "...").
+MAX_LABEL_CHARS = 60
+
+
+def drawable_text(text: str) -> str:
+    """Text that OpenCV's Hershey fonts can draw: printable ASCII only.
+
+    OpenCV draws only ASCII; other characters become ``?`` in its output at best, and text
+    that is not valid Unicode (lone surrogates) crashes the process inside OpenCV. Accents
+    are dropped (``"crème"`` -> ``"creme"``), other non-ASCII characters become ``?``,
+    control characters a space; the result is cut to :data:`MAX_LABEL_CHARS`.
+
+    Args:
+        text: Any ``str`` (even with lone surrogates).
+
+    Returns:
+        A printable ASCII string.
+    """
+    out = []
+    for ch in unicodedata.normalize("NFKD", text.encode("utf-8", "replace").decode("utf-8")):
+        if " " <= ch <= "~":
+            out.append(ch)
+        elif unicodedata.combining(ch):
+            continue
+        elif unicodedata.category(ch) in ("Cc", "Zs", "Zl", "Zp"):
+            out.append(" ")
+        else:
+            out.append("?")
+    drawn = "".join(out)
+    if len(drawn) > MAX_LABEL_CHARS:
+        drawn = drawn[: MAX_LABEL_CHARS - 3] + "..."
+    return drawn
 
 
 def detection_labels(dets: sv.Detections) -> list[str]:
@@ -95,6 +129,7 @@ def annotate_detections(
         scene = sv.BoxAnnotator(thickness=thickness, color_lookup=lookup).annotate(scene, dets)
     if draw_labels:
         texts = list(labels) if labels is not None else detection_labels(dets)
+        texts = [drawable_text(str(t)) for t in texts]
         scene = sv.LabelAnnotator(
             color_lookup=lookup,
             text_scale=text_scale,

@@ -15,6 +15,11 @@ Layout of ``DATASET_DIR``::
     scores/*.txt             YOLO sidecar: the confidence of each label line, same order
     annotations/*.xml        Pascal VOC
     .grounded_sam_state/     resume state (run.json + one JSON per image)
+    .grounded_sam.lock       held (OS lock) while a run labels or exports into the folder
+
+Only one run at a time may write a DATASET_DIR: a second ``label`` / ``export_dataset`` on the
+same folder fails at once with :class:`grounded_sam.export.lock.DatasetBusyError` (or waits
+``lock_wait`` seconds), so exports never interleave.
 
 The formats are written by supervision's ``DetectionDataset`` (``as_coco``, ``as_yolo``,
 ``as_pascal_voc``); every file is written to a temporary name first and then renamed.
@@ -26,10 +31,11 @@ import json
 import logging
 import os
 import shutil
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +43,7 @@ import supervision as sv
 from tqdm import tqdm
 
 from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
+from grounded_sam.export.lock import dataset_lock
 from grounded_sam.export.records import detections_to_records, records_to_detections
 from grounded_sam.inputs import load_image, parse_prompt
 
@@ -319,6 +326,7 @@ def label_images(
     restart: bool = False,
     progress: bool = True,
     on_failure: Callable[[str, str], None] | None = None,
+    lock_wait: float = 0.0,
 ) -> LabelReport:
     """Label images (resumably) and export the dataset.
 
@@ -341,6 +349,7 @@ def label_images(
         progress: Show a progress bar (stderr) with counts and ETA.
         on_failure: Called with ``(relative path, reason)`` when an image fails; the run
             goes on. Default: log a warning.
+        lock_wait: Seconds to wait when another run holds ``out_dir`` (0: fail at once).
 
     Returns:
         A :class:`LabelReport`; ``failed`` is non-empty when some images were skipped.
@@ -348,7 +357,35 @@ def label_images(
     Raises:
         ValueError: Unknown format, empty class list, or ``out_dir`` holds a run with other
             settings (and ``restart`` is False).
+        grounded_sam.export.lock.DatasetBusyError: Another run holds ``out_dir``.
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    with dataset_lock(out_dir, wait=lock_wait):
+        return _label_images(
+            engine, images_dir, images, classes, out_dir, fmt,
+            threshold=threshold, top_k=top_k, refine=refine, min_region_area=min_region_area,
+            config=config, restart=restart, progress=progress, on_failure=on_failure,
+        )  # fmt: skip
+
+
+def _label_images(
+    engine: GroundedSAM | Callable[[], GroundedSAM],
+    images_dir: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    classes: str | Sequence[str],
+    out_dir: str | os.PathLike,
+    fmt: str,
+    *,
+    threshold: float | None,
+    top_k: int | None | str,
+    refine: int | None,
+    min_region_area: int,
+    config: Mapping[str, Any] | None,
+    restart: bool,
+    progress: bool,
+    on_failure: Callable[[str, str], None] | None,
+) -> LabelReport:
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
     class_list = parse_prompt(classes)
@@ -497,6 +534,11 @@ def export_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[Path]:
         raise FileNotFoundError(f"No labeling run found in {out} (missing {run_file}).")
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    with dataset_lock(out):
+        return _export_saved(out, run_file, fmt)
+
+
+def _export_saved(out: Path, run_file: Path, fmt: str) -> list[Path]:
     config = json.loads(run_file.read_text(encoding="utf-8"))["config"]
     entries = []
     base = _state_dir(out) / "images"
@@ -510,19 +552,36 @@ def export_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[Path]:
 
 
 def _flat_names(rels: Sequence[str]) -> list[str]:
-    """Unique flat file names (nested folders joined with "__"; unique stems for YOLO/VOC)."""
-    used: set[str] = set()
-    names = []
+    """Unique, unambiguous flat file names for images at relative paths ``rels``.
+
+    Nested folders are joined with ``"__"``; control characters and undecodable bytes
+    (surrogates) become ``"_"``. Top-level names are reserved first (a top-level file always
+    keeps its own, cleaned name), then every nested or cleaned name that collides with one
+    already taken (case-insensitively, also by stem for YOLO/VOC) gets ``_1``, ``_2``, ...
+    """
+    cleaned = []
     for rel in rels:
-        p = Path(rel)
+        p = PurePosixPath(rel)
         stem = "__".join([*p.parent.parts, p.stem]) if p.parent.parts else p.stem
+        clean = _clean_name(stem)
+        cleaned.append((clean, _clean_name(p.suffix), not p.parent.parts and clean == stem))
+    used: set[str] = set()
+    names = [""] * len(cleaned)
+    order = sorted(range(len(cleaned)), key=lambda i: not cleaned[i][2])  # top level first
+    for i in order:
+        stem, suffix, _ = cleaned[i]
         candidate, k = stem, 1
         while candidate.lower() in used:
             candidate = f"{stem}_{k}"
             k += 1
         used.add(candidate.lower())
-        names.append(candidate + p.suffix)
+        names[i] = candidate + suffix
     return names
+
+
+def _clean_name(text: str) -> str:
+    """``text`` with control characters and lone surrogates replaced by ``"_"``."""
+    return "".join("_" if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

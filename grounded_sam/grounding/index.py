@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from grounded_sam import limits
 from grounded_sam.sam.everything import EverythingSettings, Proposals
 from grounded_sam.sam.predictor import ImageEmbedding
 
-__all__ = ["BoxDecodes", "ImageIndex"]
+__all__ = ["BoxDecodes", "ImageIndex", "weights_fingerprint"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+#: Older versions still read (version 1 has no weights fingerprint: only ids are compared).
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -50,6 +56,7 @@ class ImageIndex:
         model_ids: Which SAM / CLIP models produced it (an index only fits those models).
         box_decodes: Box re-prompts of the proposals by refine level, decoded at most once
             per region (see :mod:`grounded_sam.grounding.boxes`).
+        weights_fingerprint: :func:`weights_fingerprint` of those models ("" if unknown).
     """
 
     image: np.ndarray
@@ -60,6 +67,7 @@ class ImageIndex:
     settings: EverythingSettings
     model_ids: tuple[str, str] = ("", "")
     box_decodes: dict[int, BoxDecodes] = field(default_factory=dict)
+    weights_fingerprint: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -80,6 +88,36 @@ class ImageIndex:
             *(t for d in self.box_decodes.values() for t in vars(d).values()),
         ]
         return int(self.image.nbytes) + sum(t.numel() * t.element_size() for t in tensors)
+
+    def check_fits(self, model_ids: tuple[str, str], fingerprint: str) -> None:
+        """Refuse to be queried by models other than those that built this index.
+
+        The weights fingerprints decide when both are known (the same weights under another
+        path are fine); otherwise the model ids are compared when both are known.
+
+        Args:
+            model_ids: (sam, clip) ids of the querying engine.
+            fingerprint: :func:`weights_fingerprint` of the querying engine's models.
+
+        Raises:
+            ValueError: The index was built with other models (the message names both).
+        """
+        built = f"SAM {self.model_ids[0] or '?'} + CLIP {self.model_ids[1] or '?'}"
+        here = f"SAM {model_ids[0] or '?'} + CLIP {model_ids[1] or '?'}"
+        if self.weights_fingerprint and fingerprint:
+            if self.weights_fingerprint != fingerprint:
+                raise ValueError(
+                    f"This index was built with other model weights ({built}, fingerprint "
+                    f"{self.weights_fingerprint[:12]}) than this engine's ({here}, fingerprint "
+                    f"{fingerprint[:12]}); its proposals and CLIP embeddings would give wrong "
+                    "results. Index the image again with this engine."
+                )
+            return
+        if all(self.model_ids) and all(model_ids) and tuple(self.model_ids) != tuple(model_ids):
+            raise ValueError(
+                f"This index was built with {built}, but this engine uses {here}. Index the "
+                "image again with this engine."
+            )
 
     def save(self, path: str | Path) -> Path:
         """Write the index to one file (tensors only; loads with ``weights_only=True``).
@@ -106,6 +144,7 @@ class ImageIndex:
                 str(level): {k: v.cpu() for k, v in vars(d).items()}
                 for level, d in self.box_decodes.items()
             },
+            "weights_fingerprint": self.weights_fingerprint,
             "proposals": {
                 "low_res_logits": p.low_res_logits.cpu(),
                 "crop_index": p.crop_index.cpu(),
@@ -146,38 +185,258 @@ class ImageIndex:
             blob = torch.load(path, map_location=device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not an index"
             raise ValueError(f"{path} is not a grounded_sam index file ({exc}).") from exc
-        if not isinstance(blob, dict) or blob.get("version") != _FORMAT_VERSION:
+        if not isinstance(blob, dict) or blob.get("version") not in _READABLE_VERSIONS:
             raise ValueError(
                 f"{path} is not a grounded_sam index file of version {_FORMAT_VERSION}."
             )
-        pr = blob["proposals"]
-        original_size = tuple(blob["original_size"])
-        proposals = Proposals(
-            low_res_logits=pr["low_res_logits"],
-            crop_index=pr["crop_index"],
-            crop_boxes=pr["crop_boxes"],
-            crop_input_sizes=[tuple(s) for s in pr["crop_input_sizes"]],
-            boxes=pr["boxes"],
-            predicted_iou=pr["predicted_iou"],
-            stability_score=pr["stability_score"],
-            point_coords=pr["point_coords"],
+        try:
+            return _from_blob(cls, blob)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a valid index file: {exc}") from None
+
+
+# -- reading a file: every field checked before use ------------------------------------------
+
+#: Tensor fields: where, dtype family, shape (ints are exact sizes, names must agree across
+#: fields). Extend this table when a field is added to the file.
+_TENSOR_FIELDS: dict[tuple[str, ...], tuple[str, tuple[int | str, ...]]] = {
+    ("image",): ("uint8", ("H", "W", 3)),
+    ("embeddings",): ("float", (1, "C", "E", "E")),
+    ("region_embeddings",): ("float", ("N", "D")),
+    ("frame_masks",): ("bool", ("N", "fh", "fw")),
+    ("proposals", "low_res_logits"): ("float", ("N", "L", "L")),
+    ("proposals", "crop_index"): ("int", ("N",)),
+    ("proposals", "crop_boxes"): ("int", ("K", 4)),
+    ("proposals", "boxes"): ("float", ("N", 4)),
+    ("proposals", "predicted_iou"): ("float", ("N",)),
+    ("proposals", "stability_score"): ("float", ("N",)),
+    ("proposals", "point_coords"): ("float", ("N", 2)),
+}
+
+#: Upper bounds of the named sizes (anything larger is a crafted or corrupt file).
+_SIZE_BOUNDS: dict[str, int] = {
+    "H": limits.MAX_IMAGE_SIDE,
+    "W": limits.MAX_IMAGE_SIDE,
+    "C": 4096,
+    "E": 1024,
+    "N": 100_000,
+    "D": 8192,
+    "fh": 4096,
+    "fw": 4096,
+    "L": 4096,
+    "K": 4**limits.MAX_CROP_N_LAYERS * 2,
+}
+
+_DTYPES = {
+    "uint8": (torch.uint8,),
+    "bool": (torch.bool,),
+    "int": (torch.int64, torch.int32, torch.int16, torch.uint8),
+    "float": (torch.float32, torch.float16, torch.bfloat16, torch.float64),
+}
+
+
+def _get(blob: Mapping[str, Any], where: tuple[str, ...]) -> Any:
+    node: Any = blob
+    for i, key in enumerate(where):
+        if not isinstance(node, Mapping) or key not in node:
+            raise ValueError(f"field {'.'.join(where[: i + 1])!r} is missing")
+        node = node[key]
+    return node
+
+
+def _check_tensors(blob: Mapping[str, Any]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for where, (kind, shape) in _TENSOR_FIELDS.items():
+        name = ".".join(where)
+        value = _get(blob, where)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"field {name!r} must be a tensor, got {type(value).__name__}")
+        if value.dtype not in _DTYPES[kind]:
+            raise ValueError(f"field {name!r} must be a {kind} tensor, got {value.dtype}")
+        if value.ndim != len(shape):
+            raise ValueError(
+                f"field {name!r} must have {len(shape)} dimensions, got shape {tuple(value.shape)}"
+            )
+        for dim, (want, got) in enumerate(zip(shape, value.shape, strict=True)):
+            got = int(got)
+            if isinstance(want, int):
+                if got != want:
+                    raise ValueError(
+                        f"field {name!r} must have size {want} in dimension {dim}, got shape "
+                        f"{tuple(value.shape)}"
+                    )
+            elif want in sizes and sizes[want] != got:
+                raise ValueError(
+                    f"field {name!r} has {got} for size {want} but another field has {sizes[want]}"
+                )
+            else:
+                if got > _SIZE_BOUNDS[want]:
+                    raise ValueError(
+                        f"field {name!r} has size {got} for {want}, above the bound "
+                        f"{_SIZE_BOUNDS[want]}"
+                    )
+                sizes[want] = got
+        if kind == "float" and value.numel() and not torch.isfinite(value).all():
+            raise ValueError(f"field {name!r} holds NaN or infinite values")
+    if sizes["H"] * sizes["W"] > limits.MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"the image is {sizes['W']}x{sizes['H']}, above {limits.MAX_IMAGE_PIXELS:,} pixels"
+        )
+    return sizes
+
+
+def _int_pair(blob: Mapping[str, Any], where: tuple[str, ...], high: int) -> tuple[int, int]:
+    value = _get(blob, where)
+    name = ".".join(where)
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or not all(1 <= v <= high for v in value)
+    ):
+        raise ValueError(f"field {name!r} must be two integers in [1, {high}], got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _int(blob: Mapping[str, Any], where: tuple[str, ...], low: int, high: int) -> int:
+    value = _get(blob, where)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(
+            f"field {'.'.join(where)!r} must be an integer in [{low}, {high}], got {value!r}"
+        )
+    return value
+
+
+def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
+    """Build an index from a loaded file, validating every field (ValueError names it)."""
+    sizes = _check_tensors(blob)
+    original_size = _int_pair(blob, ("original_size",), limits.MAX_IMAGE_SIDE)
+    if original_size != (sizes["H"], sizes["W"]):
+        raise ValueError(
+            f"field 'original_size' is {original_size} but the stored image is "
+            f"{(sizes['H'], sizes['W'])}"
+        )
+    target = _int(blob, ("proposals", "target_length"), 1, 4096)
+    input_size = _int_pair(blob, ("input_size",), target)
+    if _int(blob, ("proposals", "low_res_size"), 1, 4096) != sizes["L"]:
+        raise ValueError("field 'proposals.low_res_size' does not match the stored logits")
+    crop_sizes = _get(blob, ("proposals", "crop_input_sizes"))
+    if not isinstance(crop_sizes, (list, tuple)) or len(crop_sizes) != sizes["K"]:
+        raise ValueError(f"field 'proposals.crop_input_sizes' must list {sizes['K']} (h, w) pairs")
+    crop_input_sizes = [_int_pair({"s": s}, ("s",), target) for s in crop_sizes]
+    pr = blob["proposals"]
+    if sizes["N"] and (
+        int(pr["crop_index"].min()) < 0 or int(pr["crop_index"].max()) >= sizes["K"]
+    ):
+        raise ValueError("field 'proposals.crop_index' refers to crops that are not stored")
+    settings = _get(blob, ("settings",))
+    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+        raise ValueError("field 'settings' must be a mapping of setting names to values")
+    known = {f.name for f in fields(EverythingSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"field 'settings' has unknown settings {unknown}")
+    try:
+        everything = EverythingSettings(**settings)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"field 'settings' is invalid: {exc}") from None
+    model_ids = _get(blob, ("model_ids",))
+    if (
+        not isinstance(model_ids, (list, tuple))
+        or len(model_ids) != 2
+        or not all(isinstance(m, str) for m in model_ids)
+    ):
+        raise ValueError(f"field 'model_ids' must be two strings, got {model_ids!r}")
+    fingerprint = blob.get("weights_fingerprint", "")
+    if not isinstance(fingerprint, str) or len(fingerprint) > 128:
+        raise ValueError("field 'weights_fingerprint' must be a short string")
+    proposals = Proposals(
+        low_res_logits=pr["low_res_logits"].float(),
+        crop_index=pr["crop_index"].long(),
+        crop_boxes=pr["crop_boxes"].long(),
+        crop_input_sizes=crop_input_sizes,
+        boxes=pr["boxes"].float(),
+        predicted_iou=pr["predicted_iou"].float(),
+        stability_score=pr["stability_score"].float(),
+        point_coords=pr["point_coords"].float(),
+        original_size=original_size,
+        low_res_size=sizes["L"],
+        _target_length=target,
+    )
+    return cls(
+        image=blob["image"].numpy(),
+        embedding=ImageEmbedding(
+            embeddings=blob["embeddings"],
             original_size=original_size,
-            low_res_size=pr["low_res_size"],
-            _target_length=pr["target_length"],
+            input_size=input_size,
+        ),
+        proposals=proposals,
+        region_embeddings=blob["region_embeddings"],
+        frame_masks=blob["frame_masks"],
+        settings=everything,
+        model_ids=(model_ids[0], model_ids[1]),
+        weights_fingerprint=fingerprint,
+        box_decodes=_box_decodes(blob, sizes),
+    )
+
+
+def _box_decodes(blob: Mapping[str, Any], sizes: dict[str, int]) -> dict[int, BoxDecodes]:
+    """The cached box re-prompts of a file (absent in older files), each tensor checked."""
+    raw = blob.get("box_decodes", {})
+    if not isinstance(raw, Mapping):
+        raise ValueError("box_decodes is not a mapping")
+    n, side = sizes["N"], sizes["L"]
+    out: dict[int, BoxDecodes] = {}
+    for level, d in raw.items():
+        if not (isinstance(level, str) and level.isdigit() and int(level) <= 100):
+            raise ValueError(f"box_decodes has a bad refine level {level!r}")
+        if not isinstance(d, Mapping) or set(d) != {"low_res_logits", "iou", "done"}:
+            raise ValueError(f"box_decodes[{level}] must have low_res_logits, iou and done")
+        expected = {
+            "low_res_logits": ((n, side, side), True),
+            "iou": ((n,), True),
+            "done": ((n,), False),
+        }
+        for key, (shape, is_float) in expected.items():
+            t = d[key]
+            ok = isinstance(t, torch.Tensor) and tuple(t.shape) == shape
+            if ok:
+                ok = t.is_floating_point() if is_float else t.dtype == torch.bool
+            if not ok:
+                kind = "float" if is_float else "bool"
+                raise ValueError(f"box_decodes[{level}].{key} must be a {kind} {shape} tensor")
+        out[int(level)] = BoxDecodes(
+            low_res_logits=d["low_res_logits"].float(), iou=d["iou"].float(), done=d["done"]
         )
-        return cls(
-            image=blob["image"].numpy(),
-            embedding=ImageEmbedding(
-                embeddings=blob["embeddings"],
-                original_size=original_size,
-                input_size=tuple(blob["input_size"]),
-            ),
-            proposals=proposals,
-            region_embeddings=blob["region_embeddings"],
-            frame_masks=blob["frame_masks"],
-            settings=EverythingSettings(**blob["settings"]),
-            model_ids=tuple(blob["model_ids"]),
-            box_decodes={
-                int(level): BoxDecodes(**d) for level, d in blob.get("box_decodes", {}).items()
-            },
-        )
+    return out
+
+
+def weights_fingerprint(*models: object) -> str:
+    """A short fingerprint of model weights, to tell whether an index fits an engine.
+
+    For every tensor of each model's ``state_dict`` the name, the shape and up to 256
+    evenly strided values (rounded to float16, so a float32 and a float16 copy of the same
+    weights agree) are hashed. Any retraining or other checkpoint changes it; it costs
+    milliseconds even for ViT-H.
+
+    Args:
+        *models: ``torch.nn.Module`` objects; None and non-modules are skipped.
+
+    Returns:
+        A hex SHA-256 digest, or ``""`` when no model had weights.
+    """
+    digest = hashlib.sha256()
+    found = False
+    for model in models:
+        if not isinstance(model, torch.nn.Module):
+            continue
+        for name, tensor in model.state_dict().items():
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                continue
+            found = True
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // 256)
+            sample = flat[::step][:256].to("cpu", torch.float16).numpy()
+            digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+            digest.update(sample.tobytes())
+    return digest.hexdigest() if found else ""

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from grounded_sam import limits
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 from grounded_sam.utils.grid import build_all_layer_point_grids, generate_crop_boxes
 from grounded_sam.utils.masks import (
@@ -97,16 +98,18 @@ class EverythingSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise ValueError(f"{name} must be an integer, got {value!r}.")
-        for name, low in (
-            ("points_per_side", 1),
-            ("points_per_batch", 1),
-            ("crop_n_layers", 0),
-            ("crop_n_points_downscale_factor", 1),
-            ("min_mask_region_area", 0),
+        for name, low, high in (
+            ("points_per_side", 1, limits.MAX_POINTS_PER_SIDE),
+            ("points_per_batch", 1, limits.MAX_POINTS_PER_BATCH),
+            ("crop_n_layers", 0, limits.MAX_CROP_N_LAYERS),
+            ("crop_n_points_downscale_factor", 1, None),
+            ("min_mask_region_area", 0, None),
         ):
             value = getattr(self, name)
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}.")
+            if high is not None and value > high:
+                raise ValueError(f"{name} must be <= {high}, got {value} ({limits.REASONS[name]}).")
         for name in (
             "pred_iou_thresh",
             "stability_score_thresh",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from grounded_sam import limits
 from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
 from grounded_sam.sam.fast_decoder import FastMaskDecoder, SharedImage
 from grounded_sam.sam.transforms import SamTransform
@@ -273,8 +274,29 @@ class SamPredictor:
         if box is not None:
             box_t = torch.from_numpy(as_boxes(box, size))
             batch = box_t.shape[0]
+            if batch > limits.MAX_BOXES_PER_CALL:
+                raise ValueError(
+                    f"Got {batch} boxes; at most {limits.MAX_BOXES_PER_CALL} per call "
+                    f"({limits.REASONS['boxes']})."
+                )
+        n_masks = batch * (3 if multimask_output else 1)
+        if n_masks * size[0] * size[1] > limits.MAX_MASK_PIXELS:
+            most = max(
+                1, limits.MAX_MASK_PIXELS // ((3 if multimask_output else 1) * size[0] * size[1])
+            )
+            raise ValueError(
+                f"{batch} box prompts on a {size[1]}x{size[0]} image give {n_masks} "
+                f"full-resolution masks, more than this call's budget of "
+                f"{limits.MAX_MASK_PIXELS:,} mask pixels ({limits.REASONS['mask_pixels']}); "
+                f"give at most {most} boxes per call here."
+            )
         if points is not None:
             pts, lab = as_points(points, labels, size)
+            if pts.shape[0] > limits.MAX_POINTS_PER_CALL:
+                raise ValueError(
+                    f"Got {pts.shape[0]} points; at most {limits.MAX_POINTS_PER_CALL} per call "
+                    f"({limits.REASONS['points']})."
+                )
             pts_t = torch.from_numpy(pts)[None].expand(batch, -1, -1)
             lab_t = torch.from_numpy(lab)[None].expand(batch, -1)
         elif labels is not None:
@@ -291,7 +313,13 @@ class SamPredictor:
             mask_input=mask_t,
             multimask_output=multimask_output,
         )
-        masks = self.upscale(embedding, out.low_res_logits) > self.mask_threshold
+        # Upscaled in chunks: the float logits of all masks at once would be 4x the masks.
+        masks = torch.cat(
+            [
+                self.upscale(embedding, out.low_res_logits[i : i + 1]) > self.mask_threshold
+                for i in range(out.low_res_logits.shape[0])
+            ]
+        )
         single = box is None or np.asarray(box).ndim == 1
         sel = 0 if single else slice(None)
         return Prediction(
@@ -302,16 +330,23 @@ class SamPredictor:
 
     def _check_mask_input(self, mask_input: object, batch: int) -> torch.Tensor:
         side = self.transform.low_res_size
-        mask = torch.as_tensor(np.asarray(mask_input, dtype=np.float32))
+        try:
+            given = np.asarray(mask_input, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"mask_input must be an array of numbers: {exc}") from None
+        mask = torch.as_tensor(given)
         if mask.ndim == 2:
             mask = mask[None]
         if mask.ndim == 3:
             mask = mask[None]
         if mask.ndim != 4 or tuple(mask.shape[1:]) != (1, side, side):
             raise ValueError(
-                f"mask_input must be low-res logits shaped (1, {side}, {side}) as returned in "
-                f"Prediction.low_res_logits, got {tuple(mask.shape)}."
+                f"mask_input must be low-res logits shaped (1, {side}, {side}) (or "
+                f"(B, 1, {side}, {side})) as returned in Prediction.low_res_logits, got shape "
+                f"{tuple(given.shape)}."
             )
+        if not torch.isfinite(mask).all():
+            raise ValueError("mask_input contains NaN or infinite values.")
         if mask.shape[0] == 1 and batch > 1:
             mask = mask.expand(batch, -1, -1, -1)
         if mask.shape[0] != batch:

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -365,3 +366,81 @@ def test_two_tabs_keep_their_own_images_and_results(app: App, browser, tmp_path:
     b.screenshot(path=str(ARTIFACTS / "app-tab-b.png"), full_page=True)
     a.context.close()
     b.context.close()
+
+
+# -- raw HTTP, as a hostile client sends it (no browser) ------------------------------------
+# A phrase with a lone surrogate ("\\udcffx", valid JSON) sent to the queue endpoint used to
+# crash the server process inside OpenCV; now the page answers with a message and the server
+# goes on answering.
+
+ON_IMAGE, ON_QUERY = "on_image", "on_query"
+
+
+def _post(url: str, body: bytes, ctype: str = "application/json") -> object:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def _fn_index(server: App, api_name: str) -> int:
+    with urllib.request.urlopen(server.url + "config", timeout=30) as resp:
+        config = json.loads(resp.read())
+    return next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == api_name)
+
+
+def _upload(server: App, path: Path) -> str:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{path.name}"'
+            "\r\nContent-Type: image/png\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return _post(
+        server.url + "gradio_api/upload", body, f"multipart/form-data; boundary={boundary}"
+    )[0]
+
+
+def _call(server: App, fn: int, data: list, session: str) -> dict:
+    payload = {"data": data, "fn_index": fn, "session_hash": session, "trigger_id": None}
+    _post(server.url + "gradio_api/queue/join", json.dumps(payload).encode())
+    url = server.url + f"gradio_api/queue/data?session_hash={session}"
+    with urllib.request.urlopen(url, timeout=180) as resp:
+        for raw in resp:
+            line = raw.decode().strip()
+            if line.startswith("data:"):
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed":
+                    return msg
+    raise AssertionError("the queue closed without completing the request")
+
+
+def test_surrogate_phrase_and_bad_numbers_over_raw_http(app: App, tmp_path: Path) -> None:
+    image = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
+    session = uuid.uuid4().hex
+    on_image, on_query = _fn_index(app, ON_IMAGE), _fn_index(app, ON_QUERY)
+    upload = {
+        "path": _upload(app, image),
+        "meta": {"_type": "gradio.FileData"},
+        "orig_name": "n.png",
+    }
+    assert _call(app, on_image, [upload, 0.5, None], session)["success"]
+
+    msg = _call(app, on_query, ["\udcffx", 0.0, "medium", 20, 0.5, None], session)
+    text = json.dumps(msg["output"])
+    assert msg["success"] and "lone surrogate U+DCFF" in text, text
+
+    msg = _call(app, on_query, ["square", "abc", "medium", 20, 0.5, None], session)
+    assert not msg["success"]
+    assert msg["output"]["error"] == "The threshold must be a number from 0 to 0.9, got 'abc'."
+
+    # The server is still up and answers a normal query in the same session.
+    with urllib.request.urlopen(app.url, timeout=30) as resp:
+        assert resp.status == 200
+    msg = _call(app, on_query, ["square", 0.0, "low", 5, 0.5, None], session)
+    status = json.dumps(msg["output"])
+    assert msg["success"] and ("Found" in status or "No region matched" in status), status

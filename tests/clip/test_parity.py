@@ -151,3 +151,37 @@ def test_reference_crop_geometry() -> None:
 def test_photo_path_points_next_to_the_repo() -> None:
     repo = Path(__file__).resolve().parents[2]
     assert PHOTO_DIR == repo.parent / "shared" / "data" / "coco-val-mini" / "images"
+
+
+@pytest.mark.parametrize("size", [(1200, 1600), (160, 8000)])
+def test_pixel_parity_for_large_boxes_sampled_from_the_pyramid(size: tuple[int, int]) -> None:
+    """Boxes far larger than 224 px (photo-sized, panorama) are sampled from a box-filtered
+    pyramid level; the crops still match open_clip's eval transform of the PIL crop."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    height, width = size
+    image = smooth_image(height, width, seed=5)
+    cfg = PreprocessCfg(size=224)
+    transform = image_transform_v2(cfg, is_train=False)
+    fill = mean_fill_color(cfg.mean)
+    cropper = RegionCropper((224, 224), fill, CropSettings(style="box"))
+    boxes = torch.tensor(
+        [[0, 0, width, height], [width * 0.1, 0, width * 0.7, height], [5, 3, 900, height - 4]],
+        dtype=torch.float32,
+    )
+    regions = cropper.regions(boxes)
+    assert (cropper.pyramid_levels(regions, cropper.top_level(size)) > 0).all()
+    ours = cropper.crop(cropper.prepare_image(to_chw(image)), size, regions, None)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1) * 255
+    ours = (ours - mean) / std
+    ref = torch.stack(
+        [
+            transform(make_region_crop_pil(image, box, None, "box", out_size=(224, 224), fill=fill))
+            for box in boxes.numpy()
+        ]
+    )
+    assert ref.std() > 0.2  # image content (a panorama's square regions are mostly fill)
+    diff = (ours - ref).abs()
+    assert diff.mean() < 0.02, diff.mean()
+    assert torch.quantile(diff.flatten()[::7], 0.99) < 0.2

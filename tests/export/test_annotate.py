@@ -72,3 +72,26 @@ def test_bad_image_or_mismatched_masks(image: np.ndarray) -> None:
         annotate_detections(image.astype(np.float32), dets)
     with pytest.raises(ValueError, match="Masks are"):
         annotate_detections(np.zeros((50, 50, 3), dtype=np.uint8), dets)
+
+
+@pytest.mark.parametrize(
+    "name", ["\udcffx", "猫", "crème brûlée", "a\nb\x00c", "🐱" * 100, "x" * 5000]
+)
+def test_any_label_text_is_drawn_without_crashing(image: np.ndarray, name: str) -> None:
+    """OpenCV draws ASCII only, and text with lone surrogates crashed the process inside it."""
+    from grounded_sam.export.annotate import drawable_text
+
+    h, w = image.shape[:2]
+    dets = scene_detections(h, w, [name, "b", "c"])
+    out = annotate_detections(image, dets)
+    assert out.shape == image.shape and not np.array_equal(out, image)
+    text = drawable_text(name)
+    assert text.isascii() and text.isprintable() and len(text) <= 60
+
+
+def test_drawable_text_keeps_what_opencv_can_draw() -> None:
+    from grounded_sam.export.annotate import drawable_text
+
+    assert drawable_text("fig 0.87") == "fig 0.87"
+    assert drawable_text("crème brûlée") == "creme brulee"
+    assert drawable_text("猫 cat") == "? cat"

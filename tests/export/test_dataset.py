@@ -257,3 +257,36 @@ def test_label_folder_with_the_real_engine(tiny_gs, image_folder: Path, tmp_path
     for ann in coco.dataset["annotations"]:
         assert 0.0 <= ann["score"] <= 1.0
         assert coco.annToMask(ann).sum() == ann["area"] > 0
+
+
+def test_flat_names_are_unambiguous() -> None:
+    from grounded_sam.export.dataset import _flat_names
+
+    rels = sorted(["sub/a.jpg", "sub__a.jpg", "a\nb.jpg", "x/b__c.jpg", "x__b/c.jpg", "A.png"])
+    rels += ["\udcff.jpg", "a.jpg"]
+    names = _flat_names(rels)
+    by_rel = dict(zip(rels, names, strict=True))
+    assert by_rel["sub__a.jpg"] == "sub__a.jpg"  # a top-level file keeps its name...
+    assert by_rel["sub/a.jpg"] == "sub__a_1.jpg"  # ...whatever sorts before it
+    assert by_rel["A.png"] == "A.png" and by_rel["a.jpg"] == "a_1.jpg"  # stems unique (YOLO)
+    assert by_rel["a\nb.jpg"] == "a_b.jpg" and by_rel["\udcff.jpg"] == "_.jpg"
+    assert by_rel["x/b__c.jpg"] != by_rel["x__b/c.jpg"]
+    stems = [Path(n).stem.lower() for n in names]
+    assert len(set(stems)) == len(stems)
+    assert all(n.isprintable() and n.encode("utf-8") for n in names)
+
+
+def test_newline_in_a_file_name_never_reaches_coco(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for rel in ["sub/a.png", "sub__a.png", "line\nbreak.png"]:
+        Image.new("RGB", (64, 48), (120, 90, 30)).save(folder / rel)
+    out = tmp_path / "ds"
+    report, failures = run(FakeEngine(), folder, out)
+    assert report.labeled == 3 and not failures
+    doc = json.loads((out / "annotations.json").read_text())
+    names = sorted(im["file_name"] for im in doc["images"])
+    assert names == ["line_break.png", "sub__a.png", "sub__a_1.png"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == names
