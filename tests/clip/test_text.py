@@ -142,6 +142,19 @@ def test_truncation_falls_back_when_it_does_not_hold(scorer: ClipScorer) -> None
     torch.testing.assert_close(got[0], F.normalize(full.mean(0), dim=-1), atol=1e-6, rtol=0)
 
 
+def test_truncation_is_verified_in_float32_for_bfloat16_models(scorer: ClipScorer) -> None:
+    """bfloat16 rounding alone moves embeddings by ~1e-2; the structural check must not
+    mistake that for truncation not holding (and fall back to the slow full length)."""
+    import copy
+
+    model = copy.deepcopy(scorer.model).to(torch.bfloat16)
+    enc = TextEncoder(model, scorer.tokenizer, None, scorer.device)
+    got = enc.encode(["dog", "traffic light"])
+    assert enc.truncate is True
+    ref = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device).encode(["dog"])
+    assert float(got[0] @ ref[0]) > 0.99  # bfloat16 close to float32
+
+
 def test_new_phrases_one_batch_background_once(
     scorer: ClipScorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
