@@ -171,7 +171,8 @@ class GroundedSAM:
             crop_style: How region crops are shown to CLIP: ``"masked"`` (outside the mask
                 filled with CLIP's mean color), ``"box"`` (plain crop) or ``"blur"``.
             compile: ``torch.compile`` SAM's image encoder and mask decoder (static shapes;
-                see :class:`grounded_sam.sam.predictor.SamPredictor`). For GPUs.
+                see :class:`grounded_sam.sam.predictor.SamPredictor`; SAM ViT models only).
+                For GPUs.
             **kwargs: Passed to the constructor (``threshold``, ``top_k``, ``refine``,
                 ``max_regions``, ``proposal_settings``, ...).
 
@@ -183,14 +184,14 @@ class GroundedSAM:
                 message names it and says how to use a local copy.
         """
         from grounded_sam.clip import load_clip
-        from grounded_sam.sam.loading import load_sam_model
+        from grounded_sam.sam.factory import load_predictor
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        model = load_sam_model(sam, dev, dt)
+        # SAM, HQ-SAM or SAM 2, by its config
+        predictor = load_predictor(sam, dev, dt, compile=compile)
         scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
-        predictor = SamPredictor(model, compile=compile)
         return cls(predictor, scorer, model_ids=(os.fspath(sam), clip), **kwargs)
 
     # -- phrase-independent ------------------------------------------------------------------

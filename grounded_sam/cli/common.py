@@ -110,8 +110,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--sam",
         metavar="MODEL",
         default=os.environ.get(ENV_SAM) or DEFAULT_SAM,
-        help="SAM checkpoint: a Hugging Face id (facebook/sam-vit-base, -large, -huge), an "
-        f"alias (vit_b, vit_l, vit_h) or a local save_pretrained folder; ${ENV_SAM} sets "
+        help="SAM checkpoint: a Hugging Face id (facebook/sam-vit-base, -large, -huge; "
+        "HQ-SAM or SAM 2.1 ids too), an alias (vit_b, vit_l, vit_h, hq_vit_b, sam2.1_t, "
+        f"sam2.1_s, sam2.1_b+, sam2.1_l) or a local save_pretrained folder; ${ENV_SAM} sets "
         "the default",
     )
     group.add_argument(

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -15,9 +16,13 @@ from grounded_sam.cli.common import (
     add_proposal_options,
     add_query_options,
     load_engine,
+    positive_int,
     proposal_settings,
     query_kwargs,
 )
+
+if TYPE_CHECKING:
+    from grounded_sam.export.dataset import LabelReport
 
 __all__ = ["add_parser", "run"]
 
@@ -46,8 +51,13 @@ Dataset layout in OUT:
 """
 
 EXAMPLE = """\
-example:
+examples:
   grounded-sam label fruits/images --classes "date, fig, hazelnut" --format coco --out fruits-coco
+
+  # the same dataset, labeled by Ray Data actors (local Ray; 'auto' joins a cluster)
+  grounded-sam label fruits/images -c "date, fig, hazelnut" -o fruits-coco --ray
+  ray job submit -- grounded-sam label s3://bucket/images -c "car, person" \\
+      -o /shared/cars-coco --ray auto --gpus-per-worker 1
 """
 
 
@@ -62,7 +72,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("images_dir", metavar="IMAGES_DIR", help="folder of images")
+    parser.add_argument(
+        "images_dir",
+        metavar="IMAGES_DIR",
+        help="folder of images; with --ray also a text file of image paths/URIs, or a URI "
+        "such as s3://bucket/images",
+    )
     parser.add_argument(
         "-c",
         "--classes",
@@ -90,8 +105,76 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_query_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
+    _add_ray_options(parser)
     parser.set_defaults(run=run)
     return parser
+
+
+def _concurrency(text: str) -> int | tuple[int, int]:
+    """N (a fixed pool of actors) or MIN-MAX (an autoscaling range)."""
+    lo, sep, hi = text.partition("-")
+    try:
+        values = (int(lo), int(hi)) if sep else (int(lo),)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
+    if min(values) < 1 or (sep and values[0] > values[1]):
+        raise argparse.ArgumentTypeError(f"expected N >= 1 or 1 <= MIN <= MAX, got {text}")
+    return values if sep else values[0]  # type: ignore[return-value]
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS], --concurrency, --batch-size, --gpus-per-worker, --cpus-per-worker."""
+    group = parser.add_argument_group(
+        "Ray cluster (pip install 'grounded_sam[ray]')",
+        "Label with Ray Data actors (models loaded once per actor); results are saved as "
+        "Parquet shards in DATASET_DIR/.grounded_sam_state/shards and exported into the same "
+        "dataset as without --ray. On several nodes DATASET_DIR must be a shared folder.",
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: no ADDRESS starts a local Ray, 'auto' joins this node's cluster, "
+        "'ray://HOST:10001' connects a Ray client (put --ray after IMAGES_DIR)",
+    )
+    group.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=None,
+        metavar="N|MIN-MAX",
+        help="actors: a fixed number or an autoscaling range (default: 1 to the cluster's "
+        "GPUs / --gpus-per-worker, or its CPUs - 1 / --cpus-per-worker)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="images per actor call and per result shard",
+    )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=_non_negative_float,
+        default=0.0,
+        help="GPUs per actor (0 on CPU clusters; 0.5 puts two actors on one GPU)",
+    )
+    group.add_argument(
+        "--cpus-per-worker",
+        type=_non_negative_float,
+        default=1.0,
+        help="CPUs per actor",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +189,13 @@ def run(args: argparse.Namespace) -> int:
             "The class list (--classes) is empty: give comma-separated class names, e.g. "
             "--classes 'date, fig, hazelnut'."
         ) from None
+    if args.ray is not None:
+        return _run_ray(args, classes)
+    if "://" in args.images_dir:
+        raise ValueError(
+            f"{args.images_dir} is a URI: URIs and text files of image paths are labeled with "
+            "--ray (pip install 'grounded_sam[ray]'); without it, give a local folder."
+        )
     images = prepare_labeling(args.images_dir, args.out)
     config = labeling_config(
         classes,
@@ -138,6 +228,52 @@ def run(args: argparse.Namespace) -> int:
         **query_kwargs(args),
     )
     elapsed = time.perf_counter() - t0
+    return _summary(args, classes, report, elapsed)
+
+
+def _run_ray(args: argparse.Namespace, classes: list[str]) -> int:
+    """``label --ray``: the same job on Ray Data (grounded_sam.distributed)."""
+    from grounded_sam.distributed import label_dataset
+
+    def on_failure(rel: str, reason: str) -> None:
+        tqdm.write(f"grounded-sam: failed: {rel}: {reason}", file=sys.stderr)
+
+    report = label_dataset(
+        args.images_dir,
+        classes,
+        args.out,
+        args.format,
+        sam=args.sam,
+        clip=args.clip,
+        device=None if args.device == "auto" else args.device,
+        dtype=None if args.dtype == "auto" else args.dtype,
+        crop_style=args.crop_style,
+        proposal_settings=proposal_settings(args),
+        max_regions=args.max_regions,
+        address=args.ray,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        restart=args.restart,
+        progress=not args.no_progress,
+        verbose=args.verbose > 0,
+        on_failure=on_failure,
+        **query_kwargs(args),
+    )
+    if report.labeled:
+        print(
+            f"Ray: {report.images_per_minute:.1f} images/min over the whole run "
+            f"({report.labeled} image(s); actors: {report.concurrency}, batch size "
+            f"{args.batch_size}; labeling itself took {report.labeling_seconds:.1f}s)"
+        )
+    return _summary(args, classes, report, report.seconds)
+
+
+def _summary(
+    args: argparse.Namespace, classes: list[str], report: LabelReport, elapsed: float
+) -> int:
+    """Print the run's summary; 1 when some images failed."""
     done = report.reused + report.labeled
     print(
         f"{done} of {report.total} image(s) labeled in {elapsed:.1f}s "
@@ -150,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {report.instances.get(name, 0):>9}")
     print(f"  {args.format} dataset: {', '.join(str(p) for p in report.exported)}")
     if report.failed:
+        for rel, reason in report.failed:
+            print(f"  failed: {rel}: {reason}")
         names = ", ".join(rel for rel, _ in report.failed)
         sys.stderr.write(
             f"grounded-sam: error: {len(report.failed)} image(s) failed and were left out: "

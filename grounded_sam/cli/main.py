@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for module in (segment, everything, label, shell, app):
         module.add_parser(commands)
+    from grounded_sam.cli import export_onnx
+
+    export_onnx.add_parser(commands)
     return parser
 
 

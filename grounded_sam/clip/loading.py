@@ -186,6 +186,30 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def _download_advice(parsed: ClipSpec) -> str:
+    """The exact command that makes a local open_clip folder of a hub model ("" if none)."""
+    repo = None
+    if parsed.source == "hf-hub":
+        repo = parsed.model_name[len(_HF_HUB) :]
+    elif parsed.source == "builtin" and parsed.pretrained:
+        try:
+            import open_clip
+
+            repo = (open_clip.get_pretrained_cfg(parsed.model_name, parsed.pretrained) or {}).get(
+                "hf_hub"
+            )
+        except Exception:  # noqa: BLE001 - advice only; never mask the real error
+            repo = None
+    if not repo:
+        return ""
+    repo = repo.strip("/")
+    return (
+        f" Download it on a connected machine with `hf download {repo} --local-dir DIR` "
+        "(an open_clip folder: open_clip_config.json + weights) and pass --clip DIR on the "
+        "command line (clip='DIR' in Python)."
+    )
+
+
 def _explain(exc: BaseException, parsed: ClipSpec) -> str:
     """One readable sentence about why open_clip failed."""
     chain = _exception_chain(exc)
@@ -282,7 +306,7 @@ def load_clip(
         )
     except Exception as exc:  # the loading boundary: one clear error, details in the debug log
         logger.debug("open_clip failed to load %s", parsed.display, exc_info=exc)
-        raise _load_error(display, _explain(exc, parsed)) from None
+        raise _load_error(display, _explain(exc, parsed) + _download_advice(parsed)) from None
     model.eval()
     model.requires_grad_(False)
     scorer = ClipScorer(

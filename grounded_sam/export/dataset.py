@@ -56,9 +56,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "STATE_DIRNAME",
     "LabelReport",
+    "LabeledImage",
+    "begin_run",
     "export_dataset",
+    "export_labeled",
     "find_images",
     "label_folder",
+    "label_image",
     "label_images",
     "labeling_config",
     "prepare_labeling",
@@ -103,11 +107,19 @@ class LabelReport:
 
 @dataclass
 class _Entry:
+    """One labeled image, as saved and exported (the same for every way of labeling)."""
+
     rel: str  # posix path relative to the images folder
     source: Path
     height: int
     width: int
     records: list[dict[str, Any]]
+
+
+LabeledImage = _Entry
+"""Public name of one image's result: ``rel`` (posix path relative to the source root, which
+names its file in the dataset), ``source`` (local file copied into ``images/``), ``height``,
+``width`` and ``records`` (:func:`grounded_sam.export.records.detections_to_records`)."""
 
 
 # -- scanning and validation --------------------------------------------------------------
@@ -253,6 +265,17 @@ def _engine_config(gs: GroundedSAM, classes: list[str], query: Mapping[str, Any]
     )
 
 
+def begin_run(out_dir: str | os.PathLike, config: Mapping[str, Any], restart: bool) -> None:
+    """Record a run's config in ``out_dir`` (checking it against a run to resume).
+
+    Used by every way of labeling (one machine or a Ray cluster) before any image is labeled.
+
+    Raises:
+        ValueError: ``out_dir`` holds a run with other settings and ``restart`` is False.
+    """
+    _check_run_config(Path(out_dir), dict(config), restart)
+
+
 def _check_run_config(out_dir: Path, config: dict[str, Any], restart: bool) -> None:
     run_file = _state_dir(out_dir) / "run.json"
     if restart and _state_dir(out_dir).exists():
@@ -308,6 +331,46 @@ def _save_state(out_dir: Path, entry: _Entry) -> None:
 
 
 # -- labeling --------------------------------------------------------------------------
+
+
+def label_image(
+    gs: GroundedSAM,
+    image: np.ndarray,
+    classes: Sequence[str],
+    *,
+    threshold: float | None = None,
+    top_k: int | None | str = "default",
+    refine: int | None = None,
+    min_region_area: int = 0,
+) -> list[dict[str, Any]]:
+    """Label one image: index it once, answer all classes from that index.
+
+    The per-image step of every way of labeling (:func:`label_images` on one machine and
+    :mod:`grounded_sam.distributed` on a Ray cluster), so their datasets cannot differ.
+
+    Args:
+        gs: The engine.
+        image: (H, W, 3) uint8 RGB.
+        classes: Parsed class names (one category each).
+        threshold: Minimum confidence (None: the engine's).
+        top_k: Maximum instances per class (None: no limit; "default": the engine's).
+        refine: Mask refinement passes (None: the engine's).
+        min_region_area: Remove mask islands/holes smaller than this many pixels.
+
+    Returns:
+        The instance records (:func:`~grounded_sam.export.records.detections_to_records`),
+        masks as COCO RLE.
+    """
+    index = gs.index(image)
+    dets = gs.query(
+        index,
+        list(classes),
+        threshold=threshold,
+        top_k=top_k,
+        refine=refine,
+        min_region_area=min_region_area,
+    )
+    return detections_to_records(dets, image.shape[:2])
 
 
 def label_images(
@@ -455,16 +518,7 @@ def _label_images(
                     postfix=rel[-40:],
                 )
             try:
-                index = gs.index(image)
-                dets = gs.query(
-                    index,
-                    class_list,
-                    threshold=threshold,
-                    top_k=top_k,
-                    refine=refine,
-                    min_region_area=min_region_area,
-                )
-                records = detections_to_records(dets, image.shape[:2])
+                records = label_image(gs, image, class_list, **query)
             except _IMAGE_FAILURES as exc:
                 fail(rel, _one_line(exc))
             else:
@@ -477,11 +531,34 @@ def _label_images(
         if bar is not None:
             bar.close()
 
-    entries.sort(key=lambda e: e.rel)
-    for entry in entries:
-        report.instances.update(r["label"] for r in entry.records)
-    report.exported = _export(out, entries, class_list, fmt, config)
+    report.exported, report.instances = export_labeled(out, entries, class_list, fmt, config)
     return report
+
+
+def export_labeled(
+    out_dir: str | os.PathLike,
+    entries: Sequence[LabeledImage],
+    classes: Sequence[str],
+    fmt: str,
+    config: Mapping[str, Any],
+) -> tuple[list[Path], Counter]:
+    """Write the dataset of labeled images: the final step of every way of labeling.
+
+    Args:
+        out_dir: DATASET_DIR.
+        entries: The images to export (any order; exported sorted by ``rel``).
+        classes: Class names, in category order.
+        fmt: ``"coco"``, ``"yolo"`` or ``"voc"``.
+        config: The run's :func:`labeling_config` (stored in the COCO ``info``).
+
+    Returns:
+        ``(files written, instances per class)``.
+    """
+    ordered = sorted(entries, key=lambda e: e.rel)
+    instances: Counter = Counter()
+    for entry in ordered:
+        instances.update(r["label"] for r in entry.records)
+    return _export(Path(out_dir), ordered, list(classes), fmt, config), instances
 
 
 def label_folder(

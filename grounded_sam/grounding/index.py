@@ -134,6 +134,7 @@ class ImageIndex:
             "version": _FORMAT_VERSION,
             "image": torch.from_numpy(self.image),
             "embeddings": self.embedding.embeddings.cpu(),
+            "features": [f.cpu() for f in self.embedding.features],  # HQ-SAM / SAM 2
             "original_size": list(self.embedding.original_size),
             "input_size": list(self.embedding.input_size),
             "region_embeddings": self.region_embeddings.cpu(),
@@ -307,6 +308,24 @@ def _int(blob: Mapping[str, Any], where: tuple[str, ...], low: int, high: int) -
     return value
 
 
+def _features(blob: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The extra encoder features of HQ-SAM / SAM 2 (absent or empty for SAM)."""
+    value = blob.get("features", [])
+    if not isinstance(value, (list, tuple)) or len(value) > 4:
+        raise ValueError("field 'features' must be a list of at most 4 tensors")
+    for i, tensor in enumerate(value):
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise ValueError(f"field 'features[{i}]' must be a float tensor")
+        if tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.numel() > 2**26:
+            raise ValueError(
+                f"field 'features[{i}]' must be (1, ...) 4-d and at most 2**26 values, got "
+                f"shape {tuple(tensor.shape)}"
+            )
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"field 'features[{i}]' holds NaN or infinite values")
+    return tuple(value)
+
+
 def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
     """Build an index from a loaded file, validating every field (ValueError names it)."""
     sizes = _check_tensors(blob)
@@ -369,6 +388,7 @@ def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
             embeddings=blob["embeddings"],
             original_size=original_size,
             input_size=input_size,
+            features=_features(blob),
         ),
         proposals=proposals,
         region_embeddings=blob["region_embeddings"],

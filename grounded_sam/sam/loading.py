@@ -1,17 +1,33 @@
-"""Loading a transformers ``SamModel`` from a Hugging Face id or a local directory."""
+"""Loading a SAM-family checkpoint, config first, from a Hugging Face id or a local directory.
+
+The checkpoint's ``config.json`` is read BEFORE any weights: its ``model_type`` picks the
+transformers class (``SamModel``, ``SamHQModel`` or ``Sam2Model``), and anything else is
+refused with a :class:`~grounded_sam.errors.ModelLoadError` naming the type found and the
+supported families. Loading itself is checked too: a checkpoint whose weights do not all fit
+the class (transformers' "newly initialized" case) is refused, so a user never gets random
+weights.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from grounded_sam.errors import ModelLoadError
 
-__all__ = ["DEFAULT_SAM", "SAM_ALIASES", "load_sam_model"]
+__all__ = [
+    "DEFAULT_SAM",
+    "SAM_ALIASES",
+    "SAM_FAMILIES",
+    "SamCheckpoint",
+    "load_sam_model",
+    "resolve_sam_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -28,84 +44,255 @@ SAM_ALIASES: dict[str, str] = {
     "vit_h": "facebook/sam-vit-huge",
     "vit-h": "facebook/sam-vit-huge",
     "huge": "facebook/sam-vit-huge",
+    # HQ-SAM (transformers ports of SysCV's checkpoints)
+    "hq_vit_b": "syscv-community/sam-hq-vit-base",
+    "hq_vit_l": "syscv-community/sam-hq-vit-large",
+    "hq_vit_h": "syscv-community/sam-hq-vit-huge",
+    # SAM 2.1 (Hiera encoders)
+    "sam2.1_t": "facebook/sam2.1-hiera-tiny",
+    "sam2.1_s": "facebook/sam2.1-hiera-small",
+    "sam2.1_b+": "facebook/sam2.1-hiera-base-plus",
+    "sam2.1_l": "facebook/sam2.1-hiera-large",
 }
-"""Short names accepted for the three official checkpoints."""
+"""Short names accepted for the official checkpoints (case-insensitive)."""
+
+SAM_FAMILIES: dict[str, tuple[str, str]] = {
+    "sam": ("SamModel", "SAM"),
+    "sam_hq": ("SamHQModel", "HQ-SAM"),
+    "sam2": ("Sam2Model", "SAM 2 / 2.1"),
+    # The hub's SAM 2.1 repos are saved by the video model; the image model loads them and
+    # ignores the memory modules (transformers' _keys_to_ignore_on_load_unexpected).
+    "sam2_video": ("Sam2Model", "SAM 2 / 2.1"),
+}
+"""config.json ``model_type`` -> (transformers class, family name) of every supported family."""
+
+_EXAMPLE_IDS = {
+    "SamModel": "facebook/sam-vit-base",
+    "SamHQModel": "syscv-community/sam-hq-vit-base",
+    "Sam2Model": "facebook/sam2.1-hiera-tiny",
+}
+
+
+def _supported() -> str:
+    seen: dict[str, list[str]] = {}
+    for model_type, (_, family) in SAM_FAMILIES.items():
+        seen.setdefault(family, []).append(repr(model_type))
+    return "; ".join(f"{family} ({' or '.join(types)})" for family, types in seen.items())
+
+
+@dataclass(frozen=True)
+class SamCheckpoint:
+    """Where a SAM-family checkpoint is and what its config says, before any weights load.
+
+    Attributes:
+        spec: What the user gave (alias resolved).
+        source: What to pass to ``from_pretrained`` (hub id or folder path).
+        model_type: ``model_type`` of its ``config.json``.
+        is_local: A local folder rather than a hub id.
+    """
+
+    spec: str
+    source: str
+    model_type: str
+    is_local: bool
+
+    @property
+    def class_name(self) -> str:
+        """The transformers class that loads it (``SamModel`` / ``SamHQModel`` / ``Sam2Model``)."""
+        return SAM_FAMILIES[self.model_type][0]
+
+    @property
+    def family(self) -> str:
+        """Human name of the family (``"SAM"``, ``"HQ-SAM"``, ``"SAM 2 / 2.1"``)."""
+        return SAM_FAMILIES[self.model_type][1]
 
 
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or os.sep in spec.strip("/").split("/", 1)[-1]
 
 
-def _local_model_type(config_file: Path) -> str | None:
-    """``model_type`` of a local config.json (None when unreadable: from_pretrained reports it)."""
+def _read_model_type(config_file: str | Path, where: str) -> str:
+    """``model_type`` of a config.json; ModelLoadError when unreadable or absent."""
     try:
-        value = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+        data = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{where}: config.json could not be read ({exc}).") from exc
+    value = data.get("model_type") if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise ModelLoadError(
+            f"{where}: config.json has no 'model_type', so the model family is unknown. "
+            f"Supported: {_supported()}."
+        )
+    return value
+
+
+def _check_type(model_type: str, where: str) -> None:
+    if model_type not in SAM_FAMILIES:
+        raise ModelLoadError(
+            f"{where} holds a {model_type!r} model, not SAM: its config.json model_type is "
+            f"{model_type!r}, but grounded_sam supports only the SAM families: {_supported()}. "
+            "Pass a checkpoint of one of those."
+        )
+
+
+def _download_advice(repo: str) -> str:
+    return (
+        f"Download it on a connected machine with `hf download {repo} --local-dir DIR` and "
+        f"pass --sam DIR on the command line (sam='DIR' in Python)."
+    )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_config_file(repo: str) -> str:
+    """Path of a hub repo's config.json: the cached copy, else downloaded (unless offline).
+
+    Raises:
+        ModelLoadError: Not cached and it could not be downloaded; says what to do.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "config.json")
+    if isinstance(cached, str):
+        return cached
+    if _hub_offline():
+        reason = (
+            "it is not in the local Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1)"
+        )
+    else:
+        try:
+            return hf_hub_download(repo, "config.json")
+        except Exception as exc:  # noqa: BLE001 - hub errors vary by version; all mean "not here"
+            reason = (
+                "it is not in the local Hugging Face cache and could not be downloaded "
+                f"(offline, or a wrong id: {type(exc).__name__})"
+            )
+    spelling = ""
+    if repo not in SAM_ALIASES.values():
+        spelling = " Check the spelling too (e.g. " + ", ".join(_EXAMPLE_IDS.values()) + ")."
+    raise ModelLoadError(
+        f"Could not load SAM model {repo!r}: {reason}. {_download_advice(repo)}{spelling}"
+    )
+
+
+def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
+    """Find a checkpoint and read its config, without loading any weights.
+
+    Args:
+        spec: Hugging Face id, alias (see :data:`SAM_ALIASES`) or local ``save_pretrained``
+            folder.
+
+    Returns:
+        The checkpoint, with a supported ``model_type``.
+
+    Raises:
+        ModelLoadError: Not found, not readable, or not a SAM-family model (the message names
+            the ``model_type`` found and the supported families).
+    """
+    spec_str = os.fspath(spec)
+    spec_str = SAM_ALIASES.get(spec_str.lower(), spec_str)
+    path = Path(spec_str).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} is not a SAM model folder: expected config.json and model weights "
+                "written by save_pretrained (SamModel, SamHQModel or Sam2Model)."
+            )
+        model_type = _read_model_type(path / "config.json", str(path))
+        _check_type(model_type, str(path))
+        return SamCheckpoint(spec_str, str(path), model_type, is_local=True)
+    if isinstance(spec, os.PathLike) or _looks_like_path(spec_str):
+        raise ModelLoadError(
+            f"SAM model directory not found: {path}. Give an existing folder saved with "
+            "save_pretrained (config.json + model.safetensors), or a Hugging Face id "
+            f"such as {DEFAULT_SAM!r}."
+        )
+    config_file = _hub_config_file(spec_str)
+    model_type = _read_model_type(config_file, f"Hugging Face model {spec_str!r}")
+    _check_type(model_type, f"Hugging Face model {spec_str!r} (config {config_file})")
+    return SamCheckpoint(spec_str, spec_str, model_type, is_local=False)
+
+
+def _model_class(class_name: str):
+    import transformers
+
+    return getattr(transformers, class_name)
 
 
 def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.dtype):
-    """Load a SAM model.
+    """Load a SAM-family model, picking the class from the checkpoint's config.
 
     Args:
-        spec: A Hugging Face model id (``"facebook/sam-vit-huge"``), an alias (``"vit_b"``,
-            ``"vit_l"``, ``"vit_h"``), or a local directory in ``save_pretrained`` layout
-            (``config.json`` + ``model.safetensors``).
+        spec: A Hugging Face model id (``"facebook/sam-vit-huge"``,
+            ``"facebook/sam2.1-hiera-tiny"``, ``"syscv-community/sam-hq-vit-base"``), an alias
+            (``"vit_b"``, ``"hq_vit_b"``, ``"sam2.1_t"``, ... see :data:`SAM_ALIASES`), or a
+            local directory in ``save_pretrained`` layout (``config.json`` +
+            ``model.safetensors``).
         device: Where to put the model.
         dtype: Weight precision.
 
     Returns:
-        ``transformers.SamModel`` in eval mode on ``device`` with ``dtype`` weights.
+        ``transformers.SamModel``, ``SamHQModel`` or ``Sam2Model`` in eval mode on ``device``
+        with ``dtype`` weights.
 
     Raises:
-        ModelLoadError: The model could not be found, downloaded or read. The message names
-            the model and says how to use a local copy.
+        ModelLoadError: The model could not be found, downloaded or read, is not a SAM-family
+            model, or its weights do not all fit the model (some would be random). The message
+            names the model and says what to do.
     """
     from safetensors import SafetensorError  # raised for a truncated / corrupt file
-    from transformers import SamModel
 
-    spec_str = os.fspath(spec)
-    spec_str = SAM_ALIASES.get(spec_str.lower(), spec_str)
-    path = Path(spec_str).expanduser()
-    is_local = path.exists()
-    if not is_local and (isinstance(spec, os.PathLike) or _looks_like_path(spec_str)):
-        raise ModelLoadError(
-            f"SAM model directory not found: {path}. Give an existing folder saved with "
-            "SamModel.save_pretrained (config.json + model.safetensors), or a Hugging Face id "
-            f"such as {DEFAULT_SAM!r}."
-        )
-    if is_local:
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"{path} is not a SAM model folder: expected config.json and model weights "
-                "written by SamModel.save_pretrained."
-            )
-        model_type = _local_model_type(path / "config.json")
-        if model_type not in (None, "sam"):
-            # SamModel.from_pretrained would "load" it with every weight newly random.
-            raise ModelLoadError(
-                f"{path} holds a {model_type!r} model, not SAM (config.json model_type must "
-                "be 'sam'). Pass the folder of a SAM checkpoint."
-            )
-        source = str(path)
-        logger.info("Loading SAM from local folder %s", path)
+    ckpt = resolve_sam_checkpoint(spec)
+    cls = _model_class(ckpt.class_name)
+    if ckpt.is_local:
+        logger.info("Loading %s from local folder %s", ckpt.class_name, ckpt.source)
     else:
-        source = spec_str
-        logger.info("Loading SAM %s (downloads into the Hugging Face cache if needed)", source)
+        logger.info(
+            "Loading %s %s (downloads into the Hugging Face cache if needed)",
+            ckpt.family,
+            ckpt.source,
+        )
     try:
-        model = SamModel.from_pretrained(source)
+        model, info = cls.from_pretrained(ckpt.source, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         hint = (
             "It could not be read; check that the folder holds a complete save_pretrained copy."
-            if is_local
-            else "It is not in the local Hugging Face cache and could not be downloaded "
-            "(offline, or a wrong id). Download it on a connected machine with "
-            f"`hf download {source} --local-dir DIR` and pass sam='DIR', or "
-            "check the spelling (e.g. facebook/sam-vit-base, facebook/sam-vit-large, "
-            "facebook/sam-vit-huge)."
+            if ckpt.is_local
+            else "Its weights are not in the local Hugging Face cache and could not be "
+            f"downloaded (offline?). {_download_advice(ckpt.source)}"
         )
-        raise ModelLoadError(f"Could not load SAM model {spec_str!r}. {hint} ({exc})") from exc
-    if model.__class__.__name__ != "SamModel":
-        raise ModelLoadError(f"{spec_str!r} is not a SAM model (got {type(model).__name__}).")
+        raise ModelLoadError(f"Could not load SAM model {ckpt.spec!r}. {hint} ({exc})") from exc
+    if model.__class__.__name__ != ckpt.class_name:
+        raise ModelLoadError(
+            f"{ckpt.spec!r} loaded as {type(model).__name__}, not {ckpt.class_name}."
+        )
+    _check_loading_info(ckpt, info)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_loading_info(ckpt: SamCheckpoint, info: dict) -> None:
+    """Refuse a model whose weights did not all come from the checkpoint."""
+    missing = list(info.get("missing_keys") or [])
+    unexpected = list(info.get("unexpected_keys") or [])
+    mismatched = [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys") or []]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    for what, keys in (
+        ("missing (would be random)", missing),
+        ("unexpected", unexpected),
+        ("of the wrong shape (would be random)", mismatched),
+    ):
+        if keys:
+            shown = ", ".join(sorted(keys)[:5]) + (" ..." if len(keys) > 5 else "")
+            parts.append(f"{len(keys)} weights {what}: {shown}")
+    raise ModelLoadError(
+        f"{ckpt.spec!r} ({ckpt.family}, {ckpt.class_name}) does not match its checkpoint: "
+        + "; ".join(parts)
+        + ". It was refused rather than used with random weights; pass a complete checkpoint "
+        "saved with save_pretrained by the same model class."
+    )

@@ -27,11 +27,15 @@ class ImageEmbedding:
             on the model's device.
         original_size: (H, W) of the image that was encoded.
         input_size: (h, w) of the image after resize-longest-side, before padding.
+        features: Further encoder outputs the decoder of another SAM family needs (HQ-SAM:
+            the early ViT features; SAM 2: the high-resolution backbone features); empty for
+            SAM.
     """
 
     embeddings: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    features: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass
@@ -89,14 +93,17 @@ class SamPredictor:
         self.device = param.device
         self.dtype = param.dtype
         self._image_pe: torch.Tensor | None = None
-        self._fast = FastMaskDecoder(model.mask_decoder)
+        try:  # subclasses for other SAM families bring their own decoder path
+            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder)
+        except (AttributeError, TypeError, ValueError):
+            self._fast = None
         # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
         self._shared_for: torch.Tensor | None = None
         self._shared: SharedImage | None = None
         self.compiled = bool(compile)
         self._encoder_fn = model.get_image_embeddings
-        self._decoder_fn = self._fast.__call__
-        if compile:
+        self._decoder_fn = None if self._fast is None else self._fast.__call__
+        if compile and self._decoder_fn is not None:
             backend = compile if isinstance(compile, str) else "inductor"
             self._encoder_fn = torch.compile(self._encoder_fn, dynamic=False, backend=backend)
             self._decoder_fn = torch.compile(self._decoder_fn, dynamic=False, backend=backend)

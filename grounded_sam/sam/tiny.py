@@ -6,7 +6,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["tiny_sam_config", "save_tiny_sam", "structure_tiny_sam"]
+__all__ = [
+    "tiny_sam_config",
+    "save_tiny_sam",
+    "structure_tiny_sam",
+    "tiny_sam_hq_config",
+    "save_tiny_sam_hq",
+    "tiny_sam2_config",
+    "save_tiny_sam2",
+]
 
 
 def tiny_sam_config(image_size: int = 256, hidden: int = 32, vision_width: int = 64):
@@ -133,3 +141,131 @@ def structure_tiny_sam(model) -> None:
         )
         model.shared_image_embedding.positional_embedding.copy_(pe)
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(pe)
+
+
+def tiny_sam_hq_config(image_size: int = 256, hidden: int = 32, vision_width: int = 64):
+    """A ``SamHQConfig`` with the real HQ-SAM architecture at a tiny size.
+
+    Same sizes as :func:`tiny_sam_config`; the HQ decoder's ``vit_dim`` is the ViT width.
+    """
+    from transformers import SamHQConfig
+
+    sam = tiny_sam_config(image_size=image_size, hidden=hidden, vision_width=vision_width)
+    decoder = sam.mask_decoder_config.to_dict()
+    decoder["vit_dim"] = vision_width
+    return SamHQConfig(
+        vision_config=sam.vision_config.to_dict(),
+        prompt_encoder_config=sam.prompt_encoder_config.to_dict(),
+        mask_decoder_config=decoder,
+    )
+
+
+def _scale_random(model, seed: int) -> None:
+    """Seeded 1/sqrt(fan_in) weights, sharpened mask heads (as :func:`save_tiny_sam`)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2 and "layer_norm" not in name and not name.endswith("_norm.weight"):
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+        for name, param in model.named_parameters():
+            head = "output_hypernetworks_mlps" in name or "hq_mask_mlp" in name
+            if head and "proj_out" in name:
+                param.mul_(30.0)
+
+
+def save_tiny_sam_hq(directory: str | Path, seed: int = 0, image_size: int = 256) -> Path:
+    """Save a tiny random ``SamHQModel`` in ``save_pretrained`` layout.
+
+    Weights are drawn and scaled as in :func:`save_tiny_sam`.
+
+    Args:
+        directory: Folder to write (created if missing).
+        seed: Random seed.
+        image_size: Input side of the image encoder.
+
+    Returns:
+        The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
+    """
+    from transformers import SamHQModel
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = SamHQModel(tiny_sam_hq_config(image_size=image_size))
+    _scale_random(model, seed)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def tiny_sam2_config(image_size: int = 256, hidden: int = 32):
+    """A ``Sam2Config`` with the real SAM 2.1 architecture (Hiera, FPN, SAM 2 decoder), tiny.
+
+    The Hiera trunk has stages of 1, 1, 2, 1 blocks (block 3 with global attention), widths
+    16/32/64/128 (SAM 2.1 tiny: 96-768) and heads 1/2/4/8; the decoder keeps SAM 2's fixed
+    MLP width (2048), 8 heads and IoU head width (256), which Meta's builder hard-codes.
+
+    Args:
+        image_size: Input side (1024 for the released models); the image embedding is
+            ``image_size / 16`` square, the high-resolution features ``/ 4`` and ``/ 8``.
+        hidden: Width of the FPN, prompt encoder and mask decoder (256 released).
+
+    Returns:
+        A ``transformers.Sam2Config``.
+    """
+    from transformers import Sam2Config
+
+    widths = [16, 32, 64, 128]
+    sizes = [[image_size // 4, image_size // 4], [image_size // 8] * 2, [image_size // 16] * 2]
+    backbone = {
+        "model_type": "sam2_hiera_det_model",
+        "hidden_size": widths[0],
+        "num_attention_heads": 1,
+        "image_size": [image_size, image_size],
+        "blocks_per_stage": [1, 1, 2, 1],
+        "embed_dim_per_stage": widths,
+        "num_attention_heads_per_stage": [1, 2, 4, 8],
+        "window_size_per_stage": [8, 4, 4, 8],
+        "global_attention_blocks": [3],
+        "window_positional_embedding_background_size": [7, 7],
+    }
+    vision = {
+        "model_type": "sam2_vision_model",
+        "backbone_config": backbone,
+        "backbone_channel_list": widths[::-1],
+        "backbone_feature_sizes": sizes,
+        "fpn_hidden_size": hidden,
+    }
+    prompt = {"hidden_size": hidden, "image_size": image_size, "patch_size": 16}
+    decoder = {"hidden_size": hidden, "mlp_dim": 2048, "num_attention_heads": 8}
+    return Sam2Config(
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+
+
+def save_tiny_sam2(directory: str | Path, seed: int = 0, image_size: int = 256) -> Path:
+    """Save a tiny random ``Sam2Model`` in ``save_pretrained`` layout.
+
+    Weights are drawn and scaled as in :func:`save_tiny_sam`.
+
+    Args:
+        directory: Folder to write (created if missing).
+        seed: Random seed.
+        image_size: Input side of the image encoder.
+
+    Returns:
+        The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
+    """
+    from transformers import Sam2Model
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = Sam2Model(tiny_sam2_config(image_size=image_size))
+    _scale_random(model, seed)
+    with torch.no_grad():  # one random Fourier matrix, as in the released checkpoints
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding
+        )
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory

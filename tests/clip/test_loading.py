@@ -177,3 +177,19 @@ def test_offline_fails_fast_with_clear_message(hub_offline: Path, spec: str) -> 
     printed = "".join(traceback.format_exception(info.value))
     assert "open_clip" + os.sep not in printed and "huggingface_hub" + os.sep not in printed
     assert "During handling of the above exception" not in printed
+
+
+@pytest.mark.parametrize(
+    ("spec", "repo"),
+    [
+        ("ViT-B-16:laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+        ("hf-hub:someone/some-clip", "someone/some-clip"),
+    ],
+)
+def test_offline_advice_names_the_download_command(spec, repo):
+    """The message of a failed hub load gives the exact command for a local open_clip folder."""
+    from grounded_sam.clip.loading import _download_advice, parse_clip_spec
+
+    advice = _download_advice(parse_clip_spec(spec))
+    assert f"`hf download {repo} --local-dir DIR`" in advice
+    assert "--clip DIR" in advice

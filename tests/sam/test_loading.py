@@ -106,8 +106,10 @@ def test_folder_of_another_model_type(tmp_path, sam_model_dir):
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "clip"}', encoding="utf-8")
     shutil.copy(sam_model_dir / "model.safetensors", folder)
-    with pytest.raises(ModelLoadError, match="'clip' model, not SAM"):
+    with pytest.raises(ModelLoadError, match="'clip' model, not SAM") as info:
         load_sam_model(folder, CPU, torch.float32)
+    for family in ("'sam'", "'sam_hq'", "'sam2'"):
+        assert family in str(info.value)  # names the supported families
 
 
 # -- hub ids and aliases ---------------------------------------------------------------------
@@ -131,19 +133,34 @@ def test_aliases_name_the_official_checkpoints():
     ],
 )
 def test_alias_resolves_to_hub_id(monkeypatch, alias, repo):
-    """No network: from_pretrained is replaced by a recorder that fails like an offline hub."""
-    from transformers import SamModel
+    """No network: the config lookup is replaced by a recorder that fails like an offline hub."""
+    from grounded_sam.sam import loading
 
     asked = []
 
-    def offline_from_pretrained(source, *args, **kwargs):
+    def offline_config(source):
         asked.append(source)
-        raise OSError("We couldn't connect to 'https://huggingface.co' (test stand-in)")
+        raise ModelLoadError(f"{source} not cached (test stand-in)")
 
-    monkeypatch.setattr(SamModel, "from_pretrained", offline_from_pretrained)
+    monkeypatch.setattr(loading, "_hub_config_file", offline_config)
     with pytest.raises(ModelLoadError, match=repo):
         load_sam_model(alias, CPU, torch.float32)
     assert asked == [repo]
+
+
+@pytest.mark.parametrize(
+    ("alias", "repo"),
+    [
+        ("hq_vit_b", "syscv-community/sam-hq-vit-base"),
+        ("HQ_VIT_H", "syscv-community/sam-hq-vit-huge"),
+        ("sam2.1_t", "facebook/sam2.1-hiera-tiny"),
+        ("sam2.1_s", "facebook/sam2.1-hiera-small"),
+        ("sam2.1_b+", "facebook/sam2.1-hiera-base-plus"),
+        ("SAM2.1_L", "facebook/sam2.1-hiera-large"),
+    ],
+)
+def test_new_family_aliases(alias, repo):
+    assert SAM_ALIASES[alias.lower()] == repo
 
 
 def test_hub_id_offline_says_how_to_use_a_local_copy(tmp_path):

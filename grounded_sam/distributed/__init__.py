@@ -1,0 +1,17 @@
+"""Labeling on a Ray cluster: ``grounded-sam label ... --ray`` and :func:`label_dataset`.
+
+A thin layer over the single-machine labeling of :mod:`grounded_sam.export.dataset`: the
+same per-image step (:func:`~grounded_sam.export.dataset.label_image`) runs in Ray Data
+actors, and the same exporter (:func:`~grounded_sam.export.dataset.export_labeled`) writes
+the dataset, so both paths give the same dataset.
+
+* :mod:`~grounded_sam.distributed.sources` lists folders, text files of paths and URIs;
+* :mod:`~grounded_sam.distributed.shards` holds the per-image results as Parquet shards;
+* :mod:`~grounded_sam.distributed.worker` is the callable class each actor runs;
+* :mod:`~grounded_sam.distributed.labeling` is the driver (the only module importing Ray,
+  lazily, when a job runs: ``pip install 'grounded_sam[ray]'``).
+"""
+
+from grounded_sam.distributed.labeling import RAY_MISSING, RayLabelReport, label_dataset
+
+__all__ = ["RAY_MISSING", "RayLabelReport", "label_dataset"]

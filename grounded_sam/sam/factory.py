@@ -1,0 +1,74 @@
+"""One factory: a loaded SAM-family model (or a checkpoint spec) -> the matching predictor."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from grounded_sam.sam.backend import SamBackend
+
+__all__ = ["create_predictor", "load_predictor"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_predictor(model, compile: bool | str = False) -> SamBackend:
+    """The predictor class for a model, picked by its config's ``model_type``.
+
+    Args:
+        model: A loaded ``SamModel``, ``SamHQModel`` or ``Sam2Model`` (eval mode).
+        compile: ``torch.compile`` the encoder and decoder (``SamModel`` only; see
+            :class:`~grounded_sam.sam.predictor.SamPredictor`).
+
+    Returns:
+        ``SamPredictor``, ``SamHQPredictor`` or ``Sam2Predictor`` driving it.
+
+    Raises:
+        ValueError: The model is of no supported SAM family.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type == "sam":
+        from grounded_sam.sam.predictor import SamPredictor
+
+        return SamPredictor(model, compile=compile)
+    if compile:
+        logger.warning("compile=True applies to SAM (ViT) models only; %s runs uncompiled.",
+                       model_type)
+    if model_type == "sam_hq":
+        from grounded_sam.sam.hq import SamHQPredictor
+
+        return SamHQPredictor(model)
+    if model_type in ("sam2", "sam2_video"):
+        from grounded_sam.sam.sam2 import Sam2Predictor
+
+        return Sam2Predictor(model)
+    raise ValueError(
+        f"No SAM predictor for a model of type {model_type!r} ({type(model).__name__}); "
+        "supported: 'sam', 'sam_hq', 'sam2'."
+    )
+
+
+def load_predictor(
+    spec: str | os.PathLike,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile: bool | str = False,
+) -> SamBackend:
+    """Load a checkpoint and wrap it in its family's predictor.
+
+    The config is read first (see :func:`~grounded_sam.sam.loading.load_sam_model`).
+
+    Args:
+        spec: Hub id, alias or local folder.
+        device: Where to run.
+        dtype: Weight precision.
+        compile: See :func:`create_predictor`.
+
+    Returns:
+        The predictor.
+    """
+    from grounded_sam.sam.loading import load_sam_model
+
+    return create_predictor(load_sam_model(spec, device, dtype), compile=compile)

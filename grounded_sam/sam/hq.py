@@ -1,0 +1,197 @@
+"""HQ-SAM (transformers ``SamHQModel``) behind the SAM predictor interface.
+
+HQ-SAM is SAM plus a high-quality output token whose mask is computed from the decoder's
+upscaled features fused with early ViT features. The kept embedding therefore holds, besides
+the image embedding, the first global-attention block's ViT output (``features[0]``,
+(1, E, E, vit_dim)), which :meth:`SamHQPredictor.decode` feeds back to the decoder.
+
+With ``multimask_output`` the three SAM masks are returned in token order (whole / part /
+sub-part, as for SAM), each plus the HQ mask unless ``hq_token_only``; SysCV's HQ predictor
+returns only the one with the highest predicted IoU of them. The many-prompt fast decoder
+of :class:`~grounded_sam.sam.predictor.SamPredictor` does not apply here: HQ prompts run
+through transformers' ``SamHQMaskDecoder``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from grounded_sam.sam.predictor import DecoderOutput, ImageEmbedding, SamPredictor
+
+__all__ = ["SamHQPredictor"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_prompts(points, labels, boxes, mask_input) -> None:
+    """The checks of :meth:`SamPredictor.decode` (ValueError with what to do)."""
+    given = [t for t in (points, boxes, mask_input) if t is not None]
+    if not given:
+        raise ValueError("Give at least one prompt: points, boxes or mask_input.")
+    if len({int(t.shape[0]) for t in given}) != 1:
+        raise ValueError("points, boxes and mask_input must have the same batch size.")
+    if points is not None and labels is None:
+        raise ValueError("Point prompts need labels (1 = foreground, 0 = background).")
+
+
+class SamHQPredictor(SamPredictor):
+    """A transformers ``SamHQModel`` driven like Meta's HQ-SAM predictor.
+
+    Args:
+        model: ``transformers.SamHQModel`` (on its device and dtype, in eval mode).
+        hq_token_only: Return only the HQ token's mask instead of SAM's mask + the HQ mask
+            (Meta's default is False).
+    """
+
+    def __init__(self, model, hq_token_only: bool = False) -> None:
+        super().__init__(model)
+        self.hq_token_only = hq_token_only
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Run the ViT once; keep the embedding and the early ViT features.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+
+        Returns:
+            The kept embedding; ``features`` = ((1, E, E, vit_dim) early ViT features,).
+        """
+        original_size = (int(image.shape[0]), int(image.shape[1]))
+        pixels = self.transform.preprocess(image, self.device, self.dtype)
+        out = self.model.vision_encoder(pixels)
+        return ImageEmbedding(
+            embeddings=out.last_hidden_state,
+            original_size=original_size,
+            input_size=self.transform.input_size(original_size),
+            features=(out.intermediate_embeddings[0],),
+        )
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        *,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> DecoderOutput:
+        """Decode a batch of prompts (see :meth:`SamPredictor.decode`; same shapes)."""
+        check_prompts(points, labels, boxes, mask_input)
+        if not embedding.features:
+            raise ValueError(
+                "This embedding has no HQ-SAM ViT features: it was made by another SAM family "
+                "(or an index saved without them). Encode the image with this model."
+            )
+        size = embedding.original_size
+        pts = None if points is None else self.transform.apply_coords(points.to(self.device), size)
+        lab = None if labels is None else labels.to(self.device, torch.long)
+        bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
+        msk = None if mask_input is None else mask_input.to(self.device)
+        model = self.model
+        batch = next(t.shape[0] for t in (pts, bxs, msk) if t is not None)
+        sparse, dense = model.prompt_encoder(
+            input_points=None if pts is None else pts[:, None].to(self.dtype),
+            input_labels=None if lab is None else lab[:, None],
+            input_boxes=None if bxs is None else bxs[:, None].to(self.dtype),
+            input_masks=None if msk is None else msk.to(self.dtype),
+        )
+        if sparse is None:
+            sparse = torch.zeros(batch, 1, 0, dense.shape[1], device=self.device, dtype=self.dtype)
+        if dense.shape[0] != batch:
+            dense = dense.expand(batch, -1, -1, -1)
+        if self._image_pe is None:
+            self._image_pe = model.get_image_wide_positional_embeddings()
+        masks, iou = hq_mask_decoder(
+            model.mask_decoder,
+            image_embeddings=embedding.embeddings,
+            image_pe=self._image_pe,
+            sparse=sparse,
+            dense=dense,
+            vit_features=embedding.features[0],
+            multimask_output=multimask_output,
+            hq_token_only=self.hq_token_only,
+        )
+        return DecoderOutput(low_res_logits=masks.float(), iou_scores=iou.float())
+
+
+def hq_mask_decoder(
+    decoder,
+    *,
+    image_embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    vit_features: torch.Tensor,
+    multimask_output: bool,
+    hq_token_only: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HQ-SAM's mask decoder with SysCV's data flow, on a transformers ``SamHQMaskDecoder``.
+
+    transformers' own ``SamHQMaskDecoder.forward`` (5.x) upsamples the image embedding as it
+    was BEFORE the two-way transformer (its updated keys are discarded) and with height and
+    width swapped, so its masks do not match SysCV's HQ-SAM on the same weights (measured:
+    logits off by ~60 on a tiny model while the IoUs agree). This function runs the same
+    modules in the reference's order: the transformer's updated image tokens are upsampled.
+
+    Args:
+        decoder: ``SamHQMaskDecoder`` (its weights are used, its forward is not).
+        image_embeddings: (1, C, E, E) image embedding.
+        image_pe: (1, C, E, E) image-wide positional encoding.
+        sparse: (B, 1, N, C) point/box tokens (N may be 0).
+        dense: (B, C, E, E) mask-prompt (or no-mask) embedding.
+        vit_features: (1, E, E, D) early ViT features.
+        multimask_output: Three SAM masks (tokens 1-3) instead of one (token 0).
+        hq_token_only: Only the HQ mask instead of SAM's mask + the HQ mask.
+
+    Returns:
+        ``(logits (B, K, 4E, 4E), iou (B, K))`` with K = 3 or 1, in token order.
+    """
+    act = decoder.activation
+    batch = sparse.shape[0]
+    hq_features = decoder.encoder_conv2(
+        act(decoder.encoder_norm(decoder.encoder_conv1(image_embeddings)))
+    ) + decoder.compress_vit_conv2(
+        act(decoder.compress_vit_norm(decoder.compress_vit_conv1(vit_features.permute(0, 3, 1, 2))))
+    )
+    output_tokens = torch.cat(
+        [decoder.iou_token.weight, decoder.mask_tokens.weight, decoder.hq_token.weight], dim=0
+    )
+    tokens = torch.cat([output_tokens.expand(batch, 1, -1, -1), sparse.to(output_tokens.dtype)], 2)
+    src = image_embeddings + dense
+    _, channels, height, width = src.shape
+    queries, keys = decoder.transformer(
+        point_embeddings=tokens,
+        image_embeddings=src,
+        image_positional_embeddings=image_pe.expand(batch, -1, -1, -1),
+        attention_similarity=None,
+    )
+    n_tokens = decoder.num_mask_tokens  # SAM's 4 + the HQ token
+    iou_out = queries[:, 0, 0]
+    mask_out = queries[:, 0, 1 : 1 + n_tokens]
+    src = keys[:, 0].transpose(1, 2).reshape(batch, channels, height, width)
+    upscaled = act(
+        decoder.upscale_conv2(act(decoder.upscale_layer_norm(decoder.upscale_conv1(src))))
+    )
+    upscaled_hq = (
+        decoder.mask_conv2(act(decoder.mask_norm(decoder.mask_conv1(upscaled)))) + hq_features
+    )
+    hyper = torch.stack(
+        [decoder.output_hypernetworks_mlps[i](mask_out[:, i]) for i in range(n_tokens - 1)]
+        + [decoder.hq_mask_mlp(mask_out[:, n_tokens - 1])],
+        dim=1,
+    )  # (B, 5, C/8)
+    b, c, h, w = upscaled.shape
+    masks_sam = (hyper[:, : n_tokens - 1] @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+    masks_hq = (hyper[:, n_tokens - 1 :] @ upscaled_hq.reshape(b, c, h * w)).reshape(b, 1, h, w)
+    iou = decoder.iou_prediction_head(iou_out)
+    chosen = slice(1, n_tokens - 1) if multimask_output else slice(0, 1)
+    masks = masks_hq.expand(-1, chosen.stop - chosen.start, -1, -1)
+    if not hq_token_only:
+        masks = masks_sam[:, chosen] + masks_hq
+    return masks, iou[:, chosen]

@@ -1,0 +1,261 @@
+"""ONNX export of SAM, checked with onnxruntime against our PyTorch predictor.
+
+Tiny random SAM (encoder + decoder) and the full-size prompt encoder + mask decoder (the one
+SAM ViT-B/L/H share: 256 channels, 64x64 embedding, 256x256 low-res masks) in the default run;
+the full-size ViT-B encoder export is ``slow``.
+
+Tolerances: onnxruntime and PyTorch run the same float32 graph with different kernels; measured
+max |logit diff| ~3e-5 (tiny) on logits up to ~30. Logits must agree to 1e-3 + 1e-4 |ref| and
+upscaled masks to IoU >= 0.999 (the issue's bar).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from grounded_sam.export.onnx import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
+from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+CPU = torch.device("cpu")
+ATOL, RTOL, MASK_IOU_MIN = 1e-3, 1e-4, 0.999
+MEASURED: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from grounded_sam.sam.factory import load_predictor
+    from grounded_sam.sam.tiny import save_tiny_sam
+
+    sam_dir = save_tiny_sam(tmp_path_factory.mktemp("tiny_sam"), structured=True)
+    out = tmp_path_factory.mktemp("onnx")
+    manifest = export_sam_onnx(sam_dir, out)
+    return load_predictor(sam_dir, CPU, torch.float32), manifest
+
+
+def _onnx_inputs(predictor, embedding, points=None, labels=None, boxes=None, mask=None):
+    """Build decoder inputs the way the manifest says (points, then box corners, else pad)."""
+    size = embedding.original_size
+    batch = next(len(t) for t in (points, boxes, mask) if t is not None)
+    coords, labs = [], []
+    if points is not None:
+        coords.append(predictor.transform.apply_coords(torch.as_tensor(points), size))
+        labs.append(torch.as_tensor(labels, dtype=torch.float32))
+    if boxes is not None:
+        corners = predictor.transform.apply_boxes(torch.as_tensor(boxes), size).reshape(-1, 2, 2)
+        coords.append(corners)
+        labs.append(torch.tensor([2.0, 3.0]).expand(batch, 2))
+    else:
+        coords.append(torch.zeros(batch, 1, 2))
+        labs.append(-torch.ones(batch, 1))
+    low = predictor.transform.low_res_size
+    return {
+        "image_embeddings": embedding.embeddings.numpy(),
+        "point_coords": torch.cat(coords, 1).float().numpy(),
+        "point_labels": torch.cat(labs, 1).float().numpy(),
+        "mask_input": (torch.zeros(batch, 1, low, low) if mask is None else mask).numpy(),
+        "has_mask_input": np.array([0.0 if mask is None else 1.0], dtype=np.float32),
+    }
+
+
+def _compare(predictor, embedding, session, what, **prompts):
+    """ONNX outputs vs SamPredictor.decode for the same prompts (both mask modes)."""
+    inputs = _onnx_inputs(predictor, embedding, **prompts)
+    logits, iou = session.run(None, inputs)
+    kw = {
+        "points": None if prompts.get("points") is None else torch.as_tensor(prompts["points"]),
+        "labels": None if prompts.get("labels") is None else torch.as_tensor(prompts["labels"]),
+        "boxes": None if prompts.get("boxes") is None else torch.as_tensor(prompts["boxes"]),
+        "mask_input": prompts.get("mask"),
+    }
+    for multimask, chosen in ((False, slice(0, 1)), (True, slice(1, 4))):
+        ref = predictor.decode(embedding, multimask_output=multimask, **kw)
+        ref_logits = ref.low_res_logits.numpy()
+        ref_masks = predictor.upscale(embedding, ref.low_res_logits) > 0
+        assert 0 < ref_masks.float().mean() < 1, "reference masks are empty or full"
+        ours = logits[:, chosen]
+        diff = np.abs(ours - ref_logits)
+        MEASURED[what] = max(MEASURED.get(what, 0.0), float(diff.max()))
+        assert (diff <= ATOL + RTOL * np.abs(ref_logits)).all(), f"{what}: {diff.max():.3g}"
+        np.testing.assert_allclose(iou[:, chosen], ref.iou_scores.numpy(), atol=1e-4)
+        masks = predictor.upscale(embedding, torch.from_numpy(ours)) > 0
+        inter = (masks & ref_masks).flatten(2).sum(-1).float()
+        union = (masks | ref_masks).flatten(2).sum(-1).float()
+        worst = float(torch.where(union > 0, inter / union.clamp(min=1), 1.0).min())
+        MEASURED[what + " 1-IoU"] = max(MEASURED.get(what + " 1-IoU", 0.0), 1 - worst)
+        assert worst >= MASK_IOU_MIN, f"{what}: mask IoU {worst:.5f}"
+    return logits
+
+
+def test_manifest_describes_the_graphs(tiny):
+    predictor, manifest_path = tiny
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest_path.name == MANIFEST_NAME
+    assert manifest["opset"] == ONNX_OPSET == 17
+    assert set(manifest["files"]) == {"encoder", "decoder"}
+    for key in ("preprocessing", "coordinates", "postprocessing"):
+        assert manifest[key]
+    assert manifest["preprocessing"]["normalize"]["mean"] == [123.675, 116.28, 103.53]
+    import onnx
+
+    for name, file in manifest["files"].items():
+        graph = onnx.load(str(manifest_path.parent / file))
+        onnx.checker.check_model(graph)
+        assert [i.name for i in graph.graph.input] == list(manifest[name]["inputs"])
+        assert [o.name for o in graph.graph.output] == list(manifest[name]["outputs"])
+        assert any(
+            op.version == ONNX_OPSET for op in graph.opset_import if op.domain in ("", "ai.onnx")
+        )
+
+
+def test_encoder_matches_pytorch(tiny):
+    from tests.sam.images import shapes_image
+
+    predictor, manifest = tiny
+    image = shapes_image(300, 170)
+    pixels = predictor.transform.preprocess(image, CPU, torch.float32)
+    (ours,) = _session(manifest.parent / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
+    ref = predictor.encode(image).embeddings.numpy()
+    assert np.abs(ref).max() > 0.1
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tiny):
+    from tests.sam.images import shapes_image
+
+    predictor, manifest = tiny
+    embedding = predictor.encode(shapes_image(300, 170))
+    return predictor, embedding, _session(manifest.parent / "decoder.onnx")
+
+
+def test_decoder_point_prompts_dynamic_batch(tiny_scene):
+    predictor, embedding, session = tiny_scene
+    for batch in (1, 3, 7):  # dynamic number of prompts
+        pts = torch.rand(batch, 1, 2, generator=torch.Generator().manual_seed(batch))
+        pts = pts * torch.tensor([170.0, 300.0])
+        _compare(predictor, embedding, session, "points", points=pts, labels=torch.ones(batch, 1))
+
+
+def test_decoder_fg_bg_points_dynamic_count(tiny_scene):
+    predictor, embedding, session = tiny_scene
+    pts = torch.tensor([[[40.0, 60.0], [120.0, 200.0], [90.0, 250.0]]]).expand(2, -1, -1)
+    labels = torch.tensor([[1, 0, 1], [1, 1, 0]])
+    _compare(predictor, embedding, session, "fg/bg points", points=pts, labels=labels)
+
+
+def test_decoder_boxes_and_point_plus_box(tiny_scene):
+    predictor, embedding, session = tiny_scene
+    boxes = torch.tensor([[10.0, 20.0, 150.0, 280.0], [60.0, 100.0, 160.0, 200.0]])
+    _compare(predictor, embedding, session, "boxes", boxes=boxes)
+    pts = torch.tensor([[[80.0, 150.0]], [[100.0, 150.0]]])
+    _compare(
+        predictor, embedding, session, "point+box", points=pts, labels=torch.ones(2, 1), boxes=boxes
+    )
+
+
+def test_decoder_mask_input(tiny_scene):
+    predictor, embedding, session = tiny_scene
+    boxes = torch.tensor([[10.0, 20.0, 150.0, 280.0]])
+    first = predictor.decode(embedding, boxes=boxes, multimask_output=False).low_res_logits
+    _compare(predictor, embedding, session, "box+mask", boxes=boxes, mask=first)
+
+
+def test_full_size_decoder(tmp_path):
+    """SAM's real prompt encoder + mask decoder sizes (shared by ViT-B/L/H), random weights,
+    on a random kept embedding (the encoder plays no part in the decoder graph)."""
+    from transformers import SamConfig, SamModel
+
+    from grounded_sam.sam.tiny import _scale_random
+
+    config = SamConfig(
+        vision_config={
+            "num_hidden_layers": 1,
+            "hidden_size": 64,
+            "num_attention_heads": 2,
+            "global_attn_indexes": [0],
+            "mlp_dim": 128,
+        }
+    )
+    torch.manual_seed(0)
+    model = SamModel(config).eval()
+    _scale_random(model, seed=0)
+    export_sam_onnx(model, tmp_path, encoder=False)
+    assert not (tmp_path / "encoder.onnx").exists()
+    predictor = SamPredictor(model)
+    assert predictor.transform.target_length == 1024 and predictor.transform.low_res_size == 256
+    embedding = ImageEmbedding(
+        embeddings=torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1)),
+        original_size=(480, 640),
+        input_size=predictor.transform.input_size((480, 640)),
+    )
+    session = _session(tmp_path / "decoder.onnx")
+    pts = torch.tensor([[[100.0, 120.0]], [[400.0, 300.0]], [[600.0, 50.0]]])
+    _compare(predictor, embedding, session, "full-size points", points=pts, labels=torch.ones(3, 1))
+    boxes = torch.tensor([[50.0, 60.0, 300.0, 400.0], [320.0, 10.0, 630.0, 470.0]])
+    _compare(predictor, embedding, session, "full-size boxes", boxes=boxes)
+
+
+def test_hq_and_sam2_are_refused_with_a_reason(tmp_path):
+    from transformers import SamHQModel
+
+    from grounded_sam.sam.tiny import tiny_sam_hq_config
+
+    with pytest.raises(ValueError, match="SAM \\(model_type 'sam'\\) only.*'sam_hq'"):
+        export_sam_onnx(SamHQModel(tiny_sam_hq_config()), tmp_path)
+
+
+@pytest.mark.slow
+def test_full_size_vit_b_encoder(tmp_path):
+    """The full ViT-B image encoder (random weights) exports and matches PyTorch."""
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(0)
+    model = SamModel(SamConfig()).eval()
+    export_sam_onnx(model, tmp_path)
+    pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    (ours,) = _session(tmp_path / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
+    with torch.no_grad():
+        ref = model.vision_encoder(pixels).last_hidden_state.numpy()
+    MEASURED["full-size encoder"] = float(np.abs(ours - ref).max())
+    np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=1e-3)
+
+
+def test_report_measured():
+    """Print the measured maxima (run with -s); always passes after the comparisons ran."""
+    print("\nONNX vs PyTorch, max |diff| / 1 - mask IoU:", json.dumps(MEASURED, indent=1))
+
+
+def test_cli_export_onnx(tmp_path, capsys):
+    from grounded_sam.cli.main import main
+    from grounded_sam.sam.tiny import save_tiny_sam, save_tiny_sam_hq
+
+    sam_dir = save_tiny_sam(tmp_path / "sam")
+    out = tmp_path / "out"
+    assert main(["export-onnx", "--sam", str(sam_dir), "--out", str(out), "--decoder-only"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "decoder.onnx") in printed and str(out / MANIFEST_NAME) in printed
+    assert not (out / "encoder.onnx").exists()
+    hq_dir = save_tiny_sam_hq(tmp_path / "hq")
+    assert main(["export-onnx", "--sam", str(hq_dir), "--out", str(tmp_path / "hq_out")]) == 1
+    assert "'sam_hq'" in capsys.readouterr().err
