@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection threshold (low, so that AP sees the whole ranking)")
     p.add_argument("--top-k", type=int, default=0, help="max detections per phrase (0 = no limit)")
     p.add_argument("--refine", type=int, default=1)
-    p.add_argument("--out", default="benchmarks/results/eval.json", help="JSON output path")
+    p.add_argument("--out", default=None,
+                   help="JSON report path (default: none written, only the table is printed)")
     p.add_argument("--markdown", default=None,
                    help="markdown table output path (default: --out with .md)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the harness; returns the JSON report (also written to ``--out``)."""
+    """Run the harness; returns the JSON report (also written to ``--out`` when given)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -359,13 +360,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": [r.to_json() for r in results],
         "markdown": markdown_table(results),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    md_path = Path(args.markdown) if args.markdown else out.with_suffix(".md")
-    md_path.write_text(report["markdown"])
     print(report["markdown"])
-    print(f"wrote {out} and {md_path}")
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        written.append(out)
+    if args.markdown or args.out:
+        md_path = Path(args.markdown) if args.markdown else Path(args.out).with_suffix(".md")
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(report["markdown"])
+        written.append(md_path)
+    if written:
+        print(f"wrote {' and '.join(map(str, written))}")
+    else:
+        print("(pass --out FILE.json to keep the full report)")
     return report
 
 

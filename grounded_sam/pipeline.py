@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import supervision as sv
@@ -22,9 +22,25 @@ import torch
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
 from grounded_sam.grounding.boxes import region_box_masks
+from grounded_sam.grounding.candidates import parse_negatives, score_candidates
+from grounded_sam.grounding.clicks import (
+    decode_boxes_with_clicks,
+    honours_clicks,
+    keep_clicked_proposals,
+)
+from grounded_sam.grounding.dedup import (
+    DEFAULT_PART_THRESH,
+    decode_until_distinct,
+    deduplicate,
+)
+from grounded_sam.grounding.exemplars import check_exemplars, embed_exemplars, exemplar_scores
 from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
-from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES, calibrate, similarity
-from grounded_sam.grounding.selection import select_regions
+from grounded_sam.grounding.scoring import (
+    DEFAULT_BACKGROUND_PHRASES,
+    check_calibration,
+    similarity,
+)
+from grounded_sam.grounding.selection import Selection, select_regions
 from grounded_sam.inputs import (
     ImageInput,
     as_points,
@@ -40,8 +56,12 @@ from grounded_sam.sam.everything import (
     proposals_to_records,
 )
 from grounded_sam.sam.loading import DEFAULT_SAM
-from grounded_sam.sam.predictor import SamPredictor
-from grounded_sam.utils.masks import clean_small_regions, mask_nms, masks_to_boxes
+from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.utils.masks import clean_small_regions, masks_to_boxes
+from grounded_sam.utils.progress import StageProgress
+
+if TYPE_CHECKING:
+    from grounded_sam.batch import ImageSources
 
 __all__ = ["GroundedSAM", "RegionScorer", "DEFAULT_CLIP", "DEFAULT_SAM"]
 
@@ -75,7 +95,9 @@ class GroundedSAM:
     ``confidence`` of a returned detection is the calibrated CLIP score of its label: the
     probability, from a softmax over the query's phrases plus a few background phrases at
     CLIP's own temperature, that the proposal region shows that phrase. It is comparable
-    across images and prompts, so one ``threshold`` means the same everywhere. SAM's predicted
+    across images, so one ``threshold`` means the same everywhere; with the default
+    ``calibration="joint"`` it also depends on the query's other phrases, with
+    ``"per_phrase"`` it does not (see :meth:`query`). SAM's predicted
     IoU of the final mask is reported separately in ``data["sam_iou"]`` and the raw CLIP
     cosine similarity in ``data["clip_score"]``.
 
@@ -184,13 +206,18 @@ class GroundedSAM:
                 message names it and says how to use a local copy.
         """
         from grounded_sam.clip import load_clip
+        from grounded_sam.clip.loading import clip_hub_model
+        from grounded_sam.hub import hub_session
         from grounded_sam.sam.factory import load_predictor
+        from grounded_sam.sam.loading import sam_hub_model
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        # SAM, HQ-SAM or SAM 2, by its config
-        predictor = load_predictor(sam, dev, dt, compile=compile)
-        scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
+        # Both models are checked before either loads: one error names every missing one.
+        with hub_session([sam_hub_model(sam), clip_hub_model(clip)]):
+            # SAM, HQ-SAM or SAM 2, by its config
+            predictor = load_predictor(sam, dev, dt, compile=compile)
+            scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
         return cls(predictor, scorer, model_ids=(os.fspath(sam), clip), **kwargs)
 
@@ -201,14 +228,19 @@ class GroundedSAM:
         image: ImageInput,
         *,
         proposal_settings: EverythingSettings | None = None,
-        show_progress: bool = False,
+        show_progress: bool | StageProgress = False,
+        embedding: ImageEmbedding | None = None,
     ) -> ImageIndex:
         """Do all phrase-independent work for an image, once.
 
         Args:
             image: A path, a PIL image, or an (H, W, 3) uint8 RGB array.
             proposal_settings: Override :attr:`proposal_settings` for this image.
-            show_progress: Show a progress bar over the grid points.
+            show_progress: Show progress bars (SAM encoder, proposals, CLIP regions) on
+                stderr; a :class:`~grounded_sam.utils.progress.StageProgress` also collects
+                the stage times.
+            embedding: This image's SAM embedding when already computed (e.g. by a batched
+                encoder pass in :meth:`index_many`); None runs the encoder.
 
         Returns:
             An :class:`ImageIndex` to pass to :meth:`query` any number of times.
@@ -217,20 +249,25 @@ class GroundedSAM:
         settings = proposal_settings or self.proposal_settings
         if settings.max_proposals is None or settings.max_proposals > self.max_regions:
             settings = replace(settings, max_proposals=self.max_regions)
+        progress = _stage_progress(show_progress)
         t0 = time.perf_counter()
-        embedding = self.predictor.encode(arr)
+        with progress.stage("SAM encoder"):
+            if embedding is None or tuple(embedding.original_size) != arr.shape[:2]:
+                embedding = self.predictor.encode(arr)
         t1 = time.perf_counter()
-        proposals = generate_proposals(
-            self.predictor, arr, settings, embedding=embedding, show_progress=show_progress
-        )
+        with progress.stage("proposals", bar=False):  # generate_proposals shows its own bar
+            proposals = generate_proposals(
+                self.predictor, arr, settings, embedding=embedding, show_progress=progress.enabled
+            )
         t2 = time.perf_counter()
-        frame = proposals.frame_masks()
-        image_t = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)
-        with torch.inference_mode():
-            if len(proposals):
-                regions = self.scorer.encode_regions(image_t, proposals.boxes, frame)
-            else:
-                regions = torch.zeros(0, 1, device=self.device)
+        with progress.stage("CLIP regions", total=max(len(proposals), 1), unit="region"):
+            frame = proposals.frame_masks()
+            image_t = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)
+            with torch.inference_mode():
+                if len(proposals):
+                    regions = self.scorer.encode_regions(image_t, proposals.boxes, frame)
+                else:
+                    regions = torch.zeros(0, 1, device=self.device)
         t3 = time.perf_counter()
         index = ImageIndex(
             image=arr,
@@ -267,7 +304,7 @@ class GroundedSAM:
     def query(
         self,
         index: ImageIndex,
-        prompt: str | Sequence[str],
+        prompt: str | Sequence[str] | None = None,
         *,
         threshold: float | None = None,
         top_k: int | None | Literal["default"] = "default",
@@ -275,27 +312,51 @@ class GroundedSAM:
         points: object | None = None,
         point_labels: object | None = None,
         min_region_area: int = 0,
+        negative: str | Sequence[str] | None = None,
+        exemplars: object | None = None,
+        exemplar_label: str = "exemplar",
+        calibration: Literal["joint", "per_phrase"] = "joint",
+        keep_parts: bool = False,
+        part_thresh: float = DEFAULT_PART_THRESH,
     ) -> sv.Detections:
         """Answer a text prompt from an index (no image encoder, grid or CLIP image pass).
 
         Args:
             index: From :meth:`index`.
-            prompt: A phrase, comma-separated phrases, or a list of phrases.
+            prompt: A phrase, comma-separated phrases, or a list of phrases (None with
+                ``exemplars`` only).
             threshold: Minimum confidence in [0, 1] (default :attr:`threshold`).
-            top_k: Maximum detections per phrase (None for no limit; default :attr:`top_k`).
+            top_k: Maximum detections per phrase, counted after all de-duplication (None for
+                no limit; default :attr:`top_k`).
             refine: Extra refinement passes (default :attr:`refine`).
             points: Optional (N, 2) xy points (original pixels) to mix text with clicks: a
                 region is a candidate only if it contains at least one foreground point and
-                no background point.
+                no background point; each chosen region is re-prompted with its box plus the
+                points inside the box, and a final mask that misses its clicks is dropped.
             point_labels: (N,) 1 foreground / 0 background for ``points`` (default all 1).
             min_region_area: Remove islands and fill holes smaller than this many pixels
                 in the final masks (0: off).
+            negative: Phrases that must not be returned (``"handle, saucer"``): they compete
+                with the phrases in scoring like the background phrases, and a region whose
+                best match is a negative phrase is never returned.
+            exemplars: "More like this": one xyxy box or a list of boxes (original pixels)
+                around example objects; regions that look like them (CLIP image similarity,
+                see :mod:`grounded_sam.grounding.exemplars`) are returned as
+                ``exemplar_label``. Alone or with ``prompt``.
+            exemplar_label: Class name of exemplar matches.
+            calibration: ``"joint"``: one softmax over the phrases, negatives and background
+                phrases (a phrase's confidence drops when a similar phrase is added);
+                ``"per_phrase"``: each phrase against the negatives and background only
+                (independent of the other phrases). The label is the best phrase in both.
+            keep_parts: Keep masks that are parts of a larger mask with the same label.
+            part_thresh: A mask with more than this fraction of its pixels inside a larger
+                same-label mask is a part (dropped unless ``keep_parts``).
 
         Returns:
             ``sv.Detections`` with ``mask`` (N, H, W) bool, ``xyxy`` (tight box of each mask,
             original pixels), ``confidence`` (see class doc), ``class_id`` (index into the
-            phrases) and ``data`` with ``class_name``, ``clip_score``, ``sam_iou`` and
-            ``proposal_index``. Empty when nothing matches.
+            phrases, then the exemplar label) and ``data`` with ``class_name``,
+            ``clip_score``, ``sam_iou`` and ``proposal_index``. Empty when nothing matches.
         """
         if not isinstance(index, ImageIndex):
             raise TypeError(
@@ -303,71 +364,146 @@ class GroundedSAM:
                 f"{type(index).__name__}; use segment(image, prompt) for a one-off."
             )
         index.check_fits(self.model_ids, self.model_fingerprint)
-        phrases = parse_prompt(prompt)
+        if prompt is None and exemplars is None:
+            raise ValueError(_NO_PROMPT)
+        phrases = [] if prompt is None else parse_prompt(prompt)
+        negatives = parse_negatives(negative, phrases)
         threshold, top_k, refine, min_region_area = check_query_knobs(
             self.threshold if threshold is None else threshold,
             self.top_k if isinstance(top_k, str) and top_k == "default" else top_k,
             self.refine if refine is None else refine,
             min_region_area,
         )
+        check_calibration(calibration)
+        ex_boxes = None if exemplars is None else check_exemplars(exemplars, index.size)
+        labels = phrases + ([exemplar_label] if ex_boxes is not None else [])
         if len(index) == 0:
             return _with_phrases(empty_detections(index.size))
         allowed = None
         if points is not None:
             allowed = self._point_filter(index, points, point_labels)
-        text = self.scorer.encode_text(phrases + self.background_phrases).to(
+        text = self.scorer.encode_text(phrases + negatives + self.background_phrases).to(
             index.region_embeddings.device
         )
         cosine = similarity(index.region_embeddings, text)
-        scores = calibrate(cosine, len(phrases), float(self.scorer.logit_scale))
-        chosen = select_regions(scores, threshold, top_k, allowed)
+        logit_scale = float(self.scorer.logit_scale)
+        clip_cos = cosine[:, : len(phrases)]
+        ex_score = None
+        if ex_boxes is not None:
+            ex_emb = embed_exemplars(self.predictor, self.scorer, index, ex_boxes)
+            ex_score, ex_cos = exemplar_scores(index.region_embeddings, ex_emb, logit_scale)
+            clip_cos = torch.cat([clip_cos, ex_cos[:, None]], dim=1)
+        scores, rejected = score_candidates(
+            cosine, len(phrases), len(negatives), logit_scale, calibration, ex_score
+        )
+        allowed = ~rejected if allowed is None else allowed & ~rejected
+        chosen = select_regions(scores, threshold, None, allowed)
         if len(chosen) == 0:
             return _with_phrases(empty_detections(index.size))
-        # All tensors below live on the model's device.
-        low_res, sam_iou = region_box_masks(  # decoded once per region, kept in the index
-            self.predictor, index, chosen.region, refine, self.proposal_settings.points_per_batch
-        )
-        # Empty masks are dropped and duplicates (whole vs. part of one object, neighbouring
-        # grid points) merged at the decoder's resolution, keeping the most confident; only
+        # All tensors below live on the model's device. Candidates are re-prompted (box, plus
+        # the clicks inside it) in rounds until top_k distinct objects per phrase are found;
+        # empty masks, parts and duplicates are removed at the decoder's resolution, and only
         # the survivors are upscaled.
         vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
-        small = low_res[:, :vh, :vw] > self.predictor.mask_threshold
-        nonempty = torch.nonzero(small.flatten(1).any(1)).flatten()
-        keep = nonempty[mask_nms(small[nonempty], chosen.score[nonempty], self.mask_nms_thresh)]
+        to_low_res = torch.tensor([vw / index.size[1], vh / index.size[0]])
+        clicks = None
+        if points is not None:
+            pts, lab = as_points(points, point_labels, index.size)
+            clicks = torch.from_numpy(pts), torch.from_numpy(lab)
+        decoded: dict[str, torch.Tensor] = {}
+
+        def decode(rows: torch.Tensor) -> None:
+            logits, iou = self._reprompt(index, chosen.take(rows), refine, clicks)
+            if not decoded:
+                decoded["low_res"] = logits.new_zeros(len(chosen), *logits.shape[1:])
+                decoded["iou"] = iou.new_zeros(len(chosen))
+            decoded["low_res"][rows], decoded["iou"][rows] = logits, iou
+
+        def distinct(rows: torch.Tensor) -> torch.Tensor:
+            small = decoded["low_res"][rows][:, :vh, :vw] > self.predictor.mask_threshold
+            low_clicks = None if clicks is None else (clicks[0] * to_low_res, clicks[1])
+            kept = deduplicate(small, chosen.take(rows), self.mask_nms_thresh, keep_parts,
+                               part_thresh, low_clicks)  # fmt: skip
+            return rows[kept]
+
+        keep = decode_until_distinct(chosen, top_k, decode, distinct)
+        low_res, sam_iou = decoded["low_res"], decoded["iou"]
         chosen, sam_iou = chosen.take(keep), sam_iou[keep]
         masks = _upscale_binary(self.predictor, index, low_res[keep])
         if min_region_area > 0:
             masks = _clean_masks(masks, min_region_area)
         filled = masks.flatten(1).any(1)
+        if clicks is not None:
+            filled &= honours_clicks(masks, *clicks).to(filled.device)
         masks, sam_iou, chosen = masks[filled], sam_iou[filled], chosen.take(filled)
         score, phrase, region = chosen.score, chosen.phrase, chosen.region
-        clip_score = cosine[region, phrase]
+        clip_score = clip_cos[region, phrase]
         return make_detections(
             masks=masks.cpu().numpy(),
             xyxy=_tight_boxes(masks).cpu().numpy(),
             confidence=score.cpu().numpy(),
             class_id=phrase.cpu().numpy(),
-            phrases=phrases,
+            phrases=labels,
             clip_score=clip_score.cpu().numpy(),
             sam_iou=sam_iou.cpu().numpy(),
             proposal_index=region.cpu().numpy(),
         )
 
     def segment(
-        self, image: ImageInput, prompt: str | Sequence[str], **kwargs: Any
+        self, image: ImageInput, prompt: str | Sequence[str] | None = None, **kwargs: Any
     ) -> sv.Detections:
         """Index an image and answer one prompt: ``query(index(image), prompt)``.
 
         Args:
-            image: A path, a PIL image, or an (H, W, 3) uint8 RGB array.
-            prompt: A phrase, comma-separated phrases, or a list of phrases.
-            **kwargs: Passed to :meth:`query`.
+            image: A path, a PIL image, or an (H, W, 3) uint8 RGB array (for many images
+                use :meth:`segment_many`).
+            prompt: A phrase, comma-separated phrases, or a list of phrases (None with
+                ``exemplars=`` only).
+            **kwargs: Passed to :meth:`query` (``negative``, ``exemplars``, ``calibration``,
+                ``keep_parts``, ``threshold``, ...).
 
         Returns:
             Detections as in :meth:`query`.
         """
-        phrases = parse_prompt(prompt)  # fail on a bad prompt before the expensive part
+        if isinstance(image, (list, tuple)):
+            raise TypeError(
+                "segment() takes one image; for a list of images or a folder use "
+                "segment_many(images, prompt), which yields (source, detections) pairs."
+            )
+        # fail on a bad prompt before the expensive part
+        if prompt is None and kwargs.get("exemplars") is None:
+            raise ValueError(_NO_PROMPT)
+        phrases = None if prompt is None else parse_prompt(prompt)
+        parse_negatives(kwargs.get("negative"), phrases or [])
+        check_calibration(kwargs.get("calibration", "joint"))
+        if kwargs.get("exemplars") is not None:  # a bad box fails before the expensive part
+            image = load_image(image)
+            check_exemplars(kwargs["exemplars"], image.shape[:2])
         return self.query(self.index(image), phrases, **kwargs)
+
+    def index_many(
+        self, images: ImageSources, *, show_progress: bool = True, **kwargs: Any
+    ) -> Iterator[tuple[object, ImageIndex | Exception]]:
+        """Index many images: see :func:`grounded_sam.batch.index_many`."""
+        from grounded_sam.batch import index_many
+
+        return index_many(self, images, show_progress=show_progress, **kwargs)
+
+    def segment_many(
+        self,
+        images: ImageSources,
+        prompt: str | Sequence[str] | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = True,
+        **kwargs: Any,
+    ) -> Iterator[tuple[object, sv.Detections | Exception]]:
+        """Segment many images: see :func:`grounded_sam.batch.segment_many`."""
+        from grounded_sam.batch import segment_many
+
+        return segment_many(
+            self, images, prompt, batch_size=batch_size, show_progress=show_progress, **kwargs
+        )
 
     # -- SAM prompts and everything -----------------------------------------------------
 
@@ -431,7 +567,7 @@ class GroundedSAM:
         image: ImageInput | ImageIndex,
         *,
         output_mode: Literal["binary_mask", "coco_rle"] = "binary_mask",
-        show_progress: bool = False,
+        show_progress: bool | StageProgress = False,
         **settings: Any,
     ) -> list[dict[str, Any]]:
         """SAM's automatic "segment everything" masks.
@@ -439,7 +575,8 @@ class GroundedSAM:
         Args:
             image: An image, or an :class:`ImageIndex` (its embedding is reused for crop 0).
             output_mode: ``"binary_mask"`` (H×W bool arrays) or ``"coco_rle"``.
-            show_progress: Progress bar over the grid points.
+            show_progress: Progress bars (SAM encoder, grid points) on stderr; a
+                :class:`~grounded_sam.utils.progress.StageProgress` also collects stage times.
             **settings: Any :class:`EverythingSettings` field (``points_per_side``,
                 ``pred_iou_thresh``, ``stability_score_thresh``, ``crop_n_layers``,
                 ``crop_n_points_downscale_factor``, ``min_mask_region_area``, ...); defaults
@@ -453,14 +590,17 @@ class GroundedSAM:
             cfg = EverythingSettings(**settings)
         except TypeError as exc:
             raise TypeError(f"Unknown everything() setting: {exc}") from exc
+        progress = _stage_progress(show_progress)
         if isinstance(image, ImageIndex):
             arr, embedding = image.image, image.embedding
         else:
             arr = load_image(image)
-            embedding = self.predictor.encode(arr)
-        proposals = generate_proposals(
-            self.predictor, arr, cfg, embedding=embedding, show_progress=show_progress
-        )
+            with progress.stage("SAM encoder"):
+                embedding = self.predictor.encode(arr)
+        with progress.stage("proposals", bar=False):  # generate_proposals shows its own bar
+            proposals = generate_proposals(
+                self.predictor, arr, cfg, embedding=embedding, show_progress=progress.enabled
+            )
         return proposals_to_records(
             proposals,
             output_mode=output_mode,
@@ -469,6 +609,41 @@ class GroundedSAM:
         )
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _reprompt(
+        self,
+        index: ImageIndex,
+        chosen: Selection,
+        refine: int,
+        clicks: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box re-prompt of chosen regions, with the clicks inside each box when given.
+
+        Returns:
+            ``(low_res_logits (M, L, L), iou (M,))``.
+        """
+        if clicks is None:  # decoded once per region, kept in the index
+            return region_box_masks(
+                self.predictor, index, chosen.region, refine,
+                self.proposal_settings.points_per_batch,
+            )  # fmt: skip
+        boxes = index.proposals.boxes[chosen.region]
+        chunk = self.proposal_settings.points_per_batch
+        low_res, iou = decode_boxes_with_clicks(
+            self.predictor, index.embedding, boxes, *clicks, refine, chunk
+        )
+        vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
+        props = index.proposals
+        low_res = keep_clicked_proposals(
+            low_res,
+            props.low_res_logits[chosen.region],
+            props.crop_index[chosen.region] == 0,
+            clicks[0] * torch.tensor([vw / index.size[1], vh / index.size[0]]),
+            clicks[1],
+            (vh, vw),
+            self.predictor.mask_threshold,
+        )
+        return low_res, iou
 
     def _decode_boxes(
         self, index: ImageIndex, boxes: torch.Tensor, refine: int
@@ -518,6 +693,12 @@ class GroundedSAM:
         return allowed
 
 
+_NO_PROMPT = (
+    "Nothing to look for: give a prompt such as 'dog, cat', exemplars=[[x1, y1, x2, y2]] "
+    "around an example object, or both."
+)
+
+
 def _with_phrases(dets: sv.Detections) -> sv.Detections:
     dets.data["proposal_index"] = np.zeros(0, dtype=int)
     return dets
@@ -552,3 +733,10 @@ def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
     for i in range(len(arr)):
         arr[i], _ = clean_small_regions(arr[i], area)
     return torch.from_numpy(arr).to(masks.device)
+
+
+def _stage_progress(show_progress: bool | StageProgress) -> StageProgress:
+    """The caller's :class:`StageProgress`, or a new one shown when ``show_progress``."""
+    if isinstance(show_progress, StageProgress):
+        return show_progress
+    return StageProgress(enabled=bool(show_progress))

@@ -222,3 +222,33 @@ def test_cuda_float16_matches_cpu(tiny_model_specs, image):
     inter = (a.mask & b.mask).sum()
     union = max((a.mask | b.mask).sum(), 1)
     assert inter / union > 0.95
+
+
+def test_clicked_point_reaches_sam_and_is_inside_every_mask(tiny_gs, index, monkeypatch):
+    x, y = 60, 50
+    seen = []
+    real = tiny_gs.predictor.decode
+
+    def spy(embedding, **kwargs):
+        if kwargs.get("boxes") is not None and kwargs.get("points") is not None:
+            seen.append(kwargs["labels"])
+        return real(embedding, **kwargs)
+
+    monkeypatch.setattr(tiny_gs.predictor, "decode", spy)
+    dets = tiny_gs.query(index, "red box, green box", threshold=0.0, points=[[x, y]])
+    assert len(dets) >= 1
+    assert seen and all((lab == 1).any(1).all() for lab in seen)  # the click, with each box
+    assert dets.mask[:, y, x].all()
+
+
+def test_tiny_model_exemplar_negative_and_calibration(tiny_gs, index, image):
+    dets = tiny_gs.query(index, exemplars=[[30, 20, 100, 80]], threshold=0.0, top_k=3)
+    assert 1 <= len(dets) <= 3 and set(dets.data["class_name"]) == {"exemplar"}
+    both = tiny_gs.query(
+        index, "red box", negative="green box", exemplars=[[30, 20, 100, 80]],
+        calibration="per_phrase", threshold=0.0,
+    )  # fmt: skip
+    assert set(both.data["class_name"]) <= {"red box", "exemplar"}
+    assert ((both.confidence >= 0) & (both.confidence <= 1)).all()
+    with pytest.raises(ValueError, match="outside the image"):
+        tiny_gs.query(index, exemplars=[[0, 0, image.shape[1] + 5, 10]])

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from grounded_sam.export.annotate import annotate_detections
 from grounded_sam.export.files import atomic_write, atomic_write_json, atomic_write_png, safe_name
 from grounded_sam.export.records import detections_to_json, save_instance_masks
+from grounded_sam.grounding.candidates import parse_negatives
 from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.inputs import check_int, check_number, load_image, parse_prompt
 from grounded_sam.limits import MAX_TOP_K
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLICK_MODES",
+    "SIMILAR_LABEL",
     "MAX_IMAGE_SIDE",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_SIZE",
@@ -87,14 +90,19 @@ TABLE_HEADERS = [
     "area (px)",
 ]
 
-ClickMode = Literal["Inspect region", "Foreground point", "Background point", "Box corners"]
+ClickMode = Literal[
+    "Inspect region", "Foreground point", "Background point", "Box corners", "Find similar"
+]
 #: What a click on the result image does.
 CLICK_MODES: tuple[str, ...] = (
     "Inspect region",
     "Foreground point",
     "Background point",
     "Box corners",
+    "Find similar",
 )
+#: Class name of the regions found by "Find similar".
+SIMILAR_LABEL = "similar"
 
 
 class UserError(Exception):
@@ -314,6 +322,7 @@ def set_image(
     path: str | os.PathLike | None,
     *,
     max_side: int = MAX_IMAGE_SIDE,
+    on_stage: Callable[[str], None] | None = None,
 ) -> str:
     """Load a new image into the session and index it (once: the same picture is reused).
 
@@ -322,6 +331,8 @@ def set_image(
         gs: The engine.
         path: Upload path from gradio (see :func:`open_upload`).
         max_side: Largest accepted image side.
+        on_stage: Called with each indexing stage's name as it starts ("SAM encoder",
+            "proposals", "CLIP regions"), for the page's progress indicator.
 
     Returns:
         Markdown describing the index (size, regions, time, builds in this session).
@@ -335,7 +346,12 @@ def set_image(
         reused = session.key == key and session.index is not None
         if not reused:
             t0 = time.perf_counter()
-            index = gs.index(image)
+            if on_stage is None:
+                index = gs.index(image)
+            else:
+                from grounded_sam.utils.progress import StageProgress
+
+                index = gs.index(image, show_progress=StageProgress(False, on_stage=on_stage))
             seconds = time.perf_counter() - t0
             session.index = index
             session.index_seconds = seconds
@@ -397,6 +413,7 @@ def text_query(
     threshold: float,
     level: str = "medium",
     top_k: int | None = None,
+    negative: str | None = None,
 ) -> str:
     """Answer a comma-separated text prompt from the session's index.
 
@@ -407,6 +424,8 @@ def text_query(
         threshold: Minimum confidence in [0, 1].
         level: Refinement level (see :data:`REFINEMENT_LEVELS`).
         top_k: At most this many regions per phrase (None or 0: no limit).
+        negative: Comma-separated phrases to exclude (a region that best matches one of
+            them is not shown), or None.
 
     Returns:
         Markdown status line: what was found and how long the answer took, or
@@ -435,6 +454,7 @@ def text_query(
         k = None if top_k in (None, 0) else check_int("Top-K", top_k, 1, MAX_TOP_K)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    negatives = _negatives(negative, phrases)
     with session.lock:
         index, image = session.index, session.image
         refine, min_area = refinement_params(level, index.size)
@@ -446,6 +466,7 @@ def text_query(
             top_k=k,
             refine=refine,
             min_region_area=min_area,
+            negative=negatives or None,
         )
         seconds = time.perf_counter() - t0
         session.result = Result(image, dets, "text", str(prompt), phrases, seconds)
@@ -466,15 +487,95 @@ def text_query(
     )
 
 
+def _negatives(negative: str | None, phrases: list[str]) -> list[str]:
+    """Parsed negative phrases (empty for none), as a UserError when unusable."""
+    try:
+        return parse_negatives(negative, phrases)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"Negative phrases: {exc}") from None
+
+
+def _find_similar(
+    session: Session,
+    gs: GroundedSAM,
+    box: tuple[float, float, float, float],
+    threshold: float | None = None,
+    top_k: int | None = None,
+    negative: str | None = None,
+) -> str:
+    """Find similar: every region like the one in ``box`` (caller holds the lock).
+
+    Args:
+        session: The tab's session (its ``result`` is replaced).
+        gs: The engine.
+        box: (x1, y1, x2, y2) around an example object, original pixels.
+        threshold: Minimum confidence (None: the engine's).
+        top_k: At most this many regions (None or 0: no limit).
+        negative: Comma-separated phrases to exclude, or None.
+
+    Returns:
+        Markdown status line.
+
+    Raises:
+        UserError: No image, or an unusable box or negative phrase.
+    """
+    if session.index is None or session.image is None:
+        raise UserError(NO_IMAGE)
+    negatives = _negatives(negative, [])
+    try:
+        if threshold is not None:
+            threshold = check_number("The threshold", threshold, 0.0, 1.0)
+        if isinstance(top_k, float) and top_k.is_integer():
+            top_k = int(top_k)  # sliders send floats
+        k = None if top_k in (None, 0) else check_int("Top-K", top_k, 1, MAX_TOP_K)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    index, image = session.index, session.image
+    t0 = time.perf_counter()
+    try:
+        dets = gs.query(
+            index,
+            exemplars=[list(box)],
+            exemplar_label=SIMILAR_LABEL,
+            threshold=threshold,
+            top_k=k,
+            negative=negatives or None,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    seconds = time.perf_counter() - t0
+    x1, y1, x2, y2 = box
+    described = f"similar to box ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})"
+    session.result = Result(image, dets, "text", described, [SIMILAR_LABEL], seconds)
+    session.reset_prompts()
+    return (
+        f"Found {len(dets)} region{'s' if len(dets) != 1 else ''} {described} in "
+        f"{seconds * 1000:.0f} ms from the cached index (CLIP image similarity to the boxed "
+        "region)."
+    )
+
+
 # -- point / box prompts ---------------------------------------------------------------------
 
 
-def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> tuple[str, bool]:
+def click(
+    session: Session,
+    gs: GroundedSAM,
+    x: float,
+    y: float,
+    mode: str,
+    *,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    negative: str | None = None,
+) -> tuple[str, bool]:
     """Handle a click on the result image.
 
     In ``"Inspect region"`` mode the region under the click is described; in the other
     modes the click adds a foreground/background point or a box corner and SAM segments
-    from all current point/box prompts, on the session's cached image embedding.
+    from all current point/box prompts, on the session's cached image embedding. In
+    ``"Find similar"`` mode two clicks (opposite corners) box an example object and every
+    region that looks like it is shown (``threshold``, ``top_k`` and ``negative`` apply).
 
     Args:
         session: The tab's session.
@@ -482,6 +583,9 @@ def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> t
         x: Click column in original image pixels.
         y: Click row in original image pixels.
         mode: One of :data:`CLICK_MODES`.
+        threshold: Minimum confidence of "Find similar" (None: the engine's).
+        top_k: At most this many "Find similar" regions (None or 0: no limit).
+        negative: Comma-separated phrases "Find similar" must not return, or None.
 
     Returns:
         ``(markdown, changed)``: the message to show, and whether the result changed (the
@@ -500,7 +604,7 @@ def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> t
     if mode == "Inspect region":
         return describe_region(session, x, y), False
     with session.lock:
-        if mode == "Box corners":
+        if mode in ("Box corners", "Find similar"):
             if session.box_start is None:
                 session.box_start = (x, y)
                 return (
@@ -515,6 +619,10 @@ def click(session: Session, gs: GroundedSAM, x: float, y: float, mode: str) -> t
                     "The two box corners are too close together; click two opposite corners "
                     "of the object."
                 )
+            if mode == "Find similar":
+                return _find_similar(
+                    session, gs, (x1, y1, x2 + 1, y2 + 1), threshold, top_k, negative
+                ), True
             session.box = (x1, y1, x2 + 1, y2 + 1)
             session.prompt_logits = None
         else:

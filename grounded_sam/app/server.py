@@ -144,6 +144,13 @@ def serve(
     # browser (it would store users' images), no API link in the footer.
     optional = {"run_history": False, "footer_links": ["gradio", "settings"]}
     accepted = inspect.signature(demo.launch).parameters
+    if not share:
+        # gradio's own hint says "set share=True in launch()"; ours names the CLI option.
+        print(
+            f"* Running on local URL:  http://{host}:{port}\n"
+            "* For a public link: grounded-sam app --share (or launch(share=True) in Python)",
+            flush=True,
+        )
     demo.launch(
         server_name=host,
         server_port=port,
@@ -154,6 +161,7 @@ def serve(
         show_error=False,
         ssr_mode=False,
         inbrowser=False,
+        quiet=not share,
         **{k: v for k, v in optional.items() if k in accepted},
     )
     return demo

@@ -138,6 +138,12 @@ image are then removed (`min_region_area`).
 IoU of the region under the click. *Foreground point* / *Background point* add SAM point
 prompts; *Box corners* takes two clicks (opposite corners) as a SAM box prompt. Prompts
 segment with SAM directly on the cached image embedding; *Clear prompts* starts over.
+*Find similar* also takes two corners around an example object, then shows every region
+that looks like it ("more like this": CLIP image similarity to the boxed region; threshold,
+top-K and negative phrases apply).
+
+**Negative phrases** (e.g. `handle, saucer`): a region that matches one of them better
+than your phrases is never shown.
 
 **Exports**: a ZIP with one binary PNG mask per region (255 inside), the overlay PNG as
 shown, and the JSON (same schema as `grounded-sam` on the command line: label, confidence,
@@ -151,6 +157,20 @@ regions per image, CLIP crops that cost the same for any region size (a {max_sid
 panorama indexes about as fast as a photo), and a query answers from the index without
 re-running the image models.
 """
+
+
+#: The indexing stages, in order, as named by GroundedSAM.index's progress.
+INDEX_STAGES = ("SAM encoder", "proposals", "CLIP regions")
+
+
+def index_progress(progress: Callable[..., Any]) -> Callable[[str], None]:
+    """Drive gradio's progress indicator from the indexing stages (shown on the result)."""
+
+    def on_stage(name: str) -> None:
+        done = INDEX_STAGES.index(name) if name in INDEX_STAGES else 0
+        progress(done / len(INDEX_STAGES), desc=f"Indexing the image: {name}")
+
+    return on_stage
 
 
 def build_app(
@@ -217,7 +237,9 @@ def build_app(
         gr.Warning(str(exc))
         return page(session, status=f"⚠️ {exc}")
 
-    def on_image(path: Any, opacity: float, session: cb.Session) -> tuple:
+    def on_image(
+        path: Any, opacity: float, session: cb.Session, progress: Any = gr.Progress()  # noqa: B008
+    ) -> tuple:
         if path is None:
             upload = None
         elif isinstance(path, _UnreadableUpload):
@@ -237,7 +259,9 @@ def build_app(
                 if not _in_upload_folder(path):
                     # gradio only hands over files from its upload cache; never read others.
                     raise cb.UserError("Upload the image through the page.")
-                cb.set_image(session, gs, path, max_side=max_image_side)
+                cb.set_image(
+                    session, gs, path, max_side=max_image_side, on_stage=index_progress(progress)
+                )
                 status = (
                     "Image indexed: type phrases and press Enter, or click the image to prompt SAM."
                 )
@@ -256,10 +280,16 @@ def build_app(
         )
 
     def on_query(
-        prompt: str, threshold: float, level: str, top_k: float, opacity: float, session: cb.Session
+        prompt: str,
+        threshold: float,
+        level: str,
+        top_k: float,
+        opacity: float,
+        session: cb.Session,
+        negative: str = "",
     ) -> tuple:
         try:
-            status = cb.text_query(session, gs, prompt, threshold, level, top_k)
+            status = cb.text_query(session, gs, prompt, threshold, level, top_k, negative)
         except cb.UserError as exc:
             return problem(session, exc)
         if session.result is not None and len(session.result.dets) == 0:
@@ -274,7 +304,13 @@ def build_app(
         )
 
     def on_settings(
-        prompt: str, threshold: float, level: str, top_k: float, opacity: float, session: cb.Session
+        prompt: str,
+        threshold: float,
+        level: str,
+        top_k: float,
+        opacity: float,
+        session: cb.Session,
+        negative: str = "",
     ) -> tuple:
         # Re-answer the current phrases when a setting changes; quietly do nothing before
         # there is an image and a phrase, or while a SAM point/box result is shown.
@@ -283,15 +319,25 @@ def build_app(
             return page(session)
         if result is not None and result.kind == "prompt":
             return page(session)
-        return on_query(prompt, threshold, level, top_k, opacity, session)
+        return on_query(prompt, threshold, level, top_k, opacity, session, negative)
 
-    def on_click(mode: str, opacity: float, session: cb.Session, evt: gr.SelectData) -> tuple:
+    def on_click(
+        mode: str,
+        opacity: float,
+        session: cb.Session,
+        threshold: float,
+        top_k: float,
+        negative: str,
+        evt: gr.SelectData,
+    ) -> tuple:
         index = evt.index if isinstance(evt.index, (list, tuple)) else None
         if index is None or len(index) != 2:
             return page(session)
         x, y = float(index[0]), float(index[1])
         try:
-            message, changed = cb.click(session, gs, x, y, mode)
+            message, changed = cb.click(
+                session, gs, x, y, mode, threshold=threshold, top_k=top_k, negative=negative
+            )
         except cb.UserError as exc:
             return problem(session, exc)
         if not changed:
@@ -375,6 +421,13 @@ def build_app(
                     run = gr.Button(
                         "Segment", variant="primary", scale=1, min_width=90, elem_id="gs-run"
                     )
+                negative = gr.Textbox(
+                    label="Negative phrases (never shown)",
+                    placeholder="handle, saucer",
+                    lines=1,
+                    max_lines=1,
+                    elem_id="gs-negative",
+                )
                 threshold = gr.Slider(
                     threshold_min,
                     0.9,
@@ -467,13 +520,15 @@ def build_app(
                 on_image, [source, opacity, session], outputs, show_progress_on=[result], **engine
             )
         )
-        query_inputs = [phrases, threshold, level, top_k, opacity, session]
+        query_inputs = [phrases, threshold, level, top_k, opacity, session, negative]
         then_export(phrases.submit(on_query, query_inputs, outputs, **engine))
+        then_export(negative.submit(on_query, query_inputs, outputs, **engine))
         then_export(run.click(on_query, query_inputs, outputs, **engine))
         then_export(threshold.release(on_settings, query_inputs, outputs, **engine))
         then_export(top_k.release(on_settings, query_inputs, outputs, **engine))
         then_export(level.input(on_settings, query_inputs, outputs, **engine))
-        then_export(result.select(on_click, [mode, opacity, session], outputs, **engine))
+        click_inputs = [mode, opacity, session, threshold, top_k, negative]
+        then_export(result.select(on_click, click_inputs, outputs, **engine))
         then_export(clear.click(on_clear_prompts, [opacity, session], outputs, **draw))
         # .change (not .release): typing a value fires it too; while a redraw runs, further
         # changes collapse into one (trigger_mode "always_last").

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
@@ -16,16 +15,20 @@ if TYPE_CHECKING:
 
     from grounded_sam.pipeline import GroundedSAM
     from grounded_sam.sam.everything import EverythingSettings
+    from grounded_sam.utils.progress import StageProgress
 
 __all__ = [
     "PROG",
     "ArgumentParser",
     "HelpFormatter",
+    "add_grounding_options",
     "add_model_options",
     "add_proposal_options",
     "add_query_options",
     "check_out_dir",
     "load_engine",
+    "say",
+    "stage_progress",
     "proposal_settings",
     "format_table",
     "query_kwargs",
@@ -92,18 +95,17 @@ def non_negative_int(text: str) -> int:
 
 
 def _engine_defaults() -> dict[str, Any]:
-    from grounded_sam.pipeline import DEFAULT_INDEX_SETTINGS, GroundedSAM
+    """The engine's defaults, from :mod:`grounded_sam.cli.defaults` (no torch import)."""
+    from types import SimpleNamespace
 
-    params = inspect.signature(GroundedSAM.__init__).parameters
-    return {
-        "proposals": DEFAULT_INDEX_SETTINGS,
-        **{k: params[k].default for k in ("threshold", "top_k", "refine", "max_regions")},
-    }
+    from grounded_sam.cli import defaults
+
+    return {"proposals": SimpleNamespace(**defaults.INDEX_PROPOSALS), **defaults.QUERY}
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--sam, --clip, --device, --dtype, --crop-style and -v/--verbose."""
-    from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_SAM
+    from grounded_sam.cli.defaults import DEFAULT_CLIP, DEFAULT_SAM
 
     group = parser.add_argument_group("models")
     group.add_argument(
@@ -146,6 +148,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         action="count",
         default=0,
         help="log progress (-v) or debug details and tracebacks (-vv) to stderr",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars or timing lines on stderr (errors are still shown)",
     )
 
 
@@ -228,14 +236,71 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def box_xyxy(text: str) -> list[float]:
+    """A box ``x1,y1,x2,y2`` in pixels."""
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected a box as x1,y1,x2,y2 in pixels, got {text!r}")
+    return values
+
+
+def add_grounding_options(parser: argparse.ArgumentParser, exemplars: bool = False) -> None:
+    """--negative, --calibration, --keep-parts (and --exemplar / --exemplar-label)."""
+    group = parser.add_argument_group("grounding")
+    group.add_argument(
+        "--negative",
+        metavar="PHRASES",
+        default=None,
+        help="comma-separated phrases to exclude, e.g. 'handle, saucer': a region that best "
+        "matches one of them is never returned",
+    )
+    group.add_argument(
+        "--calibration",
+        default="joint",
+        choices=("joint", "per_phrase"),
+        help="joint: one softmax over all phrases + background (a similar phrase lowers "
+        "another's confidence); per_phrase: each phrase vs the background only",
+    )
+    group.add_argument(
+        "--keep-parts",
+        action="store_true",
+        help="also return masks that are parts of a larger mask with the same label",
+    )
+    if exemplars:
+        group.add_argument(
+            "--exemplar",
+            metavar="X1,Y1,X2,Y2",
+            type=box_xyxy,
+            action="append",
+            default=None,
+            help="box around an example object: find all regions like it (repeatable; "
+            "several are averaged; --prompt becomes optional)",
+        )
+        group.add_argument(
+            "--exemplar-label",
+            default="exemplar",
+            help="class name given to regions found by --exemplar",
+        )
+
+
 def query_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``GroundedSAM.query`` from the parsed detection options."""
-    return {
+    out = {
         "threshold": args.threshold,
         "top_k": args.top_k or None,
         "refine": args.refine,
         "min_region_area": args.min_region_area,
     }
+    for key in ("negative", "calibration", "keep_parts"):
+        if hasattr(args, key):
+            out[key] = getattr(args, key)
+    if getattr(args, "exemplar", None):
+        out["exemplars"] = args.exemplar
+        out["exemplar_label"] = args.exemplar_label
+    return out
 
 
 def proposal_settings(args: argparse.Namespace) -> EverythingSettings:
@@ -255,8 +320,28 @@ def proposal_settings(args: argparse.Namespace) -> EverythingSettings:
 # -- engine --------------------------------------------------------------------------------
 
 
+def stage_progress(args: argparse.Namespace) -> StageProgress:
+    """Progress bars on stderr for one image's stages, off with ``-q``."""
+    from grounded_sam.utils.progress import StageProgress
+
+    return StageProgress(enabled=not getattr(args, "quiet", False))
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A status line on stderr (``grounded-sam: ...``), unless ``-q``; stdout stays clean."""
+    if getattr(args, "quiet", False):
+        return
+    from tqdm import tqdm
+
+    tqdm.write(f"{PROG}: {text}", file=sys.stderr)  # does not break a running bar
+    sys.stderr.flush()
+
+
 def _quiet_weight_loading(verbose: int) -> None:
     """Hide transformers' "Loading weights" bars (keep Hugging Face download bars)."""
+    from grounded_sam.hub import quiet_hub_logging
+
+    quiet_hub_logging(verbose)  # also after transformers is imported: levels set last
     if verbose:
         return
     try:
@@ -278,6 +363,12 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
     """
     import time
 
+    from grounded_sam.clip.loading import clip_hub_model
+    from grounded_sam.hub import require_hub_models
+    from grounded_sam.sam.loading import sam_hub_model
+
+    # Before the heavier imports: offline and not cached fails here, naming both models.
+    require_hub_models([sam_hub_model(args.sam), clip_hub_model(args.clip)])
     from grounded_sam import GroundedSAM
 
     _quiet_weight_loading(args.verbose)
@@ -296,7 +387,7 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
         crop_style=args.crop_style,
         **kwargs,
     )
-    logger.info("Models ready in %.1fs on %s", time.perf_counter() - t0, gs.device)
+    say(args, f"models ready in {time.perf_counter() - t0:.1f}s on {gs.device}")
     return gs
 
 

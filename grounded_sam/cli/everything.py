@@ -15,6 +15,8 @@ from grounded_sam.cli.common import (
     non_negative_int,
     positive_int,
     probability,
+    say,
+    stage_progress,
 )
 
 __all__ = ["add_parser", "run"]
@@ -37,9 +39,11 @@ example:
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``everything`` command."""
-    from grounded_sam import EverythingSettings
+    from types import SimpleNamespace
 
-    s = EverythingSettings()
+    from grounded_sam.cli.defaults import EVERYTHING
+
+    s = SimpleNamespace(**EVERYTHING)
     parser = commands.add_parser(
         "everything",
         help="SAM's automatic masks for a whole image (no text)",
@@ -130,8 +134,10 @@ def run(args: argparse.Namespace) -> int:
     }
     gs = load_engine(args)
     t0 = time.perf_counter()
-    records = gs.everything(image, output_mode="coco_rle", **settings)
+    progress = stage_progress(args)
+    records = gs.everything(image, output_mode="coco_rle", show_progress=progress, **settings)
     elapsed = time.perf_counter() - t0
+    say(args, f"{path}: {progress.summary()} (total {elapsed:.2f}s)")
     h, w = image.shape[:2]
     dets = everything_to_detections(records, (h, w))
     out.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 from grounded_sam.cli.common import (
     HelpFormatter,
+    add_grounding_options,
     add_model_options,
     add_proposal_options,
     add_query_options,
@@ -63,7 +62,7 @@ examples:
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``label`` command."""
-    from grounded_sam.export.dataset import FORMATS
+    from grounded_sam.cli.defaults import DATASET_FORMATS as FORMATS
 
     parser = commands.add_parser(
         "label",
@@ -103,6 +102,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_query_options(parser)
+    add_grounding_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
     _add_ray_options(parser)
@@ -179,6 +179,8 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``label``; returns 0, or 1 when some images failed."""
+    from tqdm import tqdm
+
     from grounded_sam import parse_prompt
     from grounded_sam.export.dataset import label_images, labeling_config, prepare_labeling
 
@@ -208,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k or None,
         refine=args.refine,
         min_region_area=args.min_region_area,
+        negative=args.negative,
+        calibration=args.calibration,
+        keep_parts=args.keep_parts,
     )
 
     def on_failure(rel: str, reason: str) -> None:
@@ -223,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         args.format,
         config=config,
         restart=args.restart,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
         on_failure=on_failure,
         **query_kwargs(args),
     )
@@ -233,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_ray(args: argparse.Namespace, classes: list[str]) -> int:
     """``label --ray``: the same job on Ray Data (grounded_sam.distributed)."""
+    from tqdm import tqdm
+
     from grounded_sam.distributed import label_dataset
 
     def on_failure(rel: str, reason: str) -> None:
@@ -256,7 +263,7 @@ def _run_ray(args: argparse.Namespace, classes: list[str]) -> int:
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
         restart=args.restart,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
         verbose=args.verbose > 0,
         on_failure=on_failure,
         **query_kwargs(args),

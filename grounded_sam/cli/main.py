@@ -38,10 +38,18 @@ Run 'grounded-sam COMMAND --help' for the options of a command.
 """
 
 
+#: Command modules under grounded_sam.cli, in --help order. Each defines
+#: ``add_parser(commands)`` and ``run(args)``; its parser must be built without heavy imports
+#: (torch, transformers, supervision, gradio are imported inside ``run``) so that
+#: ``grounded-sam --help`` stays fast. tests/cli/test_startup.py checks this.
+COMMANDS = ("segment", "everything", "label", "shell", "app", "export_onnx")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
+    import importlib
+
     from grounded_sam import __version__
-    from grounded_sam.cli import app, everything, label, segment, shell
 
     parser = ArgumentParser(
         prog=PROG,
@@ -54,11 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
-    for module in (segment, everything, label, shell, app):
-        module.add_parser(commands)
-    from grounded_sam.cli import export_onnx
-
-    export_onnx.add_parser(commands)
+    for name in COMMANDS:
+        importlib.import_module(f"grounded_sam.cli.{name}").add_parser(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import (
     HelpFormatter,
+    add_grounding_options,
     add_model_options,
     add_proposal_options,
     add_query_options,
@@ -20,6 +21,7 @@ from grounded_sam.cli.common import (
     format_table,
     load_engine,
     query_kwargs,
+    say,
     unique_stems,
 )
 
@@ -46,6 +48,8 @@ confidence is the calibrated CLIP probability that the region shows the label.
 EXAMPLE = """\
 example:
   grounded-sam segment street.jpg park.jpg --prompt "dog, frisbee" --out results/
+  grounded-sam segment kitchen.jpg --prompt cup --negative "handle, saucer" --out results/
+  grounded-sam segment shelf.jpg --exemplar 40,60,120,150 --exemplar-label jar --out results/
 """
 
 
@@ -62,9 +66,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "-p",
         "--prompt",
-        required=True,
-        default=argparse.SUPPRESS,
-        help="phrase or comma-separated phrases, e.g. 'dog, frisbee'",
+        default=None,
+        help="phrase or comma-separated phrases, e.g. 'dog, frisbee' (required unless "
+        "--exemplar is given)",
     )
     parser.add_argument(
         "-o", "--out", metavar="DIR", default=None, help="output folder (required unless --json)"
@@ -76,6 +80,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--opacity", type=float, default=0.5, help="mask fill opacity of the overlay, 0 to 1"
     )
     add_query_options(parser)
+    add_grounding_options(parser, exemplars=True)
     add_proposal_options(parser)
     add_model_options(parser)
     parser.set_defaults(run=run)
@@ -85,9 +90,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``segment``; returns the exit status (1 if any image failed)."""
     from grounded_sam import parse_prompt
+    from grounded_sam.batch import segment_items
     from grounded_sam.export.records import detections_to_json
+    from grounded_sam.grounding.candidates import parse_negatives
 
-    phrases = parse_prompt(args.prompt)
+    if args.prompt is None and not args.exemplar:
+        raise ValueError(
+            "Give --prompt PHRASES, --exemplar X1,Y1,X2,Y2 around an example object, or both."
+        )
+    phrases = None if args.prompt is None else parse_prompt(args.prompt)
+    labels = (phrases or []) + ([args.exemplar_label] if args.exemplar else [])
+    parse_negatives(args.negative, phrases or [])
     if args.out is None and not args.json:
         raise ValueError("Give --out DIR for the result files, or --json to print the JSON.")
     if not 0.0 <= args.opacity <= 1.0:
@@ -95,47 +108,44 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     images = check_images_exist(args.images)
     models = {"sam": args.sam, "clip": args.clip}
-    gs = None
+    gs = load_engine(args)
     failed = 0
-    for path, stem in zip(images, unique_stems(images), strict=True):
-        image = _try_load(path)
-        if image is None:
+    stems = dict(zip(images, unique_stems(images), strict=True))
+    t0 = time.perf_counter()
+    items = segment_items(
+        gs, images, phrases, show_progress=not args.quiet, **query_kwargs(args)
+    )  # a progress bar over the images on stderr (-q: none)
+    for item in items:  # the shared many-images loop (decoding overlapped with model work)
+        path, image, dets = item.source, item.image, item.result
+        elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
+        if not item.ok:
+            if not isinstance(dets, (ValueError, OSError)):
+                raise dets
+            from tqdm import tqdm  # writes past the images bar, on a line of its own
+
+            tqdm.write(f"grounded-sam: error: {' '.join(str(dets).split())}", file=sys.stderr)
             failed += 1
             continue
-        if gs is None:  # loaded once an image is known to be readable, so bad input fails fast
-            gs = load_engine(args)
-        t0 = time.perf_counter()
-        dets = gs.segment(image, phrases, **query_kwargs(args))
-        elapsed = time.perf_counter() - t0
+        say(args, f"{path}: segmented in {elapsed:.2f}s")
         doc = detections_to_json(
             dets,
             image.shape[:2],
             image_path=path,
             prompt=args.prompt,
-            phrases=phrases,
+            phrases=labels,
             models=models,
         )
         if out is not None:
-            written = _write_outputs(out, stem, image, dets, doc, args.opacity)
+            written = _write_outputs(out, stems[path], image, dets, doc, args.opacity)
         if args.json:
             sys.stdout.write(json.dumps(doc, allow_nan=False) + "\n")
         else:
             print(f"{path}: {len(dets)} instance(s) in {elapsed:.2f}s")
             print(format_table(dets))
-            print(f"  wrote {written[0]}, {written[1]} and {len(written) - 2} mask file(s)")
+            if out is not None:
+                print(f"  wrote {written[0]}, {written[1]} and {len(written) - 2} mask file(s)")
         sys.stdout.flush()
     return 1 if failed else 0
-
-
-def _try_load(path: Path) -> np.ndarray | None:
-    """The image, or None after reporting why it cannot be read (one line on stderr)."""
-    from grounded_sam import load_image
-
-    try:
-        return load_image(path)
-    except (ValueError, OSError) as exc:
-        sys.stderr.write(f"grounded-sam: error: {' '.join(str(exc).split())}\n")
-        return None
 
 
 def _write_outputs(

@@ -18,6 +18,8 @@ from grounded_sam.cli.common import (
     format_table,
     load_engine,
     query_kwargs,
+    say,
+    stage_progress,
 )
 
 __all__ = ["add_parser", "run"]
@@ -30,7 +32,8 @@ QUIT = {"", "quit", "exit", "q", ":q"}
 DESCRIPTION = """\
 Interactive prompt on one image. The image is indexed once (SAM proposals + CLIP region
 embeddings); each phrase you type is then answered from that index: the table of detections
-and the time the answer took are printed and STEM_overlay.png in --out is rewritten.
+and the time the answer took are printed, and STEM_overlay.png in --out (if given) is
+rewritten.
 Type comma-separated phrases; an empty line, 'quit' or Ctrl-D ends. Reads stdin, so
 phrases can also be piped in: printf 'dog\\ncat, tree\\n' | grounded-sam shell photo.jpg
 """
@@ -45,7 +48,13 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("image", metavar="IMAGE", help="image file")
-    parser.add_argument("-o", "--out", metavar="DIR", default=".", help="folder of the overlay PNG")
+    parser.add_argument(
+        "-o",
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="folder where STEM_overlay.png is rewritten after each phrase (none: no file)",
+    )
     parser.add_argument(
         "--opacity", type=float, default=0.5, help="mask fill opacity of the overlay, 0 to 1"
     )
@@ -85,12 +94,14 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(path)
     gs = load_engine(args)
     t0 = time.perf_counter()
-    index = gs.index(image)
+    progress = stage_progress(args)
+    index = gs.index(image, show_progress=progress)
+    say(args, f"{path}: indexed: {progress.summary()}")
     print(
         f"{path}: indexed {image.shape[1]}x{image.shape[0]} in {time.perf_counter() - t0:.2f}s "
         f"({len(index)} regions). Type phrases (comma-separated); empty line or 'quit' ends."
     )
-    overlay_path = Path(out) / f"{path.stem}_overlay.png"
+    overlay_path = None if out is None else Path(out) / f"{path.stem}_overlay.png"
     interactive = sys.stdin.isatty()
     if interactive:
         try:
@@ -110,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         elapsed = time.perf_counter() - t0
         print(format_table(dets))
-        atomic_write_png(overlay_path, annotate_detections(image, dets, args.opacity))
-        print(f"{len(dets)} instance(s) in {elapsed * 1000:.0f} ms; overlay: {overlay_path}")
+        line = f"{len(dets)} instance(s) in {elapsed * 1000:.0f} ms"
+        if overlay_path is not None:
+            atomic_write_png(overlay_path, annotate_detections(image, dets, args.opacity))
+            line += f"; overlay: {overlay_path}"
+        print(line)
         sys.stdout.flush()
     return 0

@@ -30,8 +30,9 @@ from grounded_sam.clip.scorer import ClipScorer
 from grounded_sam.clip.text import check_templates
 from grounded_sam.device import resolve_device, resolve_dtype
 from grounded_sam.errors import ModelLoadError
+from grounded_sam.hub import HubModel, require_hub_models
 
-__all__ = ["DEFAULT_CLIP", "ClipSpec", "load_clip", "parse_clip_spec"]
+__all__ = ["DEFAULT_CLIP", "ClipSpec", "clip_hub_model", "load_clip", "parse_clip_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,44 @@ def parse_clip_spec(spec: str | os.PathLike[str]) -> ClipSpec:
     )
 
 
+def clip_hub_model(
+    spec: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+) -> HubModel | None:
+    """The Hub repository a CLIP spec downloads from (None: local folder, file or plain URL).
+
+    Raises:
+        ModelLoadError: The spec is malformed or unknown (see :func:`parse_clip_spec`).
+    """
+    import open_clip
+
+    parsed = parse_clip_spec(spec)
+    weights = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    if parsed.source == "hf-hub":
+        repo, files = parsed.model_name[len(_HF_HUB) :], (("open_clip_config.json",), weights)
+    elif parsed.source == "builtin" and open_clip.pretrained.is_pretrained_cfg(
+        parsed.model_name, parsed.pretrained or ""
+    ):
+        hf_hub = open_clip.get_pretrained_cfg(parsed.model_name, parsed.pretrained).get("hf_hub")
+        if not hf_hub:
+            return None  # downloaded from a URL, not the Hub
+        repo, filename = os.path.split(hf_hub)  # "org/name/" or "org/name/file.bin"
+        alternatives = (filename, filename.rsplit(".", 1)[0] + ".safetensors")
+        files = (alternatives if filename else weights,)
+    else:
+        return None
+    name = spec if isinstance(spec, str) else parsed.display
+    return HubModel(
+        what=f"CLIP model {name!r}",
+        repo_id=repo,
+        files=files,
+        fix="For CLIP, on a connected machine run `python -m grounded_sam.clip.local_copy "
+        f"{parsed.display} DIR` (writes open_clip_config.json and "
+        "open_clip_model.safetensors), copy DIR over and pass clip='local-dir:DIR' "
+        "(--clip local-dir:DIR).",
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+
+
 def _exception_chain(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -284,6 +323,7 @@ def load_clip(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     parsed = parse_clip_spec(spec)
+    require_hub_models([clip_hub_model(spec, cache_dir)])  # fails in seconds if offline, not cached
     display = str(spec) if not isinstance(spec, os.PathLike) else parsed.display
     started = time.perf_counter()
     logger.info("Loading CLIP %s on %s (%s)", parsed.display, torch_device, torch_dtype)

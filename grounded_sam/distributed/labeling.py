@@ -139,6 +139,9 @@ def label_dataset(
     top_k: int | None | str = "default",
     refine: int | None = None,
     min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
     engine: Callable[[], GroundedSAM] | None = None,
     address: str | None = None,
     concurrency: int | tuple[int, int] | None = None,
@@ -173,6 +176,9 @@ def label_dataset(
         top_k: Maximum instances per class and image (None: no limit).
         refine: Mask refinement passes.
         min_region_area: Remove mask islands/holes smaller than this many pixels.
+        negative: Negative phrases (a region that best matches one is never labeled).
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
         engine: Advanced: a picklable zero-argument callable that builds the engine on a
             worker, instead of ``from_pretrained`` with the model options above (which
             still name the run's settings in the saved config).
@@ -225,6 +231,9 @@ def label_dataset(
         "top_k": top_k if top_k != "default" else d["top_k"],
         "refine": refine if refine is not None else d["refine"],
         "min_region_area": min_region_area,
+        "negative": negative,
+        "calibration": calibration,
+        "keep_parts": keep_parts,
     }
     config = labeling_config(
         class_list,

@@ -11,7 +11,7 @@ Layout of ``DATASET_DIR``::
 
     images/                  the labeled images (copied; nested paths flattened with "__")
     annotations.json         COCO: RLE masks, iscrowd 0, a "score" (confidence) per annotation
-    labels/*.txt, data.yaml  YOLO segmentation polygons (one line per polygon)
+    labels/*.txt, data.yaml  YOLO segmentation polygons (one line per detection)
     scores/*.txt             YOLO sidecar: the confidence of each label line, same order
     annotations/*.xml        Pascal VOC
     .grounded_sam_state/     resume state (run.json + one JSON per image)
@@ -22,7 +22,9 @@ same folder fails at once with :class:`grounded_sam.export.lock.DatasetBusyError
 ``lock_wait`` seconds), so exports never interleave.
 
 The formats are written by supervision's ``DetectionDataset`` (``as_coco``, ``as_yolo``,
-``as_pascal_voc``); every file is written to a temporary name first and then renamed.
+``as_pascal_voc``); every file is written to a temporary name first and then renamed. For
+YOLO and VOC, a mask in several parts is first joined into one piece
+(:mod:`grounded_sam.export.single_part`), so each detection is one polygon, one instance.
 """
 
 from __future__ import annotations
@@ -42,10 +44,14 @@ import numpy as np
 import supervision as sv
 from tqdm import tqdm
 
+from grounded_sam.batch import iter_results
 from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
 from grounded_sam.export.lock import dataset_lock
 from grounded_sam.export.records import detections_to_records, records_to_detections
-from grounded_sam.inputs import load_image, parse_prompt
+from grounded_sam.export.single_part import join_parts_of_masks
+from grounded_sam.grounding.candidates import parse_negatives
+from grounded_sam.grounding.scoring import check_calibration
+from grounded_sam.inputs import parse_prompt
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -213,6 +219,9 @@ def labeling_config(
     top_k: int | None = 20,
     refine: int = 1,
     min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
 ) -> dict[str, Any]:
     """Everything that changes a labeling result; saved results are reused only if it matches.
 
@@ -227,13 +236,27 @@ def labeling_config(
         top_k: Maximum detections per class (None: no limit).
         refine: Refinement passes.
         min_region_area: Small-region cleanup of the final masks.
+        negative: Negative phrases (regions that best match one are never labeled).
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
 
     Returns:
         A JSON-ready dict (stored in ``.grounded_sam_state/run.json``).
     """
+    # Grounding options are stored only when not at their defaults, so that runs saved
+    # before they existed still resume.
+    extra: dict[str, Any] = {}
+    negatives = parse_negatives(negative, list(classes))
+    if negatives:
+        extra["negative"] = negatives
+    if calibration != "joint":
+        extra["calibration"] = calibration
+    if keep_parts:
+        extra["keep_parts"] = True
     return json.loads(
         json.dumps(
             {
+                **extra,
                 "classes": list(classes),
                 "sam": os.fspath(sam),
                 "clip": clip,
@@ -262,6 +285,9 @@ def _engine_config(gs: GroundedSAM, classes: list[str], query: Mapping[str, Any]
         top_k=gs.top_k if top_k == "default" else top_k,
         refine=gs.refine if query.get("refine") is None else query["refine"],
         min_region_area=query.get("min_region_area", 0),
+        negative=query.get("negative"),
+        calibration=query.get("calibration", "joint"),
+        keep_parts=query.get("keep_parts", False),
     )
 
 
@@ -342,6 +368,10 @@ def label_image(
     top_k: int | None | str = "default",
     refine: int | None = None,
     min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
+    embedding: Any = None,
 ) -> list[dict[str, Any]]:
     """Label one image: index it once, answer all classes from that index.
 
@@ -356,12 +386,17 @@ def label_image(
         top_k: Maximum instances per class (None: no limit; "default": the engine's).
         refine: Mask refinement passes (None: the engine's).
         min_region_area: Remove mask islands/holes smaller than this many pixels.
+        negative: Negative phrases (a region that best matches one is never labeled).
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
+        embedding: The image's SAM embedding when the many-images loop already encoded it
+            in a batch (None: encode here).
 
     Returns:
         The instance records (:func:`~grounded_sam.export.records.detections_to_records`),
         masks as COCO RLE.
     """
-    index = gs.index(image)
+    index = gs.index(image) if embedding is None else gs.index(image, embedding=embedding)
     dets = gs.query(
         index,
         list(classes),
@@ -369,6 +404,9 @@ def label_image(
         top_k=top_k,
         refine=refine,
         min_region_area=min_region_area,
+        negative=negative,
+        calibration=calibration,
+        keep_parts=keep_parts,
     )
     return detections_to_records(dets, image.shape[:2])
 
@@ -385,6 +423,9 @@ def label_images(
     top_k: int | None | str = "default",
     refine: int | None = None,
     min_region_area: int = 0,
+    negative: str | Sequence[str] | None = None,
+    calibration: str = "joint",
+    keep_parts: bool = False,
     config: Mapping[str, Any] | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -406,6 +447,10 @@ def label_images(
             engine's).
         refine: Mask refinement passes (default: the engine's).
         min_region_area: Remove mask islands/holes smaller than this many pixels.
+        negative: Negative phrases, e.g. ``"handle, saucer"``: a region whose best match is
+            one of them is never labeled.
+        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
+        keep_parts: Keep parts of a larger same-class mask as their own instances.
         config: The run's :func:`labeling_config`; required when ``engine`` is a loader,
             derived from the engine otherwise.
         restart: Discard saved progress in ``out_dir`` and label every image again.
@@ -428,6 +473,7 @@ def label_images(
         return _label_images(
             engine, images_dir, images, classes, out_dir, fmt,
             threshold=threshold, top_k=top_k, refine=refine, min_region_area=min_region_area,
+            negative=negative, calibration=calibration, keep_parts=keep_parts,
             config=config, restart=restart, progress=progress, on_failure=on_failure,
         )  # fmt: skip
 
@@ -444,6 +490,9 @@ def _label_images(
     top_k: int | None | str,
     refine: int | None,
     min_region_area: int,
+    negative: str | Sequence[str] | None,
+    calibration: str,
+    keep_parts: bool,
     config: Mapping[str, Any] | None,
     restart: bool,
     progress: bool,
@@ -458,6 +507,9 @@ def _label_images(
         "top_k": top_k,
         "refine": refine,
         "min_region_area": min_region_area,
+        "negative": negative,
+        "calibration": calibration,
+        "keep_parts": keep_parts,
     }
     gs: GroundedSAM | None = engine if hasattr(engine, "index") else None  # type: ignore[assignment]
     if config is None:
@@ -490,35 +542,35 @@ def _label_images(
             logger.warning("Skipped %s: %s", rel, reason)
 
     # The bar starts once the models are ready, so that a model that cannot be loaded
-    # leaves nothing but its error message.
+    # leaves nothing but its error message. Images go through the shared many-images loop
+    # (decoding overlapped with model work, batched encoder on CUDA).
     bar: tqdm | None = None
-    seen = report.reused
     try:
-        for rel, path in todo:
-            if bar is not None:
-                bar.set_postfix_str(rel[-40:], refresh=False)
-            seen += 1
-            try:
-                image = load_image(path)
-            except _IMAGE_FAILURES as exc:
-                fail(rel, _one_line(exc))
-                if bar is not None:
-                    bar.update(1)
-                continue
-            if gs is None:  # the first image that needs work: load the models now
-                gs = engine()  # type: ignore[operator]
+        if todo and gs is None:  # some image needs work: load the models now
+            gs = engine()  # type: ignore[operator]
+        check_calibration(calibration)  # bad options fail once, before any image
+        parse_negatives(negative, class_list)
+
+        def work(image: np.ndarray, embedding: Any) -> list[dict[str, Any]]:
+            return label_image(gs, image, class_list, embedding=embedding, **query)
+
+        items = iter_results(gs, [p for _, p in todo], work, show_progress=False
+                             ) if todo else iter(())  # fmt: skip
+        for (rel, path), item in zip(todo, items, strict=True):
             if bar is None:
                 bar = tqdm(
                     total=len(images),
-                    initial=seen - 1,
+                    initial=report.reused,
                     unit="img",
                     desc="Labeling",
                     disable=not progress,
                     dynamic_ncols=True,
-                    postfix=rel[-40:],
                 )
+            bar.set_postfix_str(rel[-40:], refresh=False)
             try:
-                records = label_image(gs, image, class_list, **query)
+                if not item.ok:
+                    raise item.result
+                image, records = item.image, item.result
             except _IMAGE_FAILURES as exc:
                 fail(rel, _one_line(exc))
             else:
@@ -719,12 +771,18 @@ def _prune(folder: Path, keep: set[str], suffixes: tuple[str, ...] | None) -> No
 
 
 def _dataset(
-    entries: Sequence[_Entry], targets: Sequence[Path], classes: list[str], crowd: bool = False
+    entries: Sequence[_Entry],
+    targets: Sequence[Path],
+    classes: list[str],
+    crowd: bool = False,
+    one_part: bool = False,
 ) -> tuple[sv.DetectionDataset, list[sv.Detections]]:
     annotations = {}
     dets_list = []
     for entry, target in zip(entries, targets, strict=True):
         dets = records_to_detections(entry.records, (entry.height, entry.width), classes)
+        if one_part:  # polygon formats: one polygon (one instance) per detection
+            dets.mask = join_parts_of_masks(dets.mask)
         if crowd:
             # Makes supervision's COCO writer take its exact-RLE path (no polygon fitting).
             dets.data["iscrowd"] = np.ones(len(dets), dtype=int)
@@ -818,7 +876,7 @@ def _export_yolo(
     pairs = list(zip(entries, targets, strict=True))
     for chunk in _chunks(pairs, _CHUNK):
         chunk_entries = [e for e, _ in chunk]
-        ds, dets_list = _dataset(chunk_entries, [t for _, t in chunk], classes)
+        ds, dets_list = _dataset(chunk_entries, [t for _, t in chunk], classes, one_part=True)
         ds.as_yolo(annotations_directory_path=str(labels))
         for entry, target, dets in zip(
             chunk_entries, [t for _, t in chunk], dets_list, strict=True
@@ -857,7 +915,7 @@ def _export_voc(
     xml_dir = staging / "annotations"
     pairs = list(zip(entries, targets, strict=True))
     for chunk in _chunks(pairs, _CHUNK):
-        ds, _ = _dataset([e for e, _ in chunk], [t for _, t in chunk], classes)
+        ds, _ = _dataset([e for e, _ in chunk], [t for _, t in chunk], classes, one_part=True)
         ds.as_pascal_voc(annotations_directory_path=str(xml_dir))
     _move_all(xml_dir, out / "annotations", ".xml")
     return [out / "annotations"]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DEFAULT_BACKGROUND_PHRASES", "similarity", "calibrate"]
+__all__ = [
+    "CALIBRATIONS",
+    "DEFAULT_BACKGROUND_PHRASES",
+    "best_is_negative",
+    "calibrate",
+    "check_calibration",
+    "negative_scores",
+    "score_phrases",
+    "similarity",
+]
 
 DEFAULT_BACKGROUND_PHRASES: tuple[str, ...] = (
     "background",
@@ -48,3 +57,96 @@ def calibrate(cosine: torch.Tensor, n_phrases: int, logit_scale: float) -> torch
     """
     probs = torch.softmax(cosine.float() * logit_scale, dim=-1)
     return probs[:, :n_phrases]
+
+
+CALIBRATIONS = ("joint", "per_phrase")
+"""Calibration modes accepted by :func:`score_phrases` (and ``GroundedSAM.query``)."""
+
+
+def score_phrases(
+    cosine: torch.Tensor,
+    n_phrases: int,
+    logit_scale: float,
+    mode: str = "joint",
+) -> torch.Tensor:
+    """Calibrated scores of the user's phrases.
+
+    Columns of ``cosine`` are ordered: the ``P`` user phrases, then the competitors every
+    phrase must beat (the negative phrases, then the background phrases).
+
+    - ``"joint"``: one softmax at CLIP's temperature over all columns (CLIP zero-shot
+      classification, :func:`calibrate`). A phrase's score is the probability that the
+      region shows it rather than any other phrase, negative or background, so it drops
+      when a similar phrase is added to the query.
+    - ``"per_phrase"``: each phrase gets its own softmax against the competitors only
+      (negatives and background), so its score does not depend on the other user phrases;
+      a region's scores no longer sum to at most 1.
+
+    Args:
+        cosine: (N, P + C) cosine similarities.
+        n_phrases: P.
+        logit_scale: CLIP's logit scale (its softmax temperature).
+        mode: ``"joint"`` or ``"per_phrase"``.
+
+    Returns:
+        (N, P) float32 probabilities.
+
+    Raises:
+        ValueError: Unknown ``mode``.
+    """
+    check_calibration(mode)
+    if mode == "joint":
+        return calibrate(cosine, n_phrases, logit_scale)
+    logits = cosine.float() * logit_scale
+    rest = torch.logsumexp(logits[:, n_phrases:], dim=-1, keepdim=True)  # (N, 1)
+    return torch.sigmoid(logits[:, :n_phrases] - rest)  # e^x / (e^x + sum of e^competitor)
+
+
+def check_calibration(mode: str) -> None:
+    """Raise a ValueError naming the choices when ``mode`` is not a calibration mode."""
+    if mode not in CALIBRATIONS:
+        raise ValueError(
+            f"calibration must be one of {', '.join(map(repr, CALIBRATIONS))}, got {mode!r}."
+        )
+
+
+def negative_scores(
+    cosine: torch.Tensor, n_phrases: int, n_negatives: int, logit_scale: float
+) -> torch.Tensor:
+    """Probability that a region shows one of the negative phrases rather than background.
+
+    Args:
+        cosine: (N, P + Q + B) as for :func:`score_phrases`.
+        n_phrases: P.
+        n_negatives: Q.
+        logit_scale: CLIP's logit scale.
+
+    Returns:
+        (N, Q) float32: each negative against the negatives and the background phrases.
+    """
+    logits = cosine[:, n_phrases:].float() * logit_scale
+    return torch.softmax(logits, dim=-1)[:, :n_negatives]
+
+
+def best_is_negative(cosine: torch.Tensor, n_phrases: int, n_negatives: int) -> torch.Tensor:
+    """Regions whose best match among the user's and the negative phrases is a negative.
+
+    Decided on cosine similarity, so it is the same under every calibration mode (both are
+    increasing in a column's similarity).
+
+    Args:
+        cosine: (N, P + Q + B) as for :func:`score_phrases`.
+        n_phrases: P (may be 0).
+        n_negatives: Q.
+
+    Returns:
+        (N,) bool; all False when Q is 0. With P = 0, True everywhere (use
+        :func:`negative_scores` to compare negatives with exemplars instead).
+    """
+    n = cosine.shape[0]
+    if n_negatives == 0:
+        return torch.zeros(n, dtype=torch.bool, device=cosine.device)
+    neg = cosine[:, n_phrases : n_phrases + n_negatives].max(dim=1).values
+    if n_phrases == 0:
+        return torch.ones(n, dtype=torch.bool, device=cosine.device)
+    return neg >= cosine[:, :n_phrases].max(dim=1).values

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from grounded_sam.errors import ModelLoadError
+from grounded_sam.hub import HubModel, require_hub_models
 
 __all__ = [
     "DEFAULT_SAM",
@@ -27,6 +28,7 @@ __all__ = [
     "SamCheckpoint",
     "load_sam_model",
     "resolve_sam_checkpoint",
+    "sam_hub_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -179,6 +181,37 @@ def _hub_config_file(repo: str) -> str:
     )
 
 
+def _missing_folder(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"SAM model directory not found: {path}. Give an existing folder saved with "
+        "save_pretrained (config.json + model.safetensors), or a Hugging Face id "
+        f"such as {DEFAULT_SAM!r}."
+    )
+
+
+def sam_hub_model(spec: str | os.PathLike) -> HubModel | None:
+    """The Hub repository ``spec`` names (None for a local folder).
+
+    Raises:
+        ModelLoadError: ``spec`` is a path that does not exist (reported before any other
+            model is looked at).
+    """
+    spec_str = os.fspath(spec)
+    repo = SAM_ALIASES.get(spec_str.lower(), spec_str)
+    if Path(repo).expanduser().exists():
+        return None
+    if isinstance(spec, os.PathLike) or _looks_like_path(repo):
+        raise _missing_folder(Path(repo).expanduser())
+    return HubModel(
+        what=f"SAM model {repo!r}",
+        repo_id=repo,
+        # The config decides the family first (resolve_sam_checkpoint); missing weights of a
+        # cached config are reported by the loader (offline mode: no retries either).
+        files=(("config.json",),),
+        fix=f"For SAM: {_download_advice(repo)}",
+    )
+
+
 def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
     """Find a checkpoint and read its config, without loading any weights.
 
@@ -193,6 +226,7 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
         ModelLoadError: Not found, not readable, or not a SAM-family model (the message names
             the ``model_type`` found and the supported families).
     """
+    require_hub_models([sam_hub_model(spec)])  # fails in seconds when offline and not cached
     spec_str = os.fspath(spec)
     spec_str = SAM_ALIASES.get(spec_str.lower(), spec_str)
     path = Path(spec_str).expanduser()
@@ -206,11 +240,7 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
         _check_type(model_type, str(path))
         return SamCheckpoint(spec_str, str(path), model_type, is_local=True)
     if isinstance(spec, os.PathLike) or _looks_like_path(spec_str):
-        raise ModelLoadError(
-            f"SAM model directory not found: {path}. Give an existing folder saved with "
-            "save_pretrained (config.json + model.safetensors), or a Hugging Face id "
-            f"such as {DEFAULT_SAM!r}."
-        )
+        raise _missing_folder(path)
     config_file = _hub_config_file(spec_str)
     model_type = _read_model_type(config_file, f"Hugging Face model {spec_str!r}")
     _check_type(model_type, f"Hugging Face model {spec_str!r} (config {config_file})")

@@ -80,3 +80,14 @@ def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
     w, h = size
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests that use the ``browser`` fixture when their module says why.
+
+    Added here (not as a decorator) so that ``pytest -ra`` folds them into one line.
+    """
+    for item in items:
+        reason = getattr(getattr(item, "module", None), "BROWSER_SKIP_REASON", None)
+        if reason and "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason=reason))

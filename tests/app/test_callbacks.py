@@ -409,3 +409,37 @@ def test_bundled_examples(examples: list[Path]) -> None:
         assert path.name in readme
         image, _ = cb.open_upload(path)
         assert max(image.shape[:2]) <= 800
+
+
+def test_negative_phrases_reach_the_engine_and_bad_ones_are_user_errors(
+    indexed: cb.Session, tiny_gs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = {}
+    real_query = tiny_gs.query
+
+    def spy(index, prompt=None, **kwargs):
+        seen.update(kwargs, prompt=prompt)
+        return real_query(index, prompt, **kwargs)
+
+    monkeypatch.setattr(tiny_gs, "query", spy)
+    cb.text_query(indexed, tiny_gs, "cup", 0.0, "low", 0, negative="handle, saucer")
+    assert seen["negative"] == ["handle", "saucer"]
+    cb.text_query(indexed, tiny_gs, "cup", 0.0, "low", 0, negative=" ")
+    assert seen["negative"] is None
+    with pytest.raises(cb.UserError, match="both a phrase and a negative"):
+        cb.text_query(indexed, tiny_gs, "cup", 0.0, "low", 0, negative="Cup")
+
+
+def test_find_similar_mode_boxes_an_example_and_shows_look_alikes(
+    indexed: cb.Session, tiny_gs
+) -> None:
+    assert "Find similar" in cb.CLICK_MODES
+    h, w = indexed.image.shape[:2]
+    message, changed = cb.click(indexed, tiny_gs, 5, 5, "Find similar")
+    assert changed and "opposite corner" in message and indexed.box_start == (5, 5)
+    message, changed = cb.click(indexed, tiny_gs, w // 2, h // 2, "Find similar", threshold=0.0)
+    assert changed and "similar to box (5, 5," in message
+    result = indexed.result
+    assert result.kind == "text" and result.phrases == [cb.SIMILAR_LABEL]
+    assert len(result.dets) > 0 and set(result.dets.data["class_name"]) == {cb.SIMILAR_LABEL}
+    assert len(cb.region_table(indexed)) == len(result.dets)

@@ -26,7 +26,7 @@ def test_page_has_every_widget(tiny_gs) -> None:
         "gs-input", "gs-examples", "gs-index-info", "gs-phrases", "gs-run", "gs-threshold",
         "gs-refinement", "gs-topk", "gs-click-mode", "gs-clear-prompts", "gs-result",
         "gs-opacity", "gs-status", "gs-region-info", "gs-regions", "gs-dl-zip", "gs-dl-png",
-        "gs-dl-json", "gs-models",
+        "gs-dl-json", "gs-models", "gs-negative",
     ):  # fmt: skip
         assert elem_id in blocks or elem_id == "gs-examples", elem_id
     threshold = blocks["gs-threshold"]
@@ -73,6 +73,7 @@ def test_help_documents_levels_and_limits() -> None:
     for name, level in cb.REFINEMENT_LEVELS.items():
         assert f"| {name} | {level.refine} |" in text and level.description
     assert "Foreground point" in text and "Box corners" in text
+    assert "Find similar" in text and "Negative phrases" in text
 
 
 def test_require_gradio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -80,5 +81,14 @@ def synthetic_image(path: Path, h: int = 96, w: int = 128, seed: int = 0) -> Pat
     return path
 
 
+#: Progress on stderr (off with -q): tqdm bars and the "models ready" / timing lines.
+_PROGRESS = re.compile(
+    r"^\s*[\w ()-]+:\s+\d+%\|"
+    r"|^grounded-sam: (models ready in |.*: (SAM encoder \d|indexed: |segmented in ))"
+)
+
+
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip()]
+    """Non-empty stderr lines, less the progress bars and timing lines that -q turns off."""
+    parts = (part for line in stderr.splitlines() for part in line.split("\r"))
+    return [p for p in parts if p.strip() and not _PROGRESS.match(p)]

@@ -30,6 +30,9 @@ def test_app_serves_on_loopback(model_args, tmp_path):
                 time.sleep(1)
         assert proc.poll() is None, (tmp_path / "app.err").read_text()[-2000:]
         assert "gradio" in body.lower()
+        printed = (tmp_path / "app.out").read_text()
+        assert f"127.0.0.1:{port}" in printed and "grounded-sam app --share" in printed
+        assert "share=True` in `launch()`" not in printed  # gradio's hint names its own API
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -86,13 +86,18 @@ def test_everything(model_args: list[str], tmp_path: Path) -> None:
     overlay = np.asarray(Image.open(out / "shapes_everything.png"))
     assert overlay.shape == (96, 128, 3)
     assert f"{doc['num_masks']} mask(s)" in proc.stdout
+    # Progress bars and the one-line timing summary go to stderr (tests/cli/test_progress.py).
+    parts = [p for line in proc.stderr.splitlines() for p in line.split("\r") if p.strip()]
+    assert any(p.startswith("SAM encoder:") for p in parts), proc.stderr
+    assert any(p.startswith("proposals:") and "100%" in p for p in parts), proc.stderr
+    assert any(p.startswith(f"grounded-sam: {image}: SAM encoder ") for p in parts)
 
 
 def test_shell_reads_phrases_from_stdin(model_args: list[str], tmp_path: Path) -> None:
     image = synthetic_image(tmp_path / "shapes.png")
     out = tmp_path / "out"
     phrases = "hazelnut\n , ,\nfig, date\nquit\nnever read\n"
-    proc = run_cli(["shell", image, "--out", out, *model_args], stdin=phrases)
+    proc = run_cli(["shell", image, "--out", out, "-q", *model_args], stdin=phrases)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("phrase> ") == 4  # hazelnut, the bad one, fig+date, quit
     answers = [line for line in proc.stdout.splitlines() if " ms; overlay: " in line]
@@ -116,3 +121,16 @@ def test_shell_ends_at_end_of_input_in_process(
     assert main(["shell", str(image), "--out", str(tmp_path), *model_args]) == 0
     captured = capsys.readouterr()
     assert captured.out.count(" ms; overlay: ") == 1 and captured.out.count("phrase> ") == 2
+
+
+def test_segment_negative_exemplar_and_calibration_options(
+    model_args: list[str], tmp_path: Path
+) -> None:
+    image = synthetic_image(tmp_path / "shapes.png")
+    proc = run_cli(["segment", image, "-p", "date", "--negative", "fig, hazelnut",
+                    "--calibration", "per_phrase", "--keep-parts", "--exemplar", "10,10,60,60",
+                    "--exemplar-label", "like this", "--json", *model_args])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.splitlines()[0])
+    assert doc["phrases"] == ["date", "like this"]
+    assert {r["label"] for r in doc["instances"]} <= {"date", "like this"}

@@ -127,6 +127,6 @@ def test_bad_input_gives_one_line_and_nonzero_exit(name: str, results) -> None:
 
 def test_model_error_says_how_to_use_a_local_copy(results) -> None:
     line = error_lines(results["sam hub id offline"].stderr)[0]
-    assert "Download it on a connected machine" in line and "sam-vit-nonexistent" in line
+    assert "on a connected machine" in line and "sam-vit-nonexistent" in line
     assert "--sam DIR" in line  # the command-line way to point at a local copy
     assert "Traceback" not in results["clip missing"].stderr

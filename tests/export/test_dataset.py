@@ -136,16 +136,15 @@ def test_yolo_export_round_trip_with_score_sidecar(image_folder: Path, tmp_path:
     for path, _, dets in ds:
         h, w = dets.mask.shape[1:]
         expected = scene_detections(h, w, CLASSES)
-        # The two-part mask becomes two polygon lines of the same class.
-        assert dets.class_id.tolist() == [0, 1, 2, 2]
-        union = dets.mask[2] | dets.mask[3]
-        iou = (union & expected.mask[2]).sum() / (union | expected.mask[2]).sum()
+        # The two-part mask is one polygon line: one detection, one instance.
+        assert dets.class_id.tolist() == [0, 1, 2]
+        iou = (dets.mask[2] & expected.mask[2]).sum() / (dets.mask[2] | expected.mask[2]).sum()
         assert iou > 0.8
         stem = Path(path).stem
         labels = (out / "labels" / f"{stem}.txt").read_text().splitlines()
         scores = (out / "scores" / f"{stem}.txt").read_text().splitlines()
-        assert len(scores) == len(labels) == 4
-        assert [float(s) for s in scores] == pytest.approx([0.9, 0.75, 0.6, 0.6])
+        assert len(scores) == len(labels) == 3
+        assert [float(s) for s in scores] == pytest.approx([0.9, 0.75, 0.6])
 
 
 def test_voc_export_round_trip(image_folder: Path, tmp_path: Path) -> None:
@@ -158,7 +157,7 @@ def test_voc_export_round_trip(image_folder: Path, tmp_path: Path) -> None:
     assert set(ds.classes) == set(CLASSES) and len(ds) == 4
     for _, _, dets in ds:
         names = [ds.classes[i] for i in dets.class_id]
-        assert sorted(names) == ["date", "fig", "hazelnut", "hazelnut"]
+        assert sorted(names) == ["date", "fig", "hazelnut"]  # one object per detection
 
 
 def test_resume_skips_done_images_and_gives_the_same_dataset(
@@ -257,6 +256,33 @@ def test_label_folder_with_the_real_engine(tiny_gs, image_folder: Path, tmp_path
     for ann in coco.dataset["annotations"]:
         assert 0.0 <= ann["score"] <= 1.0
         assert coco.annToMask(ann).sum() == ann["area"] > 0
+
+
+def test_grounding_options_reach_the_engine_and_the_run_config(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    plain = config()
+    assert not {"negative", "calibration", "keep_parts"} & set(plain)  # old runs still resume
+    cfg = config(negative="stem, leaf", calibration="per_phrase", keep_parts=True)
+    assert (cfg["negative"], cfg["calibration"], cfg["keep_parts"]) == (
+        ["stem", "leaf"], "per_phrase", True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="both a phrase and a negative"):
+        config(negative=CLASSES[0])
+
+    seen: list[dict] = []
+
+    class Spy(FakeEngine):
+        def query(self, index, prompt, **kwargs):
+            seen.append(kwargs)
+            return super().query(index, prompt, **kwargs)
+
+    out = tmp_path / "ds"
+    report, _ = run(Spy(), image_folder, out, config=cfg, negative="stem, leaf",
+                    calibration="per_phrase", keep_parts=True)  # fmt: skip
+    assert report.labeled == 4 and len(seen) == 4
+    assert all(k["negative"] == "stem, leaf" and k["calibration"] == "per_phrase" for k in seen)
+    assert all(k["keep_parts"] is True for k in seen)
 
 
 def test_flat_names_are_unambiguous() -> None:

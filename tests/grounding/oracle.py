@@ -42,10 +42,58 @@ def make_scene(h: int = 180, w: int = 260) -> Scene:
     return Scene(image=image, masks=masks)
 
 
-class OracleSam(SamPredictor):
-    """SAM stand-in: a point returns the object under it, a box the object it frames."""
+def paint_scene(
+    h: int, w: int, objects: dict[str, tuple[np.ndarray, tuple[int, int, int]]]
+) -> Scene:
+    """A gray scene from named (mask, color) pairs; the first listed is painted on top."""
+    image = np.full((h, w, 3), 128, dtype=np.uint8)
+    for mask, color in reversed(objects.values()):
+        image[mask] = color
+    return Scene(image=image, masks={name: m for name, (m, _) in objects.items()})
 
-    def __init__(self, scene: Scene, target_length: int = 256) -> None:
+
+def rect(h: int, w: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)
+
+
+def make_lookalike_scene(h: int = 180, w: int = 260) -> Scene:
+    """Two red squares (look-alikes), a green disc and a blue triangle."""
+    base = make_scene(h, w)
+    objects = {n: (m, tuple(int(c) for c in base.image[m][0])) for n, m in base.masks.items()}
+    objects["red square 2"] = (rect(h, w, 190, 110, 240, 160), (220, 30, 30))
+    return paint_scene(h, w, objects)
+
+
+def make_house_scene(h: int = 180, w: int = 260) -> Scene:
+    """A house with a window (a part, listed first so a click on it returns the part), and a
+    second house."""
+    return paint_scene(
+        h,
+        w,
+        {
+            "window": (rect(h, w, 40, 50, 75, 85), (240, 240, 120)),
+            "house": (rect(h, w, 20, 30, 120, 120), (150, 90, 60)),
+            "house 2": (rect(h, w, 160, 60, 230, 150), (150, 90, 60)),
+        },
+    )
+
+
+class OracleSam(SamPredictor):
+    """SAM stand-in: a point returns the (first listed) object under it, a box the object it
+    frames; with a box and clicks, the object framed best among those that contain every
+    foreground click and no background click.
+
+    ``box_confusions`` maps an object to another one that a box prompt around it returns (as
+    real SAM sometimes returns a neighbour or a part for a box) unless clicks disambiguate.
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        target_length: int = 256,
+        box_confusions: dict[str, str] | None = None,
+    ) -> None:
         self.transform = SamTransform(target_length)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -63,6 +111,11 @@ class OracleSam(SamPredictor):
         self.boxes = self._boxes(self.low_res) * 4.0  # input-frame xyxy
         self.encoder_calls = 0
         self.decoder_calls = 0
+        self.point_box_calls = 0
+        names = list(scene.masks)
+        self.confusion = torch.arange(len(full))
+        for a, b in (box_confusions or {}).items():
+            self.confusion[names.index(a)] = names.index(b)
 
     @staticmethod
     def _boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -86,7 +139,19 @@ class OracleSam(SamPredictor):
             inter = inter.clamp_min(0).prod(-1)
             area = lambda x: (x[..., 2:] - x[..., :2]).prod(-1)  # noqa: E731
             iou = inter / (area(a) + area(b) - inter)
-            chosen = iou.argmax(1)
+            chosen = self.confusion[iou.argmax(1)]
+            if points is not None:
+                self.point_box_calls += 1
+                px = (points[..., 0] / 4).long().clamp(0, self.low_res.shape[-1] - 1)
+                py = (points[..., 1] / 4).long().clamp(0, self.low_res.shape[-2] - 1)
+                hits = self.low_res[:, py, px].permute(1, 2, 0)  # (B, N, objects+1)
+                fg, bg = (labels == 1)[..., None], (labels == 0)[..., None]
+                fits = (hits | ~fg).all(1) & ~(hits & bg).any(1)  # (B, objects+1)
+                clicked = (labels == 1).any(1) | (labels == 0).any(1)
+                ranked = torch.where(fits, iou, torch.full_like(iou, -1.0))
+                best = ranked.argmax(1)
+                use = clicked & fits.any(1)
+                chosen = torch.where(use, best, chosen)
         elif points is not None:
             px = (points[:, 0, 0] / 4).long().clamp(0, self.low_res.shape[-1] - 1)
             py = (points[:, 0, 1] / 4).long().clamp(0, self.low_res.shape[-2] - 1)
@@ -103,9 +168,13 @@ class OracleScorer:
 
     logit_scale = 100.0
 
-    def __init__(self, scene: Scene) -> None:
+    def __init__(self, scene: Scene, aliases: dict[str, dict[str, float]] | None = None) -> None:
+        """``aliases`` gives an object the embedding of a weighted mix of vocabulary words
+        (e.g. ``{"window": {"house": 1.0}}``: a window looks like a house)."""
         self.names = list(scene.masks)
-        self.vocab = self.names + list(DEFAULT_BACKGROUND_PHRASES) + ["<unknown>"]
+        self.aliases = aliases or {}
+        extra = sorted({w for mix in self.aliases.values() for w in mix} - set(self.names))
+        self.vocab = self.names + extra + list(DEFAULT_BACKGROUND_PHRASES) + ["<unknown>"]
         self.scene = scene
         self.region_calls = 0
         self.text_calls = 0
@@ -133,7 +202,14 @@ class OracleScorer:
         iou = inter / union
         best, idx = iou.max(1)
         rows = [
-            self._one_hot(int(i) if b > 0.5 else self.vocab.index("background"))
+            self._embed(self.names[i]) if b > 0.5 else self._one_hot(self.vocab.index("background"))
             for b, i in zip(best.tolist(), idx.tolist(), strict=True)
         ]
         return torch.stack(rows)
+
+    def _embed(self, name: str) -> torch.Tensor:
+        mix = self.aliases.get(name)
+        if mix is None:
+            return self._one_hot(self.vocab.index(name))
+        v = sum(w * self._one_hot(self.vocab.index(word)) for word, w in mix.items())
+        return v / v.norm()

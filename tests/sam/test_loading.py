@@ -143,6 +143,8 @@ def test_alias_resolves_to_hub_id(monkeypatch, alias, repo):
         raise ModelLoadError(f"{source} not cached (test stand-in)")
 
     monkeypatch.setattr(loading, "_hub_config_file", offline_config)
+    # Past the hub check (tests/test_hub.py), which would stop an uncached id before.
+    monkeypatch.setattr(loading, "require_hub_models", lambda models: False)
     with pytest.raises(ModelLoadError, match=repo):
         load_sam_model(alias, CPU, torch.float32)
     assert asked == [repo]

@@ -1,0 +1,87 @@
+"""Scores of every region for a query's phrases and exemplars, and which regions to reject."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from grounded_sam.grounding.scoring import best_is_negative, negative_scores, score_phrases
+from grounded_sam.inputs import parse_prompt
+
+__all__ = ["parse_negatives", "score_candidates"]
+
+
+def score_candidates(
+    cosine: torch.Tensor,
+    n_phrases: int,
+    n_negatives: int,
+    logit_scale: float,
+    calibration: str = "joint",
+    exemplar_score: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibrated scores per label, and the regions a negative phrase vetoes.
+
+    Labels are the ``P`` user phrases, then (when given) one exemplar label.
+
+    A region is rejected when its best match is a negative phrase: for a region whose best
+    label is a phrase, when a negative phrase is at least as similar to it as its best phrase
+    (:func:`best_is_negative`); for a region whose best label is the exemplar, when a
+    negative's probability against the background phrases is at least the exemplar score.
+
+    Args:
+        cosine: (N, P + Q + B) similarities to the phrases, negatives and background phrases.
+        n_phrases: P (0 for an exemplar-only query).
+        n_negatives: Q.
+        logit_scale: CLIP's logit scale.
+        calibration: ``"joint"`` or ``"per_phrase"`` (see
+            :func:`grounded_sam.grounding.scoring.score_phrases`).
+        exemplar_score: Optional (N,) calibrated exemplar scores.
+
+    Returns:
+        ``(scores (N, P [+ 1]), rejected (N,) bool)``.
+    """
+    scores = score_phrases(cosine, n_phrases, logit_scale, calibration)
+    rejected = best_is_negative(cosine, n_phrases, n_negatives) if n_phrases else None
+    if exemplar_score is None:
+        if rejected is None:
+            rejected = torch.zeros(cosine.shape[0], dtype=torch.bool, device=cosine.device)
+        return scores, rejected
+    scores = torch.cat([scores, exemplar_score[:, None].to(scores)], dim=1)
+    if n_negatives:
+        neg = negative_scores(cosine, n_phrases, n_negatives, logit_scale).max(dim=1).values
+        by_exemplar = scores.argmax(dim=1) == n_phrases
+        ex_rejected = neg >= scores[:, n_phrases]
+        rejected = (
+            ex_rejected if rejected is None else torch.where(by_exemplar, ex_rejected, rejected)
+        )
+    elif rejected is None:
+        rejected = torch.zeros(cosine.shape[0], dtype=torch.bool, device=cosine.device)
+    return scores, rejected
+
+
+def parse_negatives(negative: str | Sequence[str] | None, phrases: Sequence[str]) -> list[str]:
+    """Split negative phrases like a prompt; a phrase cannot be both wanted and negative.
+
+    Args:
+        negative: ``"handle, saucer"``, a list of phrases, or None.
+        phrases: The query's (parsed) phrases.
+
+    Returns:
+        The negative phrases (empty for None).
+
+    Raises:
+        ValueError: A negative phrase is also one of the query's phrases.
+    """
+    if negative is None or (isinstance(negative, str) and not negative.strip()):
+        return []
+    if not isinstance(negative, str) and len(negative) == 0:
+        return []
+    negatives = parse_prompt(negative)
+    wanted = {p.lower() for p in phrases}
+    both = [n for n in negatives if n.lower() in wanted]
+    if both:
+        raise ValueError(
+            f"{both[0]!r} is both a phrase and a negative phrase: remove it from one of them."
+        )
+    return negatives
