@@ -23,9 +23,17 @@ are loaded, then one end-to-end run on the largest image).
 
 Configurations (``--config``):
 
-* ``cpu`` (default): SAM ViT-B (full size), 16×16 grid, CLIP ViT-B-32, float32;
-* ``cuda``: SAM ViT-H, 32×32 grid, CLIP ViT-B-16, our best dtype (float16) vs. the
-  reference in float32 (Meta's code path); the GPU model is reported.
+* ``cpu`` (default): SAM ViT-B (full size), 16×16 grid, CLIP ViT-B-16 (the product's
+  default; ``--clip-arch ViT-B-32`` for the smaller one), float32;
+* ``cuda``: SAM ViT-H, 32×32 grid, CLIP ViT-B-16, our best dtype (float16; ``--dtype
+  bfloat16`` for bf16) vs. the reference in float32 (Meta's code path), with and without
+  ``--compile``; the GPU model is reported. Targets on an H100/H200: index <= 60 ms, new
+  phrase <= 5 ms. Commands::
+
+      python benchmarks/bench_speed.py --config cuda --images 3 --repeats 5 \
+          --out benchmarks/results/speed_cuda
+      python benchmarks/bench_speed.py --config cuda --images 3 --repeats 5 --compile \
+          --out benchmarks/results/speed_cuda_compiled
 
 Random weights (seeded) are used unless ``--sam`` / ``--clip`` name real ones: full-size
 architectures cost the same with any weights (see :func:`realistic_init_` for why the weights
@@ -75,7 +83,7 @@ from benchmarks.common import (  # noqa: E402
 logger = logging.getLogger("benchmarks.bench_speed")
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "cpu": {"device": "cpu", "sam_arch": "vit_b", "points_per_side": 16, "clip_arch": "ViT-B-32",
+    "cpu": {"device": "cpu", "sam_arch": "vit_b", "points_per_side": 16, "clip_arch": "ViT-B-16",
             "dtype": "float32"},
     "cuda": {"device": "cuda", "sam_arch": "vit_h", "points_per_side": 32,
              "clip_arch": "ViT-B-16", "dtype": "float16"},
@@ -103,6 +111,21 @@ PHRASES = (
     "couch", "bed", "book", "vase", "zebra", "giraffe", "elephant", "handbag", "tie",
     "surfboard", "skateboard", "frisbee", "fig", "date", "hazelnut", "red car", "white dog",
     "the tall man", "green apple", "a wooden table", "street sign", "window",
+)
+
+
+#: The 80 COCO class names (the labeling-throughput row).
+COCO80 = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 
 
@@ -254,6 +277,8 @@ class Ours:
             threshold=0.0,
             top_k=spec["n_boxes"],
             refine=0,
+            prefetch_boxes=spec.get("prefetch_boxes", True),
+            compile=spec.get("compile", False),
         )
         self.device = self.gs.device
         self.t: dict[str, float] = {}
@@ -279,6 +304,16 @@ class Ours:
             return out
 
         pipeline_mod.generate_proposals = timed_generate
+        boxes_fn = pipeline_mod.region_box_masks
+
+        def timed_boxes(*args: Any, **kwargs: Any):
+            t0 = time.perf_counter()
+            out = boxes_fn(*args, **kwargs)
+            _sync(self.device)
+            self.t["boxes"] = self.t.get("boxes", 0.0) + time.perf_counter() - t0
+            return out
+
+        pipeline_mod.region_box_masks = timed_boxes
 
     def _timed(self, obj: Any, name: str, key: str) -> None:
         fn = getattr(obj, name)
@@ -301,6 +336,8 @@ class Ours:
         index = self.gs.index(image)
         _sync(self.device)
         t1 = time.perf_counter()
+        prefetch = self.t.get("boxes", 0.0)
+        boxes_in_index = self.boxes_decoded
         text_before = self.t.get("text", 0.0)
         dets = self.gs.query(index, phrase)
         _sync(self.device)
@@ -309,16 +346,31 @@ class Ours:
         row = {
             "encoder": self.t["encoder"],
             "proposals": self.t["proposals"],
-            "clip_regions": (t1 - t0) - self.t["encoder"] - self.t["proposals"],
+            "clip_regions": (t1 - t0) - self.t["encoder"] - self.t["proposals"] - prefetch,
+            "box_prefetch": prefetch,
+            "n_boxes_index": boxes_in_index,
             "text": text,
             "box_decode": (t2 - t1) - text,
             "total": t2 - t0,
             "n_proposals": len(index),
             "n_scored": int(index.region_embeddings.shape[0]),
-            "n_boxes": self.boxes_decoded,
+            "n_boxes": self.boxes_decoded - boxes_in_index,
+            "index_mib_after_query": index.nbytes / 2**20,
             "n_detections": len(dets),
         }
         return row, index
+
+    def label(self, image: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+        """What ``grounded-sam label`` does per image: index + one query with all classes
+        (text cache cleared first, so the 80 x 12 prompts are encoded too)."""
+        self.gs.scorer.clear_text_cache()
+        self.boxes_decoded = 0
+        t0 = time.perf_counter()
+        index = self.gs.index(image)
+        dets = self.gs.query(index, list(classes))
+        _sync(self.device)
+        return {"total": time.perf_counter() - t0, "n_boxes": self.boxes_decoded,
+                "n_detections": len(dets)}
 
     def new_phrase(self, index: Any, phrase: str) -> dict[str, Any]:
         """A phrase never seen before, on a kept index."""
@@ -515,8 +567,10 @@ def run_memory_subprocess(spec_path: Path, side: str, image: str) -> dict[str, A
 
 
 def timing_run(spec: dict[str, Any], images: list[str], repeats: int, new_phrases: int,
-               hf: bool, profile: bool = False) -> dict[str, Any]:
-    """All timed runs, interleaved, in this process."""
+               hf: bool, profile: bool = False, label: bool = False,
+               on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """All timed runs, interleaved, in this process (``on_round`` gets the partial result
+    after every round, so a run cut short still leaves its finished rounds behind)."""
     from grounded_sam import load_image
 
     arrays = [load_image(p) for p in images]
@@ -526,7 +580,8 @@ def timing_run(spec: dict[str, Any], images: list[str], repeats: int, new_phrase
     logger.info("loading the reference pipeline")
     ref = build_reference(spec)
     hfp = HFMaskGeneration(ours.gs.predictor.model, spec) if hf else None
-    rows: dict[str, list[dict[str, Any]]] = {"ours": [], "ours_new": [], "ref": [], "hf": []}
+    rows: dict[str, list[dict[str, Any]]] = {"ours": [], "ours_new": [], "ref": [], "hf": [],
+                                             "ours_label": [], "ref_label": []}
     last_embedding = None
 
     logger.info("warm-up on %s", images[0])
@@ -558,11 +613,19 @@ def timing_run(spec: dict[str, Any], images: list[str], repeats: int, new_phrase
                                         **reference_e2e(ref, arr, phrases())})
                 logger.info("round %d image %d %s: %.2fs", r, i, side,
                             (rows[side][-1])["total"])
+            if label:
+                for side in order:
+                    key = f"{side}_label"
+                    got = ours.label(arr, COCO80) if side == "ours" else ref.label(arr, COCO80)
+                    rows[key].append({"round": r, "image": i, **got})
+                    logger.info("round %d image %d %s label: %.2fs", r, i, side, got["total"])
             if hfp is not None:
                 rows["hf"].append({"round": r, "image": i, **hfp(arr)})
                 logger.info("round %d image %d hf proposals: %.2fs", r, i,
                             rows["hf"][-1]["proposals"])
             gc.collect()
+        if on_round is not None:
+            on_round({"warmup": warmup, "rows": rows, "rounds_done": r + 1})
     out: dict[str, Any] = {"warmup": warmup, "rows": rows}
     if profile:
         out["profile"] = profile_proposals(ours, ref, arrays[0], last_embedding)
@@ -628,6 +691,8 @@ def build_tables(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         (f"CLIP region scoring ({_counts(rows['ours'], 'n_scored')} vs "
          f"{_counts(rows['ref'], 'n_scored')} regions)", "clip_regions", "clip_regions",
          "ours", "ref"),
+        (f"box prompts of all proposals decoded in index ({_counts(rows['ours'], 'n_boxes_index')}"
+         " boxes; ours only)", "box_prefetch", None, "ours", "ref"),
         ("text tower (phrase + background phrases, 12 templates)", "text", "text", "ours",
          "ref"),
         (f"box re-prompt ({_counts(rows['ours'], 'n_boxes')} vs "
@@ -639,6 +704,9 @@ def build_tables(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
          "total_reusing_embedding", "ours", "ref"),
         ("**new phrase on an indexed image** (reference: full re-run)", "total", "total",
          "ours_new", "ref"),
+        ("labeling with the 80 COCO class names (index + one query; reference: one proposal"
+         " + CLIP pass, top boxes of every class re-prompted)", "total", "total", "ours_label",
+         "ref_label"),
     ]
     lines = [
         "| stage (seconds per image) | ours: median (min–max) | reference: median (min–max) "
@@ -649,7 +717,7 @@ def build_tables(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for label, ours_key, ref_key, ours_side, ref_side in stages:
         if not rows.get(ref_side):
             continue
-        ref_s = summarize(_per_round_means(rows[ref_side], ref_key))
+        ref_s = summarize(_per_round_means(rows[ref_side], ref_key) if ref_key else [])
         if ours_key is None:
             ours_s = {"median": float("nan")}
             ours_txt = "—"
@@ -660,10 +728,13 @@ def build_tables(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         ratio = ref_s["median"] / ours_s["median"] if ours_s["median"] == ours_s["median"] \
             and ours_s["median"] > 0 else float("nan")
         ref_txt = (f"{fmt_seconds(ref_s['median'])} ({fmt_seconds(ref_s['min'])}–"
-                   f"{fmt_seconds(ref_s['max'])})")
+                   f"{fmt_seconds(ref_s['max'])})") if ref_key else "—"
         if ref_side == "hf":
             ref_txt += " (transformers)"
         ratio_txt = "—" if ratio != ratio else f"{ratio:.1f}×"
+        if ours_side == "ours_label" and ours_s["median"] == ours_s["median"]:
+            ours_txt += f" = {60 / ours_s['median']:.2f} images/min"
+            ref_txt += f" = {60 / ref_s['median']:.2f} images/min"
         lines.append(f"| {label} | {ours_txt} | {ref_txt} | {ratio_txt} |")
         summary[f"{ours_side}:{ours_key}|{ref_side}:{ref_key}"] = {
             "ours": ours_s, "ref": ref_s, "ratio": ratio, "label": label}
@@ -684,6 +755,11 @@ def build_tables(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             f"{c('ref', 'n_boxes')} | {c('ours_new', 'n_boxes')} |"
         )
     md = "\n".join(lines) + "\n\nCounts (every timed run):\n\n" + "\n".join(count_lines) + "\n"
+    sizes = [r["index_mib_after_query"] for r in rows["ours"] if "index_mib_after_query" in r]
+    if sizes:
+        md += (f"\nIndex size per image (ours, in memory = saved file: image, embedding, "
+               f"proposals, region embeddings, cached box decodes): {min(sizes):.1f}–"
+               f"{max(sizes):.1f} MiB\n")
     mem = result.get("memory")
     if mem:
         o, r = mem["ours"], mem["ref"]
@@ -734,6 +810,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", default=None,
                    help="open_clip spec (default: random weights of the config's architecture)")
     p.add_argument("--dtype", default=None, help="our dtype (default: per config)")
+    p.add_argument("--clip-arch", default=None,
+                   help="open_clip architecture of the random CLIP (default: per config)")
+    p.add_argument("--compile", action="store_true",
+                   help="ours: torch.compile SAM's encoder and decoder (for --config cuda)")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="ours: decode box re-prompts in query instead of index")
+    p.add_argument("--label", action="store_true",
+                   help="also time labeling with the 80 COCO class names (ours vs reference)")
     p.add_argument("--image-paths", nargs="*", default=None, help="images (default: 3 from "
                    "../shared/data)")
     p.add_argument("--images", type=int, default=3, help="how many of the default images")
@@ -800,7 +884,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         work = Path(tmp)
         t0 = time.perf_counter()
         sam = args.sam or str(save_random_sam(work / "sam", cfg["sam_arch"]))
-        clip = args.clip or save_random_clip(work / "clip", cfg["clip_arch"])
+        clip_arch = args.clip_arch or cfg["clip_arch"]
+        clip = args.clip or save_random_clip(work / "clip", clip_arch)
         meta_ckpt = work / "meta_sam.pth"
         save_meta_checkpoint(sam, meta_ckpt)
         logger.info("models prepared in %.1fs", time.perf_counter() - t0)
@@ -821,6 +906,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "n_regions": args.regions,
             "n_boxes": args.boxes,
             "crop_style": args.crop_style,
+            "prefetch_boxes": not args.no_prefetch,
+            "compile": args.compile,
         }
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec))
@@ -830,7 +917,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                        "sam_weights": "real: " + sam if real_sam else
                        f"random ({cfg['sam_arch']}, seed 0)",
                        "clip_weights": "real: " + clip if args.clip else
-                       f"random ({cfg['clip_arch']}, seed 0)",
+                       f"random ({clip_arch}, seed 0)",
                        "reference_dtype": "float32",
                        "repeats": args.repeats, "new_phrases_per_round": args.new_phrases},
             "images": images,
@@ -845,16 +932,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                 for side in ("ours", "ref")
             }
             logger.info("memory: %s", result["memory"])
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        def save_partial(timing: dict[str, Any]) -> None:
+            partial = {**result, "timing": timing, "partial": True}
+            with contextlib.suppress(Exception):
+                md, _ = build_tables(partial)
+                partial["markdown"] = md
+                out.with_suffix(".partial.md").write_text(md)
+            out.with_suffix(".partial.json").write_text(
+                json.dumps(partial, indent=2, default=str))
+
         result["timing"] = timing_run(spec, images, args.repeats, args.new_phrases,
-                                      hf=not args.no_hf, profile=args.profile)
+                                      hf=not args.no_hf, profile=args.profile,
+                                      label=args.label, on_round=save_partial)
         result["wall_seconds"] = time.perf_counter() - t_start
         result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     md, summary = build_tables(result)
     result["summary"] = summary
     result["markdown"] = md
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
+    for suffix in (".partial.json", ".partial.md"):
+        out.with_suffix(suffix).unlink(missing_ok=True)
     out.with_suffix(".md").write_text(md)
     print(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")

@@ -218,3 +218,46 @@ class ReferencePipeline:
             run.n_boxes = int(box_t.shape[0])
         run.total = time.perf_counter() - t_start
         return run, {"masks": masks, "scores": probs[top].cpu().numpy() if len(top) else probs}
+
+    def label(self, image: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+        """Label one image with many class names the usual way: one proposal + CLIP pass,
+        one text pass over all classes, the top ``n_boxes`` regions of every class
+        re-prompted (each region once) with a fresh ``set_image``.
+
+        Returns:
+            ``{"total": seconds, "n_boxes": boxes decoded, "n_scored": regions scored}``.
+        """
+        from grounded_sam.clip.text import fill_template  # noqa: F401 - used by encode_text
+
+        t0 = time.perf_counter()
+        records = sorted(self.amg.generate(image), key=lambda r: r["predicted_iou"], reverse=True)
+        records = records[: self.n_regions]
+        boxes = np.array(
+            [[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in records)],
+            dtype=np.float32,
+        ).reshape(-1, 4)
+        n_boxes = 0
+        if records:
+            pixels = torch.stack(
+                [
+                    self.clip_preprocess(self.make_crop(image, box, r["segmentation"]))
+                    for box, r in zip(boxes, records, strict=True)
+                ]
+            ).to(self.device)
+            with torch.no_grad():
+                regions = F.normalize(self.clip_model.encode_image(pixels).float(), dim=-1)
+            text = self.encode_text([*classes, *self.background_phrases])
+            probs = torch.softmax(regions @ text.T * self.logit_scale, dim=-1)[:, : len(classes)]
+            k = min(self.n_boxes, len(records))
+            top = torch.unique(torch.topk(probs, k, dim=0).indices.flatten()).cpu()
+            self.predictor.set_image(image)
+            box_t = torch.as_tensor(boxes[top.numpy()], device=self.device)
+            box_t = self.predictor.transform.apply_boxes_torch(box_t, image.shape[:2])
+            with torch.no_grad():
+                out, _, _ = self.predictor.predict_torch(
+                    point_coords=None, point_labels=None, boxes=box_t, multimask_output=False
+                )
+            out.cpu()
+            n_boxes = int(box_t.shape[0])
+        self._sync()
+        return {"total": time.perf_counter() - t0, "n_boxes": n_boxes, "n_scored": len(records)}

@@ -21,6 +21,7 @@ import torch
 
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
+from grounded_sam.grounding.boxes import region_box_masks
 from grounded_sam.grounding.candidates import parse_negatives, score_candidates
 from grounded_sam.grounding.clicks import (
     decode_boxes_with_clicks,
@@ -114,6 +115,10 @@ class GroundedSAM:
             higher-confidence one is kept, so every object gets one mask and one label.
         background_phrases: Generic phrases competing with the user's phrases.
         model_ids: (sam, clip) names, shown in logs and stored in indexes.
+        prefetch_boxes: Decode every proposal's box re-prompt (with ``refine`` passes) in
+            :meth:`index`, so that a new phrase needs no SAM decoder pass at all; otherwise
+            each region is decoded by the first query that selects it. Either way a region
+            is decoded at most once per refine level (kept in the index).
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class GroundedSAM:
         mask_nms_thresh: float = 0.5,
         background_phrases: Sequence[str] = DEFAULT_BACKGROUND_PHRASES,
         model_ids: tuple[str, str] = ("", ""),
+        prefetch_boxes: bool = True,
     ) -> None:
         threshold, top_k, refine, _ = check_query_knobs(threshold, top_k, refine, 0)
         max_regions = check_int("max_regions", max_regions, 1)
@@ -142,6 +148,7 @@ class GroundedSAM:
         self.mask_nms_thresh = mask_nms_thresh
         self.background_phrases = list(background_phrases)
         self.model_ids = model_ids
+        self.prefetch_boxes = prefetch_boxes
 
     @property
     def model_fingerprint(self) -> str:
@@ -167,6 +174,7 @@ class GroundedSAM:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         crop_style: Literal["masked", "box", "blur"] = "masked",
+        compile: bool = False,
         **kwargs: Any,
     ) -> GroundedSAM:
         """Load SAM and CLIP and build the pipeline. The only place anything is downloaded.
@@ -178,10 +186,15 @@ class GroundedSAM:
             clip: open_clip ``"name:pretrained"`` tag, ``"hf-hub:org/repo"``,
                 ``"local-dir:/path"`` or a local folder.
             device: ``"cuda"``, ``"cpu"``, ... ; None picks CUDA when present, else CPU.
-            dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; None picks float16 on CUDA
-                and float32 on CPU. Applied to SAM; CLIP runs in the same dtype.
+            dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; None picks float16 on CUDA,
+                bfloat16 on CPUs with AMX / AVX512-BF16, float32 on other CPUs (see
+                :func:`grounded_sam.device.resolve_dtype`). Applied to SAM; CLIP runs in the
+                same dtype.
             crop_style: How region crops are shown to CLIP: ``"masked"`` (outside the mask
                 filled with CLIP's mean color), ``"box"`` (plain crop) or ``"blur"``.
+            compile: ``torch.compile`` SAM's image encoder and mask decoder (static shapes;
+                see :class:`grounded_sam.sam.predictor.SamPredictor`; SAM ViT models only).
+                For GPUs.
             **kwargs: Passed to the constructor (``threshold``, ``top_k``, ``refine``,
                 ``max_regions``, ``proposal_settings``, ...).
 
@@ -202,7 +215,8 @@ class GroundedSAM:
         dt = resolve_dtype(dtype, dev)
         # Both models are checked before either loads: one error names every missing one.
         with hub_session([sam_hub_model(sam), clip_hub_model(clip)]):
-            predictor = load_predictor(sam, dev, dt)  # SAM, HQ-SAM or SAM 2, by its config
+            # SAM, HQ-SAM or SAM 2, by its config
+            predictor = load_predictor(sam, dev, dt, compile=compile)
             scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
         logger.info("Loaded SAM %s and CLIP %s on %s (%s)", sam, clip, dev, dt)
         return cls(predictor, scorer, model_ids=(os.fspath(sam), clip), **kwargs)
@@ -255,16 +269,7 @@ class GroundedSAM:
                 else:
                     regions = torch.zeros(0, 1, device=self.device)
         t3 = time.perf_counter()
-        logger.info(
-            "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs)",
-            arr.shape[1],
-            arr.shape[0],
-            len(proposals),
-            t1 - t0,
-            t2 - t1,
-            t3 - t2,
-        )
-        return ImageIndex(
+        index = ImageIndex(
             image=arr,
             embedding=embedding,
             proposals=proposals,
@@ -274,6 +279,24 @@ class GroundedSAM:
             model_ids=self.model_ids,
             weights_fingerprint=self.model_fingerprint,
         )
+        if self.prefetch_boxes and len(proposals):
+            all_regions = torch.arange(len(proposals), device=proposals.boxes.device)
+            region_box_masks(
+                self.predictor, index, all_regions, self.refine, settings.points_per_batch
+            )
+        t4 = time.perf_counter()
+        logger.info(
+            "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs, "
+            "box decodes %.2fs)",
+            arr.shape[1],
+            arr.shape[0],
+            len(proposals),
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+        )
+        return index
 
     # -- phrase-dependent -----------------------------------------------------------------
 
@@ -599,9 +622,12 @@ class GroundedSAM:
         Returns:
             ``(low_res_logits (M, L, L), iou (M,))``.
         """
+        if clicks is None:  # decoded once per region, kept in the index
+            return region_box_masks(
+                self.predictor, index, chosen.region, refine,
+                self.proposal_settings.points_per_batch,
+            )  # fmt: skip
         boxes = index.proposals.boxes[chosen.region]
-        if clicks is None:
-            return self._decode_boxes(index, boxes, refine)
         chunk = self.proposal_settings.points_per_batch
         low_res, iou = decode_boxes_with_clicks(
             self.predictor, index.embedding, boxes, *clicks, refine, chunk

@@ -11,6 +11,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _float32_by_default():
+    """Pin the automatic precision (``dtype=None``) to float32 for the whole run.
+
+    ``dtype=None`` picks bfloat16 on CPUs with AMX / AVX512-BF16; the tests' tolerances are
+    float32 ones and must hold on every CI machine, with or without those features. Tests of
+    the automatic choice itself unset the variable (see tests/test_device.py). Subprocesses
+    (CLI tests) inherit it.
+    """
+    from grounded_sam.device import DTYPE_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(DTYPE_ENV, "float32")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_specs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(sam_spec, clip_spec) of tiny random models written to a temp dir."""

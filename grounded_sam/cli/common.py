@@ -133,7 +133,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         default="auto",
         choices=("auto", "float32", "float16", "bfloat16"),
-        help="model precision; 'auto' is float16 on CUDA and float32 on CPU",
+        help="model precision; 'auto' is float16 on CUDA, bfloat16 on CPUs with AMX/AVX512-BF16, "
+        "else float32 (env GROUNDED_SAM_DTYPE overrides 'auto')",
     )
     group.add_argument(
         "--crop-style",

@@ -299,8 +299,9 @@ def load_clip(
         spec: ``"name:pretrained"``, bare ``"name"``, ``"hf-hub:org/repo"``,
             ``"local-dir:/path"`` or an existing directory (see the module docstring).
         device: ``"cuda"``, ``"cpu"``, ... or None for CUDA when present, else CPU.
-        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or None (float16 on CUDA, float32
-            on CPU). Half precision follows open_clip's mixed ``fp16``/``bf16`` mode.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or None (the automatic choice of
+            :func:`grounded_sam.device.resolve_dtype`). Half precision follows open_clip's
+            mixed ``fp16``/``bf16`` mode.
         crop_style: ``"masked"``, ``"box"`` or ``"blur"`` region crops.
         templates: Prompt templates with one ``{}`` each; None for the defaults.
         crop_margin: Context around each box, as a fraction of the box's longer side.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,26 @@ from grounded_sam import limits
 from grounded_sam.sam.everything import EverythingSettings, Proposals
 from grounded_sam.sam.predictor import ImageEmbedding
 
-__all__ = ["ImageIndex", "weights_fingerprint"]
+__all__ = ["BoxDecodes", "ImageIndex", "weights_fingerprint"]
 
 _FORMAT_VERSION = 2
 #: Older versions still read (version 1 has no weights fingerprint: only ids are compared).
 _READABLE_VERSIONS = (1, 2)
+
+
+@dataclass
+class BoxDecodes:
+    """SAM's output for the proposals' box prompts at one refine level (filled lazily).
+
+    Attributes:
+        low_res_logits: (N, L, L) float32 decoder logits of each proposal's box prompt.
+        iou: (N,) float32 SAM's predicted IoU of those masks.
+        done: (N,) bool, which rows have been decoded.
+    """
+
+    low_res_logits: torch.Tensor
+    iou: torch.Tensor
+    done: torch.Tensor
 
 
 @dataclass
@@ -39,6 +54,8 @@ class ImageIndex:
             (used for point filters and mask NMS).
         settings: The proposal settings used.
         model_ids: Which SAM / CLIP models produced it (an index only fits those models).
+        box_decodes: Box re-prompts of the proposals by refine level, decoded at most once
+            per region (see :mod:`grounded_sam.grounding.boxes`).
         weights_fingerprint: :func:`weights_fingerprint` of those models ("" if unknown).
     """
 
@@ -49,6 +66,7 @@ class ImageIndex:
     frame_masks: torch.Tensor
     settings: EverythingSettings
     model_ids: tuple[str, str] = ("", "")
+    box_decodes: dict[int, BoxDecodes] = field(default_factory=dict)
     weights_fingerprint: str = ""
 
     @property
@@ -58,6 +76,18 @@ class ImageIndex:
 
     def __len__(self) -> int:
         return len(self.proposals)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index's arrays (image, embedding, proposals, cached decodes)."""
+        tensors = [
+            self.embedding.embeddings,
+            self.region_embeddings,
+            self.frame_masks,
+            *(v for v in vars(self.proposals).values() if torch.is_tensor(v)),
+            *(t for d in self.box_decodes.values() for t in vars(d).values()),
+        ]
+        return int(self.image.nbytes) + sum(t.numel() * t.element_size() for t in tensors)
 
     def check_fits(self, model_ids: tuple[str, str], fingerprint: str) -> None:
         """Refuse to be queried by models other than those that built this index.
@@ -111,6 +141,10 @@ class ImageIndex:
             "frame_masks": self.frame_masks.cpu(),
             "settings": {f.name: getattr(self.settings, f.name) for f in fields(self.settings)},
             "model_ids": list(self.model_ids),
+            "box_decodes": {
+                str(level): {k: v.cpu() for k, v in vars(d).items()}
+                for level, d in self.box_decodes.items()
+            },
             "weights_fingerprint": self.weights_fingerprint,
             "proposals": {
                 "low_res_logits": p.low_res_logits.cpu(),
@@ -362,7 +396,39 @@ def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
         settings=everything,
         model_ids=(model_ids[0], model_ids[1]),
         weights_fingerprint=fingerprint,
+        box_decodes=_box_decodes(blob, sizes),
     )
+
+
+def _box_decodes(blob: Mapping[str, Any], sizes: dict[str, int]) -> dict[int, BoxDecodes]:
+    """The cached box re-prompts of a file (absent in older files), each tensor checked."""
+    raw = blob.get("box_decodes", {})
+    if not isinstance(raw, Mapping):
+        raise ValueError("box_decodes is not a mapping")
+    n, side = sizes["N"], sizes["L"]
+    out: dict[int, BoxDecodes] = {}
+    for level, d in raw.items():
+        if not (isinstance(level, str) and level.isdigit() and int(level) <= 100):
+            raise ValueError(f"box_decodes has a bad refine level {level!r}")
+        if not isinstance(d, Mapping) or set(d) != {"low_res_logits", "iou", "done"}:
+            raise ValueError(f"box_decodes[{level}] must have low_res_logits, iou and done")
+        expected = {
+            "low_res_logits": ((n, side, side), True),
+            "iou": ((n,), True),
+            "done": ((n,), False),
+        }
+        for key, (shape, is_float) in expected.items():
+            t = d[key]
+            ok = isinstance(t, torch.Tensor) and tuple(t.shape) == shape
+            if ok:
+                ok = t.is_floating_point() if is_float else t.dtype == torch.bool
+            if not ok:
+                kind = "float" if is_float else "bool"
+                raise ValueError(f"box_decodes[{level}].{key} must be a {kind} {shape} tensor")
+        out[int(level)] = BoxDecodes(
+            low_res_logits=d["low_res_logits"].float(), iou=d["iou"].float(), done=d["done"]
+        )
+    return out
 
 
 def weights_fingerprint(*models: object) -> str:

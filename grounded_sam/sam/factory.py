@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -10,12 +11,16 @@ from grounded_sam.sam.backend import SamBackend
 
 __all__ = ["create_predictor", "load_predictor"]
 
+logger = logging.getLogger(__name__)
 
-def create_predictor(model) -> SamBackend:
+
+def create_predictor(model, compile: bool | str = False) -> SamBackend:
     """The predictor class for a model, picked by its config's ``model_type``.
 
     Args:
         model: A loaded ``SamModel``, ``SamHQModel`` or ``Sam2Model`` (eval mode).
+        compile: ``torch.compile`` the encoder and decoder (``SamModel`` only; see
+            :class:`~grounded_sam.sam.predictor.SamPredictor`).
 
     Returns:
         ``SamPredictor``, ``SamHQPredictor`` or ``Sam2Predictor`` driving it.
@@ -27,7 +32,10 @@ def create_predictor(model) -> SamBackend:
     if model_type == "sam":
         from grounded_sam.sam.predictor import SamPredictor
 
-        return SamPredictor(model)
+        return SamPredictor(model, compile=compile)
+    if compile:
+        logger.warning("compile=True applies to SAM (ViT) models only; %s runs uncompiled.",
+                       model_type)
     if model_type == "sam_hq":
         from grounded_sam.sam.hq import SamHQPredictor
 
@@ -42,7 +50,12 @@ def create_predictor(model) -> SamBackend:
     )
 
 
-def load_predictor(spec: str | os.PathLike, device: torch.device, dtype: torch.dtype) -> SamBackend:
+def load_predictor(
+    spec: str | os.PathLike,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile: bool | str = False,
+) -> SamBackend:
     """Load a checkpoint and wrap it in its family's predictor.
 
     The config is read first (see :func:`~grounded_sam.sam.loading.load_sam_model`).
@@ -51,10 +64,11 @@ def load_predictor(spec: str | os.PathLike, device: torch.device, dtype: torch.d
         spec: Hub id, alias or local folder.
         device: Where to run.
         dtype: Weight precision.
+        compile: See :func:`create_predictor`.
 
     Returns:
         The predictor.
     """
     from grounded_sam.sam.loading import load_sam_model
 
-    return create_predictor(load_sam_model(spec, device, dtype))
+    return create_predictor(load_sam_model(spec, device, dtype), compile=compile)

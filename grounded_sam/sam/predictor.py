@@ -10,6 +10,7 @@ import torch
 
 from grounded_sam import limits
 from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
+from grounded_sam.sam.fast_decoder import FastMaskDecoder, SharedImage
 from grounded_sam.sam.transforms import SamTransform
 
 __all__ = ["ImageEmbedding", "DecoderOutput", "Prediction", "SamPredictor"]
@@ -76,23 +77,42 @@ class SamPredictor:
 
     Args:
         model: A ``transformers.SamModel`` (already on its device and dtype, in eval mode).
+        compile: ``torch.compile`` the image encoder and the mask decoder (True, or the name
+            of a ``torch.compile`` backend). Shapes are kept static: the encoder always sees
+            one padded square image, and decoder batches are padded to a power of two, so each
+            model compiles once per prompt layout and batch bucket (at most 7 buckets up to
+            64 prompts). Worth it on GPUs; the first calls are slow while compiling.
     """
 
     mask_threshold: float = 0.0
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
         self.transform = SamTransform(int(model.config.vision_config.image_size))
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
         self._image_pe: torch.Tensor | None = None
+        try:  # subclasses for other SAM families bring their own decoder path
+            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder)
+        except (AttributeError, TypeError, ValueError):
+            self._fast = None
+        # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
+        self._shared_for: torch.Tensor | None = None
+        self._shared: SharedImage | None = None
+        self.compiled = bool(compile)
+        self._encoder_fn = model.get_image_embeddings
+        self._decoder_fn = None if self._fast is None else self._fast.__call__
+        if compile and self._decoder_fn is not None:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._encoder_fn = torch.compile(self._encoder_fn, dynamic=False, backend=backend)
+            self._decoder_fn = torch.compile(self._decoder_fn, dynamic=False, backend=backend)
 
     # -- model calls (overridden by stand-ins in tests) ------------------------------------
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Run the image encoder: (1, 3, S, S) normalised pixels -> (1, C, E, E)."""
-        return self.model.get_image_embeddings(pixels)
+        return self._encoder_fn(pixels)
 
     def _run_decoder(
         self,
@@ -104,6 +124,9 @@ class SamPredictor:
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run prompt encoder + mask decoder for B prompts on one image embedding.
+
+        Uses :class:`grounded_sam.sam.fast_decoder.FastMaskDecoder`: without mask inputs the
+        prompt-independent image-side work is done once per embedding and kept.
 
         Args:
             embeddings: (1, C, E, E) image embedding.
@@ -124,21 +147,27 @@ class SamPredictor:
             input_boxes=None if boxes is None else boxes[:, None].to(self.dtype),
             input_masks=None if mask_input is None else mask_input.to(self.dtype),
         )
-        if sparse is None:  # mask-only prompt: SAM's decoder still expects a token tensor
-            sparse = torch.zeros(batch, 1, 0, dense.shape[1], device=self.device, dtype=self.dtype)
-        if dense.shape[0] != batch:
-            dense = dense.expand(batch, -1, -1, -1)
         if self._image_pe is None:
             self._image_pe = model.get_image_wide_positional_embeddings()
-        image_pe = self._image_pe.expand(batch, -1, -1, -1)
-        masks, iou = model.mask_decoder(
-            image_embeddings=embeddings.expand(batch, -1, -1, -1),
-            image_positional_embeddings=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
+        shared = None
+        if mask_input is None:
+            # every prompt has the same (no-mask) dense embedding: share the image side
+            dense = dense[:1]
+            if self._shared_for is not embeddings:
+                self._shared = self._fast.prepare(embeddings, self._image_pe, dense)
+                self._shared_for = embeddings
+            shared = self._shared
+        elif dense.shape[0] != batch:
+            dense = dense.expand(batch, -1, -1, -1)
+        sparse = None if sparse is None else sparse[:, 0]
+        if self.compiled:  # static shapes: pad the batch to a power of two
+            padded = 1 << max(batch - 1, 0).bit_length()
+            sparse = None if sparse is None else _pad_rows(sparse, padded)
+            dense = dense if dense.shape[0] == 1 else _pad_rows(dense, padded)
+        masks, iou = self._decoder_fn(
+            embeddings, self._image_pe, sparse, dense, multimask_output, shared=shared
         )
-        return masks[:, 0], iou[:, 0]
+        return masks[:batch], iou[:batch]
 
     # -- public API -----------------------------------------------------------------------
 
@@ -330,3 +359,10 @@ class SamPredictor:
         if mask.shape[0] != batch:
             raise ValueError(f"mask_input has {mask.shape[0]} masks for {batch} prompts.")
         return mask
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Pad dim 0 to ``rows`` by repeating the last row (padding rows are sliced off)."""
+    if x.shape[0] >= rows:
+        return x
+    return torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])])

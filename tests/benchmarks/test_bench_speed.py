@@ -87,12 +87,16 @@ def test_bench_speed_end_to_end_tiny(tmp_path: Path, tiny_model_specs: tuple[str
     result = bench_speed.main([
         "--sam", sam, "--clip", clip, "--image-paths", str(image), "--repeats", "1",
         "--new-phrases", "1", "--pred-iou-thresh", "0", "--stability-score-thresh", "0.3",
-        "--box-nms-thresh", "1.0", "--out", str(out),
+        "--box-nms-thresh", "1.0", "--out", str(out), "--label",
     ])
     assert result is not None
     rows = result["timing"]["rows"]
     assert len(rows["ours"]) == len(rows["ref"]) == len(rows["hf"]) == 1
     assert rows["ours"][0]["n_scored"] == rows["ref"][0]["n_scored"]
-    assert rows["ours"][0]["n_boxes"] == rows["ref"][0]["n_boxes"]
+    # ours decodes every proposal's box in index (prefetch), the query then decodes none
+    assert rows["ours"][0]["n_boxes_index"] == rows["ours"][0]["n_proposals"]
+    assert rows["ours"][0]["n_boxes"] == 0 and rows["ref"][0]["n_boxes"] > 0
+    assert len(rows["ours_label"]) == len(rows["ref_label"]) == 1
+    assert "images/min" in out.with_suffix(".md").read_text()
     assert result["memory"]["ours"]["peak_rss_mib"] > 0
     assert out.with_suffix(".md").read_text().startswith("| stage")

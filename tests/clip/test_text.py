@@ -42,9 +42,9 @@ def test_templates_averaged_and_normalised(scorer: ClipScorer) -> None:
 
 def test_second_call_runs_no_forward(scorer: ClipScorer, monkeypatch: pytest.MonkeyPatch) -> None:
     scorer.clear_text_cache()
-    forward = CallCounter(scorer.model.encode_text)
+    forward = CallCounter(scorer.text_encoder._forward)  # the text tower, any length
     tokenize = CallCounter(scorer.text_encoder.tokenizer)
-    monkeypatch.setattr(scorer.model, "encode_text", forward)
+    monkeypatch.setattr(scorer.text_encoder, "_forward", forward)
     monkeypatch.setattr(scorer.text_encoder, "tokenizer", tokenize)
     n_templates = len(scorer.templates)
 
@@ -107,3 +107,65 @@ def test_bad_and_empty_phrases(scorer: ClipScorer) -> None:
     assert scorer.encode_text([]).shape == (0, 32)
     assert scorer.encode_text("dog").shape == (1, 32)  # a lone string is one phrase
     assert 8 <= len(DEFAULT_TEMPLATES) <= 16
+
+
+# -- the text tower at the prompt length ----------------------------------------------------
+
+
+def test_truncated_tower_equals_full_length(scorer: ClipScorer) -> None:
+    enc = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device)
+    assert enc.truncate is None  # verified on the first batch, not assumed
+    long_phrase = " ".join(["very"] * 40) + " long dog"  # near the 77-token context
+    phrases = ["dog", "traffic light", long_phrase]
+    got = enc.encode(phrases)
+    assert enc.truncate is True
+    with torch.no_grad():
+        for row, phrase in zip(got, phrases, strict=True):
+            tokens = scorer.tokenizer([fill_template(t, phrase) for t in enc.templates])
+            full = F.normalize(scorer.model.encode_text(tokens).float(), dim=-1)
+            torch.testing.assert_close(row, F.normalize(full.mean(0), dim=-1), atol=1e-5, rtol=0)
+    # the short prompts really are shorter than the context (the test is not vacuous)
+    assert int((scorer.tokenizer(["a photo of a dog."]) != 0).sum()) < 20
+
+
+def test_truncation_falls_back_when_it_does_not_hold(scorer: ClipScorer) -> None:
+    import copy
+
+    model = copy.deepcopy(scorer.model)
+    model.attn_mask = torch.zeros_like(model.attn_mask)  # bidirectional: padding matters
+    enc = TextEncoder(model, scorer.tokenizer, None, scorer.device)
+    got = enc.encode(["dog", "red car"])
+    assert enc.truncate is False
+    with torch.no_grad():
+        tokens = scorer.tokenizer([fill_template(t, "dog") for t in enc.templates])
+        full = F.normalize(model.encode_text(tokens).float(), dim=-1)
+    torch.testing.assert_close(got[0], F.normalize(full.mean(0), dim=-1), atol=1e-6, rtol=0)
+
+
+def test_truncation_is_verified_in_float32_for_bfloat16_models(scorer: ClipScorer) -> None:
+    """bfloat16 rounding alone moves embeddings by ~1e-2; the structural check must not
+    mistake that for truncation not holding (and fall back to the slow full length)."""
+    import copy
+
+    model = copy.deepcopy(scorer.model).to(torch.bfloat16)
+    enc = TextEncoder(model, scorer.tokenizer, None, scorer.device)
+    got = enc.encode(["dog", "traffic light"])
+    assert enc.truncate is True
+    ref = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device).encode(["dog"])
+    assert float(got[0] @ ref[0]) > 0.99  # bfloat16 close to float32
+
+
+def test_new_phrases_one_batch_background_once(
+    scorer: ClipScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All templates of all new phrases go through the tower in one call; phrases seen before
+    (the pipeline's background phrases) are not encoded again."""
+    enc = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device)
+    forward = CallCounter(enc._forward)
+    monkeypatch.setattr(enc, "_forward", forward)
+    background = ["object", "background", "stuff", "thing"]
+    n = len(enc.templates)
+    enc.encode(["dog", "cat", "bird"] + background)
+    assert forward.sizes == [7 * n]
+    enc.encode(["horse"] + background)
+    assert forward.sizes == [7 * n, n]

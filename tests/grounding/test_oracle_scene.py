@@ -92,5 +92,19 @@ def test_second_query_reuses_the_index(gs, scene):
     gs.query(idx, "blue triangle, green circle")
     assert sam.encoder_calls == enc  # no image encoder pass
     assert scorer.region_calls == reg  # no CLIP image pass
-    # one box decode + `refine` passes per query, never the grid again
-    assert sam.decoder_calls == dec + 2 * (1 + gs.refine)
+    # box re-prompts were decoded by index() (prefetch_boxes): a query needs no decoder pass
+    assert sam.decoder_calls == dec
+
+
+def test_lazy_box_decodes_are_kept_in_the_index(gs, scene):
+    gs.prefetch_boxes = False
+    idx = gs.index(scene.image)
+    sam = gs.predictor
+    dec = sam.decoder_calls
+    first = gs.query(idx, "red square")
+    # one box decode + `refine` passes for the new region, never the grid again
+    assert sam.decoder_calls == dec + 1 + gs.refine
+    again = gs.query(idx, "red square")
+    assert sam.decoder_calls == dec + 1 + gs.refine  # the region is not decoded twice
+    np.testing.assert_array_equal(first.mask, again.mask)
+    assert int(idx.box_decodes[gs.refine].done.sum()) == 1

@@ -266,3 +266,28 @@ def test_float16_on_cuda_is_close_to_cpu_float32(sam_model_dir, predictor):
     out = gpu.decode(embedding, boxes=torch.tensor([[5.0, 5.0, 80.0, 70.0]] * 4))
     assert out.low_res_logits.device.type == "cuda" and out.low_res_logits.dtype == torch.float32
     assert torch.isfinite(out.low_res_logits).all()
+
+
+# -- compile=True ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # dynamo tracing: ~20 s of CPU, minutes of wall time on a busy machine
+def test_compiled_predictor_pads_batches_and_matches(sam_model, embedding):
+    """compile= traces the encoder and decoder (dynamo, 'eager' backend here: no C++ build in
+    the default run) with batches padded to a power of two; results equal the plain ones."""
+    plain = SamPredictor(sam_model)
+    compiled = SamPredictor(sam_model, compile="eager")
+    assert compiled.compiled and not plain.compiled
+    side = plain.transform.low_res_size
+    prompts = {
+        "points": torch.tensor([[[20.0, 30.0]], [[150.0, 40.0]], [[100.0, 100.0]]]),
+        "labels": torch.ones(3, 1, dtype=torch.long),
+    }
+    masks = torch.randn(3, 1, side, side, generator=torch.Generator().manual_seed(0))
+    for kwargs in (prompts, {"boxes": torch.tensor([[5.0, 5.0, 80.0, 70.0]] * 3),
+                             "mask_input": masks}):
+        a = plain.decode(embedding, **kwargs)
+        b = compiled.decode(embedding, **kwargs)  # B=3 runs as a batch of 4
+        assert b.low_res_logits.shape == a.low_res_logits.shape
+        torch.testing.assert_close(b.low_res_logits, a.low_res_logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b.iou_scores, a.iou_scores, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,86 @@
+"""Box re-prompts of proposals, decoded once per region and kept in the image's index.
+
+Which box a proposal has, and what SAM returns for it, does not depend on the phrase. The
+decoder output for a proposal's box (after ``refine`` passes feeding the mask back) is
+therefore stored in :attr:`ImageIndex.box_decodes`, keyed by ``refine``: a region is decoded at
+most once per refine level, by :meth:`GroundedSAM.index` (all proposals, when
+``prefetch_boxes`` is on) or by the first query that selects it.
+
+What refine costs: every level is one more decoder pass per box, with the previous low-res
+logits as mask input. Mask inputs make the dense embedding differ per prompt, so those passes
+take the fast decoder's plain path (no layer-0 sharing): a refine pass costs ~1.3x a box pass.
+With prefetching that cost is paid in ``index`` (N proposals x (1 + refine) prompts) and a new
+phrase pays none of it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grounded_sam.grounding.index import BoxDecodes, ImageIndex
+from grounded_sam.sam.predictor import SamPredictor
+
+__all__ = ["region_box_masks"]
+
+
+def _decode(
+    predictor: SamPredictor, index: ImageIndex, boxes: torch.Tensor, refine: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box prompts (+ ``refine`` passes), ``chunk`` boxes per decoder call.
+
+    Returns:
+        ``(low_res_logits (M, L, L), iou (M,))`` float32.
+    """
+    logits, ious = [], []
+    for start in range(0, boxes.shape[0], chunk):
+        part = boxes[start : start + chunk]
+        out = predictor.decode(index.embedding, boxes=part, multimask_output=False)
+        for _ in range(refine):
+            out = predictor.decode(
+                index.embedding, boxes=part, mask_input=out.low_res_logits, multimask_output=False
+            )
+        logits.append(out.low_res_logits[:, 0])
+        ious.append(out.iou_scores[:, 0])
+    return torch.cat(logits), torch.cat(ious)
+
+
+@torch.inference_mode()
+def region_box_masks(
+    predictor: SamPredictor,
+    index: ImageIndex,
+    regions: torch.Tensor,
+    refine: int,
+    chunk: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's answer to the boxes of some proposals, decoding only those not decoded before.
+
+    Args:
+        predictor: The SAM predictor the index was built with.
+        index: The image's index; its :attr:`~ImageIndex.box_decodes` is filled in place.
+        regions: (M,) long proposal indices (repeats allowed).
+        refine: Extra decoder passes feeding each mask back with its box.
+        chunk: Boxes per decoder call.
+
+    Returns:
+        ``(low_res_logits (M, L, L), iou (M,))`` float32 on the index's device, in the order
+        of ``regions``.
+    """
+    n = len(index)
+    cache = index.box_decodes.get(refine)
+    if cache is None:
+        side = index.proposals.low_res_size
+        device = index.proposals.boxes.device
+        cache = BoxDecodes(
+            low_res_logits=torch.zeros(n, side, side, device=device),
+            iou=torch.zeros(n, device=device),
+            done=torch.zeros(n, dtype=torch.bool, device=device),
+        )
+        index.box_decodes[refine] = cache
+    regions = regions.to(cache.done.device, torch.long)
+    missing = torch.unique(regions[~cache.done[regions]])
+    if missing.numel():
+        logits, iou = _decode(predictor, index, index.proposals.boxes[missing], refine, chunk)
+        cache.low_res_logits[missing] = logits.to(cache.low_res_logits.device)
+        cache.iou[missing] = iou.to(cache.iou.device)
+        cache.done[missing] = True
+    return cache.low_res_logits[regions], cache.iou[regions]
