@@ -423,7 +423,7 @@ def _fn_index(server: App, api_name: str) -> int:
     return next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == api_name)
 
 
-def _upload(server: App, path: Path) -> str:
+def _upload_raw(server: App, path: Path) -> str:
     boundary = uuid.uuid4().hex
     body = (
         (
@@ -459,7 +459,7 @@ def test_surrogate_phrase_and_bad_numbers_over_raw_http(app: App, tmp_path: Path
     session = uuid.uuid4().hex
     on_image, on_query = _fn_index(app, ON_IMAGE), _fn_index(app, ON_QUERY)
     upload = {
-        "path": _upload(app, image),
+        "path": _upload_raw(app, image),
         "meta": {"_type": "gradio.FileData"},
         "orig_name": "n.png",
     }
