@@ -150,3 +150,13 @@ def test_query_knobs_through_the_api(tiny_gs, index_files) -> None:
         tiny_gs.query(index, "square", top_k=True)
     with pytest.raises(ValueError, match="min_region_area must be >= 0, got -1"):
         tiny_gs.query(index, "square", min_region_area=-1)
+
+
+def test_everything_masks_stay_within_the_mask_budget(tiny_gs, monkeypatch) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    loose = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    records = tiny_gs.everything(image, **loose)
+    assert len(records) >= 1  # within the budget the masks come back
+    monkeypatch.setattr(limits, "MAX_MASK_PIXELS", 40 * 50 - 1)  # not even one mask fits
+    with pytest.raises(ValueError, match=r"automatic masks of a 50x40 image.*at most 1 masks"):
+        tiny_gs.everything(image, **loose)

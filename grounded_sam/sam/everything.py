@@ -588,7 +588,8 @@ def proposals_to_records(
 
     Raises:
         ValueError: Unknown ``output_mode`` or out-of-range ``min_mask_region_area`` /
-            ``nms_thresh``.
+            ``nms_thresh``; or the full-resolution masks (one byte per pixel) would exceed
+            :data:`grounded_sam.limits.MAX_MASK_PIXELS`.
     """
     if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
         raise ValueError(
@@ -601,6 +602,16 @@ def proposals_to_records(
         raise ValueError(f"nms_thresh must be in [0, 1], got {nms_thresh}.")
     if len(proposals) == 0:
         return []
+    H, W = proposals.original_size
+    if len(proposals) * H * W > limits.MAX_MASK_PIXELS:
+        most = max(limits.MAX_MASK_PIXELS // (H * W), 1)
+        raise ValueError(
+            f"{len(proposals)} automatic masks of a {W}x{H} image need "
+            f"{len(proposals) * H * W:,} full-resolution mask pixels, more than one call's "
+            f"budget of {limits.MAX_MASK_PIXELS:,} ({limits.REASONS['mask_pixels']}); at most "
+            f"{most} masks fit at this size: use fewer points_per_side or crop_n_layers, "
+            "raise pred_iou_thresh / stability_score_thresh, or downscale the image."
+        )
     masks = proposals.full_masks()
     if min_mask_region_area > 0:
         np_masks = masks.cpu().numpy()
