@@ -8,9 +8,9 @@ index loader) and their messages quote the bound and the reason given here.
 Memory budget of one call (documented in the README, tested under ``RLIMIT_AS``): apart from
 the models, a call holds a few copies of the image (at most :data:`MAX_IMAGE_PIXELS` pixels)
 and its full-resolution output masks, one byte per pixel (``predict``: at most
-:data:`MAX_MASK_PIXELS`, as for ``everything``; ``query``: at most ``max_regions`` masks; masks are upscaled one at a
-time, never all at once in float); everything else (proposals, logits, CLIP crops) is bounded
-by the knobs below independently of image size.
+:data:`MAX_MASK_PIXELS`, as for ``everything``; ``query``: at most ``max_regions`` masks;
+masks are upscaled one at a time, never all at once in float); everything else (proposals,
+logits, CLIP crops) is bounded by the knobs below independently of image size.
 """
 
 from __future__ import annotations
