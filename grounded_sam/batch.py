@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from grounded_sam.grounding.index import ImageIndex
     from grounded_sam.pipeline import GroundedSAM
+    from grounded_sam.utils.progress import StageProgress
 
 __all__ = [
     "BatchItem",
@@ -317,16 +318,22 @@ def segment_items(
     *,
     batch_size: int | None = None,
     show_progress: bool = True,
+    stages: Callable[[], StageProgress] | None = None,
     **query_kwargs: Any,
 ) -> Iterator[BatchItem]:
-    """Like :func:`segment_many`, yielding :class:`BatchItem` (with the decoded image)."""
+    """Like :func:`segment_many`, yielding :class:`BatchItem` (with the decoded image).
+
+    ``stages``, when given, is called once per image for a
+    :class:`~grounded_sam.utils.progress.StageProgress` that shows (and times) that image's
+    indexing stages: SAM encoder, proposals, CLIP regions.
+    """
     if prompt is not None or "exemplars" not in query_kwargs:
         prompt = parse_prompt(prompt)  # a bad prompt fails once, before any image
     parse_negatives(query_kwargs.get("negative"), prompt or [])
     check_calibration(query_kwargs.get("calibration", "joint"))
-    index = _index_fn(gs)
 
     def run(image: np.ndarray, embedding: Any) -> sv.Detections:
+        index = _index_fn(gs, show_progress=stages() if stages is not None else False)
         return gs.query(index(image, embedding), prompt, **query_kwargs)
 
     yield from iter_results(

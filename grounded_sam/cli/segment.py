@@ -22,6 +22,7 @@ from grounded_sam.cli.common import (
     load_engine,
     query_kwargs,
     say,
+    stage_progress,
     unique_stems,
 )
 
@@ -112,9 +113,20 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     stems = dict(zip(images, unique_stems(images), strict=True))
     t0 = time.perf_counter()
+    stages = []  # each image's indexing stages (bars on stderr, times for the summary)
+
+    def new_stages():  # called once per image by the loop, before that image is indexed
+        stages.append(stage_progress(args))
+        return stages[-1]
+
     items = segment_items(
-        gs, images, phrases, show_progress=not args.quiet, **query_kwargs(args)
-    )  # a progress bar over the images on stderr (-q: none)
+        gs,
+        images,
+        phrases,
+        show_progress=not args.quiet,
+        stages=new_stages,
+        **query_kwargs(args),
+    )  # a progress bar over the images, one per indexing stage, on stderr (-q: none)
     for item in items:  # the shared many-images loop (decoding overlapped with model work)
         path, image, dets = item.source, item.image, item.result
         elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
@@ -126,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"grounded-sam: error: {' '.join(str(dets).split())}", file=sys.stderr)
             failed += 1
             continue
-        say(args, f"{path}: segmented in {elapsed:.2f}s")
+        indexed = f"{stages[-1].summary()}, " if stages else ""
+        say(args, f"{path}: {indexed}segmented in {elapsed:.2f}s")
         doc = detections_to_json(
             dets,
             image.shape[:2],

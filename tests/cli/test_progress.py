@@ -19,11 +19,15 @@ def test_segment_json_shows_progress_on_stderr_only(model_args: list[str], tmp_p
     docs = [json.loads(line) for line in proc.stdout.splitlines()]  # pure JSON lines
     assert len(docs) == 1 and docs[0]["image"].endswith("shapes.png")
     parts = bar_lines(proc.stderr)
-    # segment runs main's shared many-images loop: one bar over the images, a timing line each
+    # segment runs the shared many-images loop: one bar over the images, one bar per
+    # indexing stage of each image, and a timing line per image with the stage times
     assert any(p.startswith("Segmenting:") and "100%" in p for p in parts), parts
+    assert any(p.startswith("SAM encoder:") for p in parts), parts
+    assert any(p.startswith("proposals:") and "100%" in p for p in parts), parts
     assert any(p.startswith("grounded-sam: models ready in ") for p in parts)
-    timing = [p for p in parts if p.startswith(f"grounded-sam: {image}: segmented in ")]
-    assert len(timing) == 1, parts
+    timing = [p for p in parts if p.startswith(f"grounded-sam: {image}: SAM encoder ")]
+    assert len(timing) == 1 and "CLIP regions" in timing[0], parts
+    assert "segmented in " in timing[0], parts
 
 
 def test_quiet_piped_shell_prints_nothing_on_stderr_and_writes_nothing(
