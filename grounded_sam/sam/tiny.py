@@ -190,12 +190,18 @@ def save_tiny_sam_hq(directory: str | Path, seed: int = 0, image_size: int = 256
     from transformers import SamHQModel
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = SamHQModel(tiny_sam_hq_config(image_size=image_size))
-    _scale_random(model, seed)
+    model = _random_model(SamHQModel, tiny_sam_hq_config(image_size=image_size), directory, seed)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def _random_model(model_cls: type, config: object, directory: Path, seed: int) -> torch.nn.Module:
+    """``model_cls(config)`` with seeded, scaled random weights; creates ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    _scale_random(model, seed)
+    return model
 
 
 def tiny_sam2_config(image_size: int = 256, hidden: int = 32):
@@ -259,10 +265,7 @@ def save_tiny_sam2(directory: str | Path, seed: int = 0, image_size: int = 256) 
     from transformers import Sam2Model
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = Sam2Model(tiny_sam2_config(image_size=image_size))
-    _scale_random(model, seed)
+    model = _random_model(Sam2Model, tiny_sam2_config(image_size=image_size), directory, seed)
     with torch.no_grad():  # one random Fourier matrix, as in the released checkpoints
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding
