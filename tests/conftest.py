@@ -53,6 +53,25 @@ def tiny_gs(tiny_model_specs: tuple[str, str]):
 
 
 @pytest.fixture(scope="session")
+def model_args(tiny_model_specs: tuple[str, str]) -> list[str]:
+    """--sam/--clip of the tiny models plus knobs that make random weights return masks.
+
+    The command-line twin of ``tests/distributed/conftest.py::engine_kwargs``; used by the CLI
+    and the Ray tests.
+    """
+    sam, clip = tiny_model_specs
+    return [
+        "--sam", sam,
+        "--clip", clip,
+        "--device", "cpu",
+        "--points-per-side", "4",
+        "--pred-iou-thresh", "0",
+        "--stability-score-thresh", "0.5",
+        "--threshold", "0",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data next to the repo; skips the test when absent (as in a user's clone)."""
     if not SHARED_DATA.is_dir():

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ENTRY = [sys.executable, "-m", "grounded_sam.cli.main"]
@@ -52,21 +51,6 @@ def popen_cli(args: Sequence[str | os.PathLike], log: Path) -> subprocess.Popen:
         stderr=log.with_suffix(".err").open("w"),
         env=cli_env(),
     )
-
-
-@pytest.fixture(scope="session")
-def model_args(tiny_model_specs: tuple[str, str]) -> list[str]:
-    """--sam/--clip of the tiny models plus knobs that make random weights return masks."""
-    sam, clip = tiny_model_specs
-    return [
-        "--sam", sam,
-        "--clip", clip,
-        "--device", "cpu",
-        "--points-per-side", "4",
-        "--pred-iou-thresh", "0",
-        "--stability-score-thresh", "0.5",
-        "--threshold", "0",
-    ]  # fmt: skip
 
 
 def synthetic_image(path: Path, h: int = 96, w: int = 128, seed: int = 0) -> Path:

@@ -55,19 +55,6 @@ def engine_kwargs(tiny_model_specs: tuple[str, str]) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def model_args(tiny_model_specs: tuple[str, str]) -> list[str]:
-    """The same settings as ``engine_kwargs`` on the command line."""
-    sam, clip = tiny_model_specs
-    return [
-        "--sam", sam,
-        "--clip", clip,
-        "--device", "cpu",
-        "--points-per-side", "4",
-        "--pred-iou-thresh", "0",
-        "--stability-score-thresh", "0.5",
-        "--threshold", "0",
-    ]  # fmt: skip
 
 
 GOOD = ["img0.jpg", "img1.jpg", "img2.jpg", "sub/deep/nested.PNG"]
