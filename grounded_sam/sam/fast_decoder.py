@@ -1,8 +1,9 @@
 """SAM's mask decoder for many prompts on one image: image-side work done once.
 
 Same weights and the same function as transformers' ``SamMaskDecoder`` (and so Meta's
-``MaskDecoder``); the arithmetic is re-ordered so that B prompts on one image embedding cost
-much less than B independent decoder runs:
+``MaskDecoder``; HQ-SAM's and SAM 2's decoders too, see the end of this docstring); the
+arithmetic is re-ordered so that B prompts on one image embedding cost much less than B
+independent decoder runs:
 
 * **Shared image side.** Without a mask input, the dense prompt embedding is the same learned
   vector for every prompt, so the decoder's image tokens enter layer 0 identical for all B
@@ -35,6 +36,21 @@ layer 0's shared projections and the rank-h*T ``out_proj`` are where it pays.
 
 Prompts with a mask input have a per-prompt dense embedding: they take the same code with a
 per-prompt image side (no sharing), the "plain path".
+
+**Other SAM families.** HQ-SAM and SAM 2 (transformers ``SamHQMaskDecoder`` /
+``Sam2MaskDecoder``) have SAM's two-way transformer with other output tokens (HQ-SAM appends
+an HQ token; SAM 2 prepends an object-score token), so everything above applies to them. Their
+upscaling branches differ:
+
+* SAM 2 adds two projected backbone levels (shared by all prompts) after each transposed
+  convolution: they are rearranged once per image into the 2x2-block layout
+  (:meth:`FastMaskDecoder.prepare_features`) and added there. Its single-mask output falls
+  back to the best multimask output when the single mask is unstable, as the decoder does in
+  eval mode.
+* HQ-SAM's HQ mask runs two 3x3 convolutions over every prompt's (C/8, 4E, 4E) upscaled
+  features. These are per prompt by construction and cannot be shared or absorbed; they are
+  run channels-last, and they bound what the fast path gains for HQ-SAM (about 1.2x at 64
+  prompts on a CPU, against 2.5x for SAM 2 and SAM; see ``benchmarks/RESULTS.md``).
 
 Numerically the results equal transformers' up to float re-association (sums in a different
 order): fp32 max |delta logit| ~1e-4 on a full-size random decoder (see
@@ -79,30 +95,100 @@ def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.unflatten(-1, (h, x.shape[-1] // h))
 
 
+def _out_proj(attn: torch.nn.Module) -> torch.nn.Module:
+    """The attention's output projection (``out_proj`` in SAM / HQ-SAM, ``o_proj`` in SAM 2)."""
+    proj = getattr(attn, "out_proj", None)
+    return proj if proj is not None else attn.o_proj
+
+
 def _softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     # transformers: softmax in float32, then back to the model dtype
     return F.softmax(x, dim=dim, dtype=torch.float32).to(x.dtype)
 
 
 class FastMaskDecoder:
-    """Decode B prompts on one image embedding with a transformers ``SamMaskDecoder``.
+    """Decode B prompts on one image embedding with a transformers SAM-family mask decoder.
 
     See the module docstring for what is shared and why.
 
     Args:
-        decoder: A ``transformers`` ``SamMaskDecoder`` (eval mode).
+        decoder: A ``transformers`` ``SamMaskDecoder``, ``SamHQMaskDecoder`` or
+            ``Sam2MaskDecoder`` (eval mode); the family is read from its tokens
+            (:attr:`family`: ``"sam"``, ``"sam_hq"`` or ``"sam2"``).
         absorb: Force the absorbed (True) or the standard (False) image-side projections;
             None chooses the cheaper per call. For tests.
+        hq_token_only: HQ-SAM: return only the HQ token's mask instead of SAM's mask + the
+            HQ mask.
     """
 
-    def __init__(self, decoder: torch.nn.Module, absorb: bool | None = None) -> None:
+    def __init__(
+        self, decoder: torch.nn.Module, absorb: bool | None = None, hq_token_only: bool = False
+    ) -> None:
         self.decoder = decoder
         self.absorb = absorb
+        self.hq_token_only = hq_token_only
         self._up_key: tuple | None = None
         self._up: tuple[torch.Tensor, ...] = ()
         layers = decoder.transformer.layers
         if len(layers) == 0 or not layers[0].skip_first_layer_pe:
             raise ValueError("FastMaskDecoder expects SAM's two-way transformer layout.")
+        if hasattr(decoder, "obj_score_token"):
+            # SAM 2: [object score, IoU, 4 mask tokens]; high-res skips in the upscaling
+            self.family, self._iou_at, self._mask_at = "sam2", 1, 2
+        elif hasattr(decoder, "hq_token"):
+            # HQ-SAM: [IoU, 4 mask tokens, HQ token]; HQ mask from fused early ViT features
+            self.family, self._iou_at, self._mask_at = "sam_hq", 0, 1
+        else:
+            self.family, self._iou_at, self._mask_at = "sam", 0, 1
+
+    def _output_tokens(self) -> torch.Tensor:
+        """(T0, C) learned output tokens in the family's order."""
+        dec = self.decoder
+        parts = [dec.iou_token.weight, dec.mask_tokens.weight]
+        if self.family == "sam2":
+            parts.insert(0, dec.obj_score_token.weight)
+        elif self.family == "sam_hq":
+            parts.append(dec.hq_token.weight)
+        return torch.cat(parts, dim=0)
+
+    def prepare_features(
+        self, image_embeddings: torch.Tensor, features: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, ...]:
+        """The family's per-image inputs to the upscaling branch, computed once per image.
+
+        Args:
+            image_embeddings: (1, C, E, E) image embedding.
+            features: The embedding's extra encoder outputs: SAM 2's projected high-resolution
+                levels ((1, C/8, 4E, 4E), (1, C/4, 2E, 2E)); HQ-SAM's early ViT features
+                ((1, E, E, D),); nothing for SAM.
+
+        Returns:
+            SAM 2: (level 0 as (1, E*E, 16, C/8), level 1 as (1, E*E, 4, C/4)) in the 2x2
+            block layout of :meth:`_upscale`; HQ-SAM: ((1, 4E, 4E, C/8) fused image + ViT
+            features, channels last); SAM: ().
+        """
+        dec = self.decoder
+        e = image_embeddings.shape[-1]
+        if self.family == "sam2":
+            s0, s1 = features
+            c8, c4 = s0.shape[1], s1.shape[1]
+            # (o, 4E, 4E) -> (i, j, (a, c, a2, c2), o): row 4i + 2a + a2, col 4j + 2c + c2
+            b0 = s0[0].reshape(c8, e, 2, 2, e, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
+            b1 = s1[0].reshape(c4, e, 2, e, 2).permute(1, 3, 2, 4, 0)  # (i, j, a, c, o)
+            return (
+                b0.reshape(1, e * e, 16, c8).contiguous(),
+                b1.reshape(1, e * e, 4, c4).contiguous(),
+            )
+        if self.family == "sam_hq":
+            act = dec.activation
+            vit = features[0].permute(0, 3, 1, 2)
+            hq = dec.encoder_conv2(
+                act(dec.encoder_norm(dec.encoder_conv1(image_embeddings)))
+            ) + dec.compress_vit_conv2(
+                act(dec.compress_vit_norm(dec.compress_vit_conv1(vit)))
+            )
+            return (hq.permute(0, 2, 3, 1).contiguous(),)  # channels-last (1, 4E, 4E, C/8)
+        return ()
 
     # -- shared image side -----------------------------------------------------------------
 
@@ -178,7 +264,7 @@ class FastMaskDecoder:
             v = _heads(attn.v_proj(value_img), h).transpose(1, 2)
             w = _softmax(q.transpose(1, 2) @ k.transpose(2, 3), -1)  # (B, h, T, N)
             out = (w @ v).transpose(1, 2).flatten(2)
-        return attn.out_proj(out)
+        return _out_proj(attn)(out)
 
     def _tokens_to_shared_image(
         self, attn: torch.nn.Module, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor
@@ -190,7 +276,7 @@ class FastMaskDecoder:
         q = q.permute(2, 0, 1, 3).reshape(h, b * t, -1)  # (h, B*T, d)
         w = _softmax(q @ k.transpose(1, 2), -1)  # (h, B*T, N)
         out = (w @ v).view(h, b, t, -1).permute(1, 2, 0, 3).flatten(2)  # (B, T, h*d)
-        return attn.out_proj(out)
+        return _out_proj(attn)(out)
 
     def _image_to_tokens(
         self,
@@ -232,10 +318,11 @@ class FastMaskDecoder:
             q = _heads(attn.q_proj(query_img) * attn.scaling, h)  # (B, N, h, d)
             logits = torch.einsum("bnhd,bthd->bhtn", q, k)
         w = _softmax(logits.contiguous(), 2).view(b, h * t, n).transpose(1, 2)  # (B, N, h*T)
-        wo = _heads(attn.out_proj.weight, h)  # (C, h, d)
+        proj = _out_proj(attn)
+        wo = _heads(proj.weight, h)  # (C, h, d)
         u = torch.einsum("bthd,chd->bhtc", v, wo)  # (B, h, T, C)
         # each head's weights sum to 1 over T, so bias/h on every row adds the bias once
-        u = (u + attn.out_proj.bias / h).reshape(b, h * t, -1)
+        u = (u + proj.bias / h).reshape(b, h * t, -1)
         # residual, out_proj and its bias in one pass over the (B, N, C) image tokens
         return torch.baddbmm(residual.expand(b, -1, -1), w, u)
 
@@ -250,6 +337,7 @@ class FastMaskDecoder:
         multimask_output: bool,
         shared: SharedImage | None = None,
         upscale_chunk: int = 16,
+        extras: tuple[torch.Tensor, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode B prompts.
 
@@ -264,14 +352,17 @@ class FastMaskDecoder:
                 image side of layer 0 is then shared by all prompts. None: the plain path,
                 every prompt's image side computed on its own.
             upscale_chunk: Prompts per upscaling step (bounds the (4E)^2 x C/8 buffers).
+            extras: :meth:`prepare_features`'s result for this image (SAM 2 and HQ-SAM).
 
         Returns:
-            ``(masks (B, M, 4E, 4E), iou (B, M))`` logits and predicted IoUs, M = 3 or 1.
+            ``(masks (B, M, 4E, 4E), iou (B, M))`` logits and predicted IoUs, M = 3 or 1,
+            in the family's conventions: HQ-SAM adds the HQ mask to SAM's (or returns only
+            it, ``hq_token_only``); SAM 2's single output falls back to the best multimask
+            output when the single mask is unstable, as its decoder does in eval mode.
         """
         dec = self.decoder
         batch = sparse.shape[0] if sparse is not None else dense.shape[0]
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = out_tokens[None].expand(batch, -1, -1)
+        tokens = self._output_tokens()[None].expand(batch, -1, -1)
         if sparse is not None:
             tokens = torch.cat([tokens, sparse.to(tokens.dtype)], dim=1)
         tok_pe = tokens  # the prompt tokens' own "positional" embedding
@@ -319,25 +410,90 @@ class FastMaskDecoder:
         attn = self._tokens_to_image(tr.final_attn_token_to_image, queries + tok_pe, kp, keys)
         queries = tr.layer_norm_final_attn(queries + attn)
 
-        sel = slice(1, None) if multimask_output else slice(0, 1)
-        iou = dec.iou_prediction_head(queries[:, 0])[:, sel]
-        mask_tokens = queries[:, 1 : 1 + dec.num_mask_tokens]
-        first = 1 if multimask_output else 0
-        count = dec.num_mask_tokens - 1 if multimask_output else 1
+        return self._predict(queries, keys, e, multimask_output, extras, upscale_chunk)
+
+    def _predict(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        e: int,
+        multimask_output: bool,
+        extras: tuple[torch.Tensor, ...],
+        chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heads after the transformer: IoU, hypernetworks, upscaling, mask selection.
+
+        Args:
+            queries: (B, T, C) output + prompt tokens after the transformer.
+            keys: (B, N, C) image tokens after the transformer.
+            e: E, the embedding side.
+            multimask_output: See :meth:`__call__`.
+            extras: See :meth:`__call__`.
+            chunk: Prompts per upscaling step.
+
+        Returns:
+            ``(masks (B, M, 4E, 4E), iou (B, M))``.
+        """
+        dec = self.decoder
+        batch = queries.shape[0]
+        iou = dec.iou_prediction_head(queries[:, self._iou_at])  # (B, 4)
+        mask_tokens = queries[:, self._mask_at :]
+        # SAM 2 in eval mode: a single mask falls back to the best of the three on instability
+        dynamic = (
+            self.family == "sam2"
+            and not multimask_output
+            and bool(getattr(dec, "dynamic_multimask_via_stability", False))
+        )
+        chosen = [1, 2, 3] if multimask_output else [0, 1, 2, 3] if dynamic else [0]
         hyper = torch.stack(
-            [
-                dec.output_hypernetworks_mlps[j](mask_tokens[:, j])
-                for j in range(first, first + count)
-            ],
-            dim=1,
+            [dec.output_hypernetworks_mlps[j](mask_tokens[:, j]) for j in chosen], dim=1
         )  # (B, M, C/8)
+        hyper_hq = None
+        if self.family == "sam_hq":
+            hq_at = len(dec.output_hypernetworks_mlps)
+            hyper_hq = dec.hq_mask_mlp(mask_tokens[:, hq_at])[:, None]  # (B, 1, C/8)
         masks = torch.cat(
             [
-                self._upscale(keys[s : s + upscale_chunk], hyper[s : s + upscale_chunk], e)
-                for s in range(0, batch, upscale_chunk)
+                self._upscale(
+                    keys[s : s + chunk],
+                    hyper[s : s + chunk],
+                    e,
+                    extras,
+                    None if hyper_hq is None else hyper_hq[s : s + chunk],
+                )
+                for s in range(0, batch, chunk)
             ]
         )
+        iou = iou[:, chosen]
+        if dynamic:
+            masks, iou = self._stable_single(masks, iou)
         return masks, iou
+
+    def _stable_single(
+        self, masks: torch.Tensor, iou: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2's dynamic single-mask output (as ``Sam2MaskDecoder`` in eval mode).
+
+        Args:
+            masks: (B, 4, L, L) logits of mask tokens 0..3.
+            iou: (B, 4) their predicted IoUs.
+
+        Returns:
+            ``(masks (B, 1, L, L), iou (B, 1))``: token 0's mask where its stability score
+            (IoU of the masks at logit > +delta and > -delta) reaches the threshold, else the
+            multimask output with the highest predicted IoU.
+        """
+        dec = self.decoder
+        delta = dec.dynamic_multimask_stability_delta
+        flat = masks[:, 0].flatten(1)
+        area_i = (flat > delta).sum(-1).float()
+        area_u = (flat > -delta).sum(-1).float()
+        stability = torch.where(area_u > 0, area_i / area_u.clamp_min(1), 1.0)
+        stable = stability >= dec.dynamic_multimask_stability_thresh  # (B,)
+        best = iou[:, 1:].argmax(1) + 1  # (B,)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        pick = torch.where(stable, torch.zeros_like(best), best)
+        return masks[rows, pick][:, None], iou[rows, pick][:, None]
 
     def _upscale_weights(self) -> tuple[torch.Tensor, ...]:
         """The transposed convolutions as linear maps to 2x2 blocks (cached per weights).
@@ -356,13 +512,23 @@ class FastMaskDecoder:
             self._up_key = key
         return self._up
 
-    def _upscale(self, keys: torch.Tensor, hyper: torch.Tensor, e: int) -> torch.Tensor:
+    def _upscale(
+        self,
+        keys: torch.Tensor,
+        hyper: torch.Tensor,
+        e: int,
+        extras: tuple[torch.Tensor, ...] = (),
+        hyper_hq: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Upscaling branch + hypernetwork product in a 2x2-block layout.
 
         Args:
             keys: (b, N, C) image tokens after the transformer.
             hyper: (b, M, C/8) hypernetwork outputs of the returned mask tokens.
             e: E, the embedding side (N = E*E).
+            extras: SAM 2's block-layout high-res features / HQ-SAM's fused features
+                (:meth:`prepare_features`).
+            hyper_hq: (b, 1, C/8) HQ token's hypernetwork output (HQ-SAM), else None.
 
         Returns:
             (b, M, 4E, 4E) mask logits.
@@ -373,10 +539,34 @@ class FastMaskDecoder:
         c4, c8 = conv1.out_channels, conv2.out_channels
         w1, b1, w2, b2 = self._upscale_weights()
         x = F.linear(keys, w1, b1).view(b, n, 4, c4)
+        if self.family == "sam2":  # + projected backbone level 1 (shared by all prompts)
+            x = x + extras[1]
         x = F.gelu(F.layer_norm(x, (c4,), ln.weight, ln.bias, ln.eps))
-        x = F.gelu(F.linear(x, w2, b2).view(b, n, 16, c8))  # (b, N, (a, c, a2, c2), C/8)
+        x = F.linear(x, w2, b2).view(b, n, 16, c8)  # (b, N, (a, c, a2, c2), C/8)
+        if self.family == "sam2":  # + projected backbone level 0
+            x = x + extras[0]
+        x = F.gelu(x)
         m = hyper.shape[1]
         masks = x.view(b, n * 16, c8) @ hyper.transpose(1, 2)  # (b, N*16, M)
-        masks = masks.view(b, e, e, 2, 2, 2, 2, m)  # (b, i, j, a, c, a2, c2, M)
-        # row = 4i + 2a + a2, col = 4j + 2c + c2
-        return masks.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, m, 4 * e, 4 * e)
+        masks = _blocks_to_image(masks.view(b, e, e, 2, 2, 2, 2, m))
+        if hyper_hq is None:
+            return masks
+        # HQ-SAM: 3x3 convolutions on the upscaled features need the image layout; kept
+        # channels-last throughout (the CPU convolutions' native layout, and LayerNorm over
+        # channels without transposes)
+        act, norm = dec.activation, dec.mask_norm
+        up = x.view(b, e, e, 2, 2, 2, 2, c8).permute(0, 1, 3, 5, 2, 4, 6, 7)
+        up = up.reshape(b, 4 * e, 4 * e, c8)  # (b, 4E, 4E, C/8): row 4i + 2a + a2
+        h = dec.mask_conv1(up.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        h = act(F.layer_norm(h, (h.shape[-1],), norm.weight, norm.bias, norm.eps))
+        h = dec.mask_conv2(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) + extras[0]
+        hq = (h.reshape(b, -1, c8) @ hyper_hq.transpose(1, 2)).view(b, 1, 4 * e, 4 * e)
+        if self.hq_token_only:
+            return hq.expand(-1, m, -1, -1)
+        return masks + hq
+
+
+def _blocks_to_image(x: torch.Tensor) -> torch.Tensor:
+    """(b, i, j, a, c, a2, c2, K) blocks -> (b, K, 4E, 4E), row 4i + 2a + a2, col 4j + 2c + c2."""
+    b, e, k = x.shape[0], x.shape[1], x.shape[-1]
+    return x.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, k, 4 * e, 4 * e)

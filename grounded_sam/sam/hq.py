@@ -7,9 +7,14 @@ the image embedding, the first global-attention block's ViT output (``features[0
 
 With ``multimask_output`` the three SAM masks are returned in token order (whole / part /
 sub-part, as for SAM), each plus the HQ mask unless ``hq_token_only``; SysCV's HQ predictor
-returns only the one with the highest predicted IoU of them. The many-prompt fast decoder
-of :class:`~grounded_sam.sam.predictor.SamPredictor` does not apply here: HQ prompts run
-through transformers' ``SamHQMaskDecoder``.
+returns only the one with the highest predicted IoU of them.
+
+Prompts are decoded by the many-prompt :class:`~grounded_sam.sam.fast_decoder.FastMaskDecoder`
+(HQ-SAM's two-way transformer is SAM's: layer 0's image side is shared, projections absorbed,
+the upscaling run as matrix products). What it cannot share is HQ-SAM's own branch: two 3x3
+convolutions over every prompt's (C/8, 4E, 4E) upscaled features, which are per prompt by
+construction. :func:`hq_mask_decoder` is the straightforward reference of the same function
+(SysCV's data flow), kept for tests and export.
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ class SamHQPredictor(SamPredictor):
     def __init__(self, model, hq_token_only: bool = False) -> None:
         super().__init__(model)
         self.hq_token_only = hq_token_only
+
+    @property
+    def hq_token_only(self) -> bool:
+        """Return only the HQ token's mask (instead of SAM's mask + the HQ mask)."""
+        return self._fast.hq_token_only
+
+    @hq_token_only.setter
+    def hq_token_only(self, value: bool) -> None:
+        self._fast.hq_token_only = bool(value)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -93,32 +107,21 @@ class SamHQPredictor(SamPredictor):
         lab = None if labels is None else labels.to(self.device, torch.long)
         bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
         msk = None if mask_input is None else mask_input.to(self.device)
-        model = self.model
-        batch = next(t.shape[0] for t in (pts, bxs, msk) if t is not None)
-        sparse, dense = model.prompt_encoder(
+        sparse, dense = self.model.prompt_encoder(
             input_points=None if pts is None else pts[:, None].to(self.dtype),
             input_labels=None if lab is None else lab[:, None],
             input_boxes=None if bxs is None else bxs[:, None].to(self.dtype),
             input_masks=None if msk is None else msk.to(self.dtype),
         )
-        if sparse is None:
-            sparse = torch.zeros(batch, 1, 0, dense.shape[1], device=self.device, dtype=self.dtype)
-        if dense.shape[0] != batch:
-            dense = dense.expand(batch, -1, -1, -1)
-        if self._image_pe is None:
-            self._image_pe = model.get_image_wide_positional_embeddings()
-        masks, iou = hq_mask_decoder(
-            model.mask_decoder,
-            image_embeddings=embedding.embeddings,
-            image_pe=self._image_pe,
-            sparse=sparse,
-            dense=dense,
-            vit_features=embedding.features[0],
-            multimask_output=multimask_output,
-            hq_token_only=self.hq_token_only,
+        masks, iou = self._fast_decode(
+            embedding.embeddings,
+            sparse,
+            dense,
+            msk is None,
+            multimask_output,
+            extras=self._decoder_extras(embedding),
         )
         return DecoderOutput(low_res_logits=masks.float(), iou_scores=iou.float())
-
 
 def hq_mask_decoder(
     decoder,

@@ -92,14 +92,20 @@ class SamPredictor:
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
+        self._setup_decoder(model, compile)
+
+    def _setup_decoder(self, model, compile: bool | str = False, **fast_kwargs) -> None:
+        """The many-prompt decoder and its per-image caches (shared by every SAM family)."""
         self._image_pe: torch.Tensor | None = None
-        try:  # subclasses for other SAM families bring their own decoder path
-            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder)
+        try:  # a stand-in model without SAM's decoder layout decodes its own way
+            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder, **fast_kwargs)
         except (AttributeError, TypeError, ValueError):
             self._fast = None
         # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
         self._shared_for: torch.Tensor | None = None
         self._shared: SharedImage | None = None
+        self._extras_for: torch.Tensor | None = None
+        self._extras: tuple[torch.Tensor, ...] = ()
         self.compiled = bool(compile)
         self._encoder_fn = model.get_image_embeddings
         self._decoder_fn = None if self._fast is None else self._fast.__call__
@@ -140,17 +146,42 @@ class SamPredictor:
             ``(logits (B, C, L, L), iou (B, C))``.
         """
         model = self.model
-        batch = next(t.shape[0] for t in (points, boxes, mask_input) if t is not None)
         sparse, dense = model.prompt_encoder(
             input_points=None if points is None else points[:, None].to(self.dtype),
             input_labels=None if labels is None else labels[:, None],
             input_boxes=None if boxes is None else boxes[:, None].to(self.dtype),
             input_masks=None if mask_input is None else mask_input.to(self.dtype),
         )
+        return self._fast_decode(embeddings, sparse, dense, mask_input is None, multimask_output)
+
+    def _fast_decode(
+        self,
+        embeddings: torch.Tensor,
+        sparse: torch.Tensor | None,
+        dense: torch.Tensor,
+        shareable: bool,
+        multimask_output: bool,
+        extras: tuple[torch.Tensor, ...] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings -> masks through the many-prompt decoder.
+
+        Args:
+            embeddings: (1, C, E, E) image embedding.
+            sparse: (B, 1, T, C) point/box tokens, or None (mask-only prompts).
+            dense: (B|1, C, E, E) dense prompt embeddings.
+            shareable: No prompt has a mask input, so every dense embedding is the no-mask one
+                and the image side of layer 0 is shared (computed once per embedding).
+            multimask_output: Three masks per prompt instead of one.
+            extras: The family's per-image upscaling inputs (:meth:`_decoder_extras`).
+
+        Returns:
+            ``(logits (B, C, L, L), iou (B, C))``.
+        """
+        batch = sparse.shape[0] if sparse is not None else dense.shape[0]
         if self._image_pe is None:
-            self._image_pe = model.get_image_wide_positional_embeddings()
+            self._image_pe = self.model.get_image_wide_positional_embeddings()
         shared = None
-        if mask_input is None:
+        if shareable:
             # every prompt has the same (no-mask) dense embedding: share the image side
             dense = dense[:1]
             if self._shared_for is not embeddings:
@@ -159,15 +190,25 @@ class SamPredictor:
             shared = self._shared
         elif dense.shape[0] != batch:
             dense = dense.expand(batch, -1, -1, -1)
-        sparse = None if sparse is None else sparse[:, 0]
+        sparse = None if sparse is None or sparse.shape[2] == 0 else sparse[:, 0]
         if self.compiled:  # static shapes: pad the batch to a power of two
             padded = 1 << max(batch - 1, 0).bit_length()
             sparse = None if sparse is None else _pad_rows(sparse, padded)
             dense = dense if dense.shape[0] == 1 else _pad_rows(dense, padded)
         masks, iou = self._decoder_fn(
-            embeddings, self._image_pe, sparse, dense, multimask_output, shared=shared
+            embeddings, self._image_pe, sparse, dense, multimask_output, shared=shared,
+            extras=extras,
         )
         return masks[:batch], iou[:batch]
+
+    def _decoder_extras(self, embedding: ImageEmbedding) -> tuple[torch.Tensor, ...]:
+        """The family's per-image decoder inputs for ``embedding`` (kept for the last one)."""
+        if not embedding.features:
+            return ()
+        if self._extras_for is not embedding.embeddings:
+            self._extras = self._fast.prepare_features(embedding.embeddings, embedding.features)
+            self._extras_for = embedding.embeddings
+        return self._extras
 
     # -- public API -----------------------------------------------------------------------
 

@@ -17,9 +17,11 @@ What differs from SAM, following Meta's ``SAM2ImagePredictor``:
   hands back low-res logits clamped to [-32, 32]; here the raw logits are kept (so masks match)
   and a ``mask_input`` is clamped on the way in (so refinement matches).
 
-The many-prompt fast decoder of :class:`~grounded_sam.sam.predictor.SamPredictor` does not
-apply: SAM 2 prompts run through transformers' ``Sam2MaskDecoder`` (its high-resolution skip
-connections differ from SAM's decoder).
+Prompts are decoded by the many-prompt :class:`~grounded_sam.sam.fast_decoder.FastMaskDecoder`:
+SAM 2's two-way transformer has SAM's layout (plus an object-score token), so layer 0's image
+side is shared and projections are absorbed as for SAM; the high-resolution skip connections
+are per-image tensors added in the upscaling branch's 2x2-block layout, so they are
+rearranged once per image and shared by all prompts.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class Sam2Predictor(SamPredictor):
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
-        self._image_pe: torch.Tensor | None = None
+        self._setup_decoder(model)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -169,27 +171,18 @@ class Sam2Predictor(SamPredictor):
         msk = None
         if mask_input is not None:  # Meta's predictor hands back logits clamped to +-32
             msk = mask_input.to(self.device, self.dtype).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-        model = self.model
-        batch = next(t.shape[0] for t in (pts, bxs, msk) if t is not None)
-        sparse, dense = model.prompt_encoder(
+        sparse, dense = self.model.prompt_encoder(
             input_points=None if pts is None else pts[:, None].to(self.dtype),
             input_labels=None if lab is None else lab[:, None],
             input_boxes=None if bxs is None else bxs[:, None].to(self.dtype),
             input_masks=msk,
         )
-        if sparse is None:  # mask-only prompt: no point tokens, as Meta's predictor
-            sparse = torch.zeros(batch, 1, 0, dense.shape[1], device=self.device, dtype=self.dtype)
-        if dense.shape[0] != batch:
-            dense = dense.expand(batch, -1, -1, -1)
-        if self._image_pe is None:
-            self._image_pe = model.get_image_wide_positional_embeddings()
-        s0, s1 = embedding.features
-        masks, iou, _, _ = model.mask_decoder(
-            image_embeddings=embedding.embeddings.expand(batch, -1, -1, -1),
-            image_positional_embeddings=self._image_pe.expand(batch, -1, -1, -1),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            high_resolution_features=[s0.expand(batch, -1, -1, -1), s1.expand(batch, -1, -1, -1)],
+        masks, iou = self._fast_decode(
+            embedding.embeddings,
+            sparse,
+            dense,
+            msk is None,
+            multimask_output,
+            extras=self._decoder_extras(embedding),
         )
-        return DecoderOutput(low_res_logits=masks[:, 0].float(), iou_scores=iou[:, 0].float())
+        return DecoderOutput(low_res_logits=masks.float(), iou_scores=iou.float())
