@@ -1,4 +1,4 @@
-"""``export_sam_onnx``: load a SAM-family checkpoint, pick its family, write graphs + manifest."""
+"""``export_sam_onnx``: load a checkpoint, pick its family, write the graphs + manifest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from grounded_sam.export.onnx.hq import export_hq_graphs, hq_manifest
 from grounded_sam.export.onnx.sam import export_sam_graphs, sam_manifest
+from grounded_sam.export.onnx.sam2 import export_sam2_graphs, sam2_manifest
 
 __all__ = ["MANIFEST_NAME", "ONNX_OPSET", "export_sam_onnx"]
 
@@ -26,6 +28,8 @@ MANIFEST_NAME = "sam_onnx.json"
 # config ``model_type`` -> (writes the graphs into a folder, builds the manifest)
 FAMILIES = {
     "sam": (export_sam_graphs, sam_manifest),
+    "sam_hq": (export_hq_graphs, hq_manifest),
+    "sam2": (export_sam2_graphs, sam2_manifest),
 }
 
 
@@ -36,14 +40,17 @@ def export_sam_onnx(
     opset: int = ONNX_OPSET,
     encoder: bool = True,
 ) -> Path:
-    """Write SAM's image encoder and prompt decoder as ONNX, plus a JSON manifest.
+    """Write a SAM-family image encoder and prompt decoder as ONNX, plus a JSON manifest.
 
-    The files are written into a temporary folder inside ``out_dir`` and moved into place only
-    when every graph was exported, so a failed export leaves earlier files as they were.
+    The family is the config's ``model_type``: ``sam`` (SAM), ``sam_hq`` (HQ-SAM) or ``sam2``
+    (SAM 2 / 2.1); see :mod:`grounded_sam.export.onnx` for each family's graphs. The files are
+    written into a temporary folder inside ``out_dir`` and moved into place only when every
+    graph was exported, so a failed export leaves earlier files as they were. Existing files
+    of the same names are replaced.
 
     Args:
-        sam: A SAM checkpoint (hub id, alias or local folder, loaded config first) or a
-            loaded ``transformers.SamModel``.
+        sam: A checkpoint (hub id, alias or local folder, loaded config first) or a loaded
+            ``SamModel`` / ``SamHQModel`` / ``Sam2Model``.
         out_dir: Output folder (created).
         opset: ONNX opset (default :data:`ONNX_OPSET`).
         encoder: Also export the image encoder (the decoder is always exported).
@@ -52,8 +59,8 @@ def export_sam_onnx(
         Path of the manifest (``sam_onnx.json``) in ``out_dir``.
 
     Raises:
-        ModelLoadError: The checkpoint cannot be loaded.
-        ValueError: The model is not a SAM (v1) model (HQ-SAM and SAM 2 are not exported).
+        ModelLoadError: The checkpoint cannot be loaded (or is of no SAM family).
+        ValueError: A loaded model of no exported family (nothing is written).
         ImportError: The ``onnx`` extra is not installed.
         OSError: ``out_dir`` cannot be created or written.
     """
@@ -71,10 +78,10 @@ def export_sam_onnx(
         model, spec = load_sam_model(sam, torch.device("cpu"), torch.float32), os.fspath(sam)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in FAMILIES:
+        supported = ", ".join(repr(k) for k in FAMILIES)
         raise ValueError(
-            f"ONNX export supports SAM (model_type 'sam') only; {spec!r} is {model_type!r}. "
-            "HQ-SAM's and SAM 2's decoders take further encoder features that this exporter "
-            "does not describe."
+            f"ONNX export supports the SAM families (model_type {supported}); {spec!r} is "
+            f"{model_type!r}."
         )
     write_graphs, make_manifest = FAMILIES[model_type]
     model = model.to(device="cpu", dtype=torch.float32).eval()

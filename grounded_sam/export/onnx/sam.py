@@ -20,6 +20,7 @@ __all__ = ["SamOnnxDecoder", "SamOnnxEncoder", "export_sam_graphs", "sam_manifes
 
 logger = logging.getLogger(__name__)
 
+
 class SamOnnxEncoder(nn.Module):
     """``pixel_values`` (1, 3, S, S) -> ``image_embeddings`` (1, C, E, E) of a ``SamModel``."""
 
