@@ -426,6 +426,18 @@ def test_cli_export_onnx(family, tmp_path, capsys):
     assert json.loads((out / MANIFEST_NAME).read_text())["model_type"] == family
 
 
+def test_hub_sam2_checkpoint_saying_sam2_video_is_exported(tmp_path, capsys):
+    """facebook/sam2.1-* repos have model_type 'sam2_video'; loaded as Sam2Model they keep it."""
+    from grounded_sam.cli.main import main
+
+    model_dir = _save_tiny("sam2", tmp_path / "model")
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "model_type": "sam2_video"}))
+    out = tmp_path / "out"
+    assert main(["export-onnx", "--sam", str(model_dir), "--out", str(out), "--decoder-only"]) == 0
+    assert json.loads((out / MANIFEST_NAME).read_text())["model_type"] == "sam2"
+
+
 def test_report_measured():
     """Print the measured maxima (run with -s); always passes after the comparisons ran."""
     print("\nONNX vs PyTorch, max |diff| / 1 - mask IoU:", json.dumps(MEASURED, indent=1))

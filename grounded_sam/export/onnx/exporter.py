@@ -30,6 +30,9 @@ FAMILIES = {
     "sam": (export_sam_graphs, sam_manifest),
     "sam_hq": (export_hq_graphs, hq_manifest),
     "sam2": (export_sam2_graphs, sam2_manifest),
+    # the hub's SAM 2.1 repos are saved by the video model and say so in config.json; loaded as
+    # Sam2Model they keep that model_type (their manifest says "sam2")
+    "sam2_video": (export_sam2_graphs, sam2_manifest),
 }
 
 
