@@ -1,8 +1,9 @@
-"""``grounded-sam export-onnx``: SAM's image encoder and prompt decoder as ONNX graphs."""
+"""``grounded-sam export-onnx``: a SAM-family image encoder and prompt decoder as ONNX graphs."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 from grounded_sam.cli.common import HelpFormatter, check_out_dir
@@ -12,19 +13,28 @@ __all__ = ["add_parser", "run"]
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Export a SAM checkpoint for onnxruntime / browsers / edge devices. Writes into --out:
+Export a SAM, HQ-SAM or SAM 2.1 checkpoint for onnxruntime / browsers / edge devices (the
+family is read from the checkpoint's config). Writes into --out:
   encoder.onnx     pixel_values (1, 3, S, S) -> image_embeddings (1, 256, S/16, S/16)
-  decoder.onnx     image_embeddings, point_coords (B, N, 2), point_labels (B, N),
-                   mask_input (B, 1, S/4, S/4), has_mask_input (1,)
+                   [+ HQ-SAM: vit_features (1, S/16, S/16, D), D the ViT width;
+                    + SAM 2: high_res_feats_0 (1, 32, S/4, S/4),
+                             high_res_feats_1 (1, 64, S/8, S/8)]
+  decoder.onnx     image_embeddings [+ the extra encoder outputs], point_coords (B, N, 2),
+                   point_labels (B, N), mask_input (B, 1, S/4, S/4), has_mask_input (1,)
                    -> low_res_logits (B, 4, S/4, S/4), iou_predictions (B, 4)
-  sam_onnx.json    inputs, outputs, preprocessing and the coordinate transform
-B (prompts) and N (points per prompt) are dynamic. Needs the onnx extra
-(pip install 'grounded-sam[onnx]'). SAM (v1) checkpoints only.
+                   [+ HQ-SAM: hq_logits (B, 1, S/4, S/4); + SAM 2: object_score_logits (B, 1)]
+  sam_onnx.json    model_type, inputs, outputs, preprocessing, coordinate transform, prompt rules
+B (prompts) and N (points per prompt) are dynamic; mask 0 is the single-mask output, 1-3
+the multimask outputs. Files are moved into --out only when every graph was written. Needs
+the onnx extra (pip install 'grounded-sam[onnx]').
 """
 
 EXAMPLE = """\
-example:
+examples:
   grounded-sam export-onnx --sam facebook/sam-vit-base --out sam-onnx/
+  grounded-sam export-onnx --sam hq_vit_b --out sam-hq-onnx/
+  grounded-sam export-onnx --sam sam2.1_t --out sam2-onnx/
+  grounded-sam export-onnx --sam vit_h --out vit-h-decoder/ --decoder-only
 """
 
 
@@ -32,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``export-onnx`` command."""
     parser = commands.add_parser(
         "export-onnx",
-        help="export SAM's encoder and prompt decoder as ONNX",
+        help="export a SAM / HQ-SAM / SAM 2.1 encoder and prompt decoder as ONNX",
         description=DESCRIPTION,
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
@@ -41,8 +51,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--sam",
         metavar="MODEL",
         default=None,
-        help="SAM checkpoint: Hugging Face id, alias (vit_b, vit_l, vit_h) or local folder "
-        "(default facebook/sam-vit-base)",
+        help="SAM, HQ-SAM or SAM 2.1 checkpoint: Hugging Face id, alias (vit_b, hq_vit_b, "
+        "sam2.1_t, ...) or local folder (default facebook/sam-vit-base)",
     )
     parser.add_argument(
         "-o", "--out", metavar="DIR", required=True, default=argparse.SUPPRESS, help="output folder"
@@ -67,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_sam_onnx(
         args.sam or DEFAULT_SAM, out, opset=args.opset, encoder=not args.decoder_only
     )
-    for path in sorted(manifest.parent.iterdir()):
-        if path.suffix in (".onnx", ".json"):
-            print(path)
+    written = json.loads(manifest.read_text())["files"]
+    for name in sorted(written.values()):
+        print(manifest.parent / name)
+    print(manifest)
     return 0

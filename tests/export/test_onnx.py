@@ -216,15 +216,6 @@ def test_full_size_decoder(tmp_path):
     _compare(predictor, embedding, session, "full-size boxes", boxes=boxes)
 
 
-def test_hq_and_sam2_are_refused_with_a_reason(tmp_path):
-    from transformers import SamHQModel
-
-    from grounded_sam.sam.tiny import tiny_sam_hq_config
-
-    with pytest.raises(ValueError, match="SAM \\(model_type 'sam'\\) only.*'sam_hq'"):
-        export_sam_onnx(SamHQModel(tiny_sam_hq_config()), tmp_path)
-
-
 @pytest.mark.slow
 def test_full_size_vit_b_encoder(tmp_path):
     """The full ViT-B image encoder (random weights) exports and matches PyTorch."""
@@ -248,7 +239,7 @@ def test_report_measured():
 
 def test_cli_export_onnx(tmp_path, capsys):
     from grounded_sam.cli.main import main
-    from grounded_sam.sam.tiny import save_tiny_sam, save_tiny_sam_hq
+    from grounded_sam.sam.tiny import save_tiny_sam
 
     sam_dir = save_tiny_sam(tmp_path / "sam")
     out = tmp_path / "out"
@@ -256,6 +247,9 @@ def test_cli_export_onnx(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(out / "decoder.onnx") in printed and str(out / MANIFEST_NAME) in printed
     assert not (out / "encoder.onnx").exists()
-    hq_dir = save_tiny_sam_hq(tmp_path / "hq")
-    assert main(["export-onnx", "--sam", str(hq_dir), "--out", str(tmp_path / "hq_out")]) == 1
-    assert "'sam_hq'" in capsys.readouterr().err
+    not_sam = tmp_path / "not_sam"  # a checkpoint of no SAM family: refused before writing
+    not_sam.mkdir()
+    (not_sam / "config.json").write_text('{"model_type": "vit"}')
+    assert main(["export-onnx", "--sam", str(not_sam), "--out", str(tmp_path / "vit_out")]) == 1
+    assert "'vit'" in capsys.readouterr().err
+    assert not (tmp_path / "vit_out").exists()

@@ -1,45 +1,24 @@
-"""ONNX export of SAM: the image encoder and the prompt encoder + mask decoder, for deployment.
+"""SAM (v1, ``SamModel``) as ONNX: the graphs and the manifest of the ``sam`` family.
 
-Two graphs and a JSON manifest are written:
-
-* ``encoder.onnx``: ``pixel_values`` (1, 3, S, S) float32, already resized (longest side S),
-  normalised and zero-padded -> ``image_embeddings`` (1, C, E, E).
-* ``decoder.onnx``: ``image_embeddings`` (1, C, E, E), ``point_coords`` (B, N, 2) float32 xy
-  in the S-frame, ``point_labels`` (B, N) float32, ``mask_input`` (B, 1, L, L) float32,
-  ``has_mask_input`` (1,) float32 -> ``low_res_logits`` (B, 4, L, L) and ``iou_predictions``
-  (B, 4). B (prompts) and N (points per prompt) are dynamic. Labels follow SAM: 1 foreground,
-  0 background, 2 / 3 a box's top-left / bottom-right corner, -1 a padding point (add one at
-  (0, 0) when a prompt has no box, as SAM does). Output mask 0 is SAM's single-mask output;
-  1-3 its multimask outputs (whole / part / sub-part).
-* ``sam_onnx.json``: inputs, outputs, preprocessing, coordinate transform, postprocessing.
-
-Only the SAM (v1) family is exported: HQ-SAM's decoder also needs the encoder's intermediate
-ViT features and SAM 2's the high-resolution backbone features, and this module's graphs and
-manifest describe SAM's interface only (see :data:`ONNX_OPSET` for the opset).
+See :mod:`grounded_sam.export.onnx` for the files and their inputs and outputs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from grounded_sam.export.onnx.graph import PROMPT_AXES, PROMPT_INPUTS, write_graph
 from grounded_sam.sam.transforms import PIXEL_MEAN, PIXEL_STD
 
-__all__ = ["ONNX_OPSET", "MANIFEST_NAME", "SamOnnxDecoder", "SamOnnxEncoder", "export_sam_onnx"]
+__all__ = ["SamOnnxDecoder", "SamOnnxEncoder", "export_sam_graphs", "sam_manifest"]
 
 logger = logging.getLogger(__name__)
-
-ONNX_OPSET = 17
-"""ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)."""
-
-MANIFEST_NAME = "sam_onnx.json"
 
 
 class SamOnnxEncoder(nn.Module):
@@ -88,6 +67,22 @@ class SamOnnxDecoder(nn.Module):
             emb = emb + (lab == i).to(emb.dtype) * embed.weight
         return emb
 
+    def _embed_prompts(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse tokens (B, 1, N, C) and the image embedding + dense prompt (B, C, E, E)."""
+        sparse = self._embed_points(point_coords, point_labels)[:, None]  # (B, 1, N, C)
+        has = has_mask_input.reshape(1, 1, 1, 1)
+        dense = self.mask_embed(mask_input) * has + (1 - has) * self.no_mask_embed.weight.reshape(
+            1, -1, 1, 1
+        )
+        return sparse, image_embeddings + dense
+
     def forward(  # noqa: D102
         self,
         image_embeddings: torch.Tensor,
@@ -98,12 +93,9 @@ class SamOnnxDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dec = self.decoder
         batch = point_coords.shape[0]
-        sparse = self._embed_points(point_coords, point_labels)[:, None]  # (B, 1, N, C)
-        has = has_mask_input.reshape(1, 1, 1, 1)
-        dense = self.mask_embed(mask_input) * has + (1 - has) * self.no_mask_embed.weight.reshape(
-            1, -1, 1, 1
+        sparse, src = self._embed_prompts(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
-        src = image_embeddings + dense  # (B, C, E, E)
         _, channels, height, width = src.shape
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([tokens[None, None].expand(batch, 1, -1, -1), sparse], dim=2)
@@ -126,7 +118,8 @@ class SamOnnxDecoder(nn.Module):
         return masks, dec.iou_prediction_head(iou_out)
 
 
-def _manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
+def sam_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
+    """The ``sam`` family's manifest (see :func:`grounded_sam.export.onnx.export_sam_onnx`)."""
     vc = model.config.vision_config
     side = int(vc.image_size)
     emb_side = side // int(vc.patch_size)
@@ -215,99 +208,46 @@ def _manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, 
     }
 
 
-def export_sam_onnx(
-    sam: str | os.PathLike | nn.Module,
-    out_dir: str | os.PathLike,
-    *,
-    opset: int = ONNX_OPSET,
-    encoder: bool = True,
-) -> Path:
-    """Write SAM's image encoder and prompt decoder as ONNX, plus a JSON manifest.
-
-    Args:
-        sam: A SAM checkpoint (hub id, alias or local folder, loaded config first) or a
-            loaded ``transformers.SamModel``.
-        out_dir: Output folder (created).
-        opset: ONNX opset (default :data:`ONNX_OPSET`).
-        encoder: Also export the image encoder (the decoder is always exported).
+def export_sam_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str, str]:
+    """Write ``decoder.onnx`` (and ``encoder.onnx``) of a ``SamModel`` into ``out``.
 
     Returns:
-        Path of the manifest (``sam_onnx.json``) in ``out_dir``.
-
-    Raises:
-        ModelLoadError: The checkpoint cannot be loaded.
-        ValueError: The model is not a SAM (v1) model (HQ-SAM and SAM 2 are not exported).
-        ImportError: The ``onnx`` extra is not installed.
+        The manifest's ``files``: graph role -> file name.
     """
-    try:
-        import onnx  # noqa: F401 - torch.onnx.export needs it
-    except ImportError as exc:
-        raise ImportError(
-            "ONNX export needs the onnx package: pip install 'grounded-sam[onnx]'."
-        ) from exc
-    if isinstance(sam, nn.Module):
-        model, spec = sam, type(sam).__name__
-    else:
-        from grounded_sam.sam.loading import load_sam_model
-
-        model, spec = load_sam_model(sam, torch.device("cpu"), torch.float32), os.fspath(sam)
-    model_type = getattr(model.config, "model_type", None)
-    if model_type != "sam":
-        raise ValueError(
-            f"ONNX export supports SAM (model_type 'sam') only; {spec!r} is {model_type!r}. "
-            "HQ-SAM's and SAM 2's decoders take further encoder features that this exporter "
-            "does not describe."
-        )
-    model = model.to(device="cpu", dtype=torch.float32).eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     vc = model.config.vision_config
     side, emb_side = int(vc.image_size), int(vc.image_size) // int(vc.patch_size)
     channels, low = int(vc.output_channels), int(vc.image_size) // 4
     files: dict[str, str] = {"decoder": "decoder.onnx"}
-    with torch.no_grad():
-        if encoder:
-            files["encoder"] = "encoder.onnx"
-            logger.info("Exporting the SAM image encoder to %s", out / files["encoder"])
-            torch.onnx.export(
-                SamOnnxEncoder(model).eval(),
-                (torch.zeros(1, 3, side, side),),
-                str(out / files["encoder"]),
-                input_names=["pixel_values"],
-                output_names=["image_embeddings"],
-                opset_version=opset,
-                dynamo=False,
-            )
-        logger.info("Exporting the SAM prompt decoder to %s", out / files["decoder"])
-        example = (
-            torch.randn(1, channels, emb_side, emb_side),
-            torch.rand(2, 3, 2) * side,
-            torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]),
-            torch.zeros(2, 1, low, low),
-            torch.zeros(1),
+    if encoder:
+        files["encoder"] = "encoder.onnx"
+        logger.info("Exporting the SAM image encoder to %s", out / files["encoder"])
+        write_graph(
+            SamOnnxEncoder(model),
+            (torch.zeros(1, 3, side, side),),
+            out / files["encoder"],
+            ["pixel_values"],
+            ["image_embeddings"],
+            opset,
         )
-        torch.onnx.export(
-            SamOnnxDecoder(model).eval(),
-            example,
-            str(out / files["decoder"]),
-            input_names=[
-                "image_embeddings",
-                "point_coords",
-                "point_labels",
-                "mask_input",
-                "has_mask_input",
-            ],
-            output_names=["low_res_logits", "iou_predictions"],
-            dynamic_axes={
-                "point_coords": {0: "num_prompts", 1: "num_points"},
-                "point_labels": {0: "num_prompts", 1: "num_points"},
-                "mask_input": {0: "num_prompts"},
-                "low_res_logits": {0: "num_prompts"},
-                "iou_predictions": {0: "num_prompts"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
-    manifest = out / MANIFEST_NAME
-    manifest.write_text(json.dumps(_manifest(model, spec, files, opset), indent=2) + "\n")
-    return manifest
+    logger.info("Exporting the SAM prompt decoder to %s", out / files["decoder"])
+    example = (
+        torch.randn(1, channels, emb_side, emb_side),
+        torch.rand(2, 3, 2) * side,
+        torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]),
+        torch.zeros(2, 1, low, low),
+        torch.zeros(1),
+    )
+    write_graph(
+        SamOnnxDecoder(model),
+        example,
+        out / files["decoder"],
+        ["image_embeddings", *PROMPT_INPUTS],
+        ["low_res_logits", "iou_predictions"],
+        opset,
+        dynamic_axes={
+            **PROMPT_AXES,
+            "low_res_logits": {0: "num_prompts"},
+            "iou_predictions": {0: "num_prompts"},
+        },
+    )
+    return files
