@@ -9,6 +9,11 @@ model:
 * ``encoder``: ``predictor.encode(image)`` (resize + image encoder);
 * ``index``: ``GroundedSAM.index(image)`` (encoder + 16x16 grid proposals + CLIP ViT-B-32
   region scoring of up to 100 proposals, random CLIP weights).
+* ``--flops``: floating-point operations (``torch.utils.flop_counter``; a multiply-add counts
+  2) of the encoder and of one batch of 64 point prompts through our decoder, counted once
+  per model outside the timed rounds. They do not depend on the machine, so they are the
+  figure to go by where no GPU was available to time on (GPU time tracks FLOPs for these
+  dense models far better than CPU time does).
 
 Medians over rounds; ``uptime`` load and CPU flags are recorded (the machine may be shared).
 
@@ -99,6 +104,24 @@ def _images(n: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(n)]
 
 
+def count_flops(predictor, image: np.ndarray, prompts: int = 64) -> dict[str, float]:
+    """GFLOPs of ``predictor.encode(image)`` and of one batch of point prompts (decode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            embedding = predictor.encode(image)
+        encoder = counter.get_total_flops()
+        h, w = image.shape[:2]
+        gen = torch.Generator().manual_seed(0)
+        points = torch.rand(prompts, 1, 2, generator=gen) * torch.tensor([w, h])
+        labels = torch.ones(prompts, 1, dtype=torch.long)
+        with FlopCounterMode(display=False) as counter:
+            predictor.decode(embedding, points=points, labels=labels)
+        decode = counter.get_total_flops()
+    return {"encoder_gflop": encoder / 1e9, f"decode{prompts}_gflop": decode / 1e9}
+
+
 def run(
     models: list[str],
     n_images: int,
@@ -106,6 +129,7 @@ def run(
     threads: int | None,
     warmup: bool = True,
     encoder_only: bool = False,
+    flops: bool = False,
 ) -> dict[str, Any]:
     """Time every model, interleaved; returns raw times and medians."""
     from grounded_sam.clip import load_clip
@@ -120,6 +144,7 @@ def run(
         with tempfile.TemporaryDirectory() as tmp:
             clip = load_clip(save_random_clip(Path(tmp) / "clip", "ViT-B-32"), device="cpu")
     params: dict[str, int] = {}
+    gflops: dict[str, dict[str, float]] = {}
     times: dict[str, dict[str, list[float]]] = {m: {"encoder": [], "index": []} for m in models}
     counts: dict[str, list[int]] = {m: [] for m in models}
     for r in range(0 if warmup else 1, rounds + 1):  # round 0 warms up and is not counted
@@ -131,6 +156,9 @@ def run(
             predictor = create_predictor(model)
             logger.info("built %s (%.0fM params) in %.1fs", name, params[name] / 1e6,
                         time.perf_counter() - t0)  # fmt: skip
+            if flops and name not in gflops:  # counted once, outside the timed rounds
+                gflops[name] = count_flops(predictor, images[0])
+                logger.info("%s: %s", name, gflops[name])
             for image in images:
                 with torch.inference_mode():
                     t0 = time.perf_counter()
@@ -151,6 +179,7 @@ def run(
             gc.collect()
     return {
         "params": params,
+        "gflops": gflops,
         "times": times,
         "proposals": counts,
         "median": {
@@ -161,19 +190,28 @@ def run(
 
 def table(result: dict[str, Any]) -> str:
     ref = result["median"].get("sam_vit_b")
+    gflops = result.get("gflops") or {}
     lines = [
         "| model | params | encoder (s) | index (s) | encoder vs SAM ViT-B | index vs SAM ViT-B |",
         "|---|---|---|---|---|---|",
     ]
+    if gflops:
+        lines[0] += " encoder GFLOP | decode 64 prompts GFLOP |"
+        lines[1] += "---|---|"
     for name, med in result["median"].items():
         index = med.get("index")
         rel_e = f"{med['encoder'] / ref['encoder']:.2f}x" if ref else "-"
         rel_i = f"{index / ref['index']:.2f}x" if ref and index and ref.get("index") else "-"
         shown = f"{index:.2f}" if index else "-"
-        lines.append(
+        row = (
             f"| {name} | {result['params'][name] / 1e6:.0f}M | {med['encoder']:.2f} | "
             f"{shown} | {rel_e} | {rel_i} |"
         )
+        if gflops:
+            g = gflops.get(name, {})
+            row += f" {g.get('encoder_gflop', float('nan')):.0f} |"
+            row += f" {g.get('decode64_gflop', float('nan')):.0f} |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -189,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-warmup", action="store_true", help="count the first round too")
     parser.add_argument("--encoder-only", action="store_true", help="skip the index timing")
+    parser.add_argument("--flops", action="store_true", help="also count encoder/decoder FLOPs")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -200,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.threads,
         warmup=not args.no_warmup,
         encoder_only=args.encoder_only,
+        flops=args.flops,
     )
     result["uptime_before"] = uptime_before
     result["uptime_after"] = _uptime()

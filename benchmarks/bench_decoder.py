@@ -1,13 +1,18 @@
-"""Mask decoder micro-benchmark: B point prompts on one image embedding, ours vs transformers.
+"""Mask decoder micro-benchmark: B point prompts on one image embedding, ours vs the reference.
 
-Both sides run the same full-size SAM mask decoder weights (hidden 256, 8 heads, 64x64
+``--families`` picks SAM (default), HQ-SAM and / or SAM 2. Both sides run the same full-size
+mask decoder weights (hidden 256, 8 heads, 64x64
 embedding; seeded random weights of realistic magnitude, see ``bench_speed.realistic_init_``)
 on the same prompts:
 
-* **transformers**: ``SamMaskDecoder`` called the way ``SamModel`` calls it for B prompts on
-  one image (the embedding and positional encoding repeated per prompt);
+* **reference**: ``SamMaskDecoder`` / ``Sam2MaskDecoder`` called the way ``SamModel`` /
+  ``Sam2Model`` call them for B prompts on one image (the embedding, positional encoding and
+  SAM 2's high-resolution features repeated per prompt); for HQ-SAM
+  :func:`grounded_sam.sam.hq.hq_mask_decoder` (SysCV's data flow on the same modules, the
+  straightforward batched form);
 * **ours**: :class:`grounded_sam.sam.fast_decoder.FastMaskDecoder`, including the once-per-image
-  shared work (``prepare``), i.e. what one batch costs when it is the only batch on an image.
+  shared work (``prepare``, ``prepare_features``), i.e. what one batch costs when it is the
+  only batch on an image.
 
 The two are interleaved round by round (one warm-up, then ``--repeats`` timed rounds), per
 dtype; the table reports medians (min-max) and the ratio, and the max |delta logit| between
@@ -16,6 +21,8 @@ the two sides of the timed run.
 Example::
 
     python benchmarks/bench_decoder.py --prompts 64 --repeats 3 --out benchmarks/results/decoder_cpu
+    python benchmarks/bench_decoder.py --families sam sam_hq sam2 --dtypes float32 \\
+        --out benchmarks/results/decoder_families_cpu
 """
 
 from __future__ import annotations
@@ -35,34 +42,78 @@ if __package__ in (None, ""):
 
 from benchmarks.common import fmt_seconds, machine_info, summarize  # noqa: E402
 
+FAMILIES = ("sam", "sam_hq", "sam2")
 
-def build(dtype: torch.dtype, seed: int = 0):
-    """Full-size prompt encoder + mask decoder with realistic random weights."""
-    from transformers import SamConfig
-    from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPromptEncoder
+
+def build(dtype: torch.dtype, seed: int = 0, family: str = "sam"):
+    """Full-size prompt encoder + mask decoder of a family with realistic random weights.
+
+    Returns:
+        ``(parts, side)``: a module with ``prompt_encoder`` and ``mask_decoder``, and the
+        embedding side E (64).
+    """
+    import transformers as tf
 
     from benchmarks.bench_speed import realistic_init_
 
-    config = SamConfig()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         parts = torch.nn.Module()
-        parts.prompt_encoder = SamPromptEncoder(config)
-        parts.mask_decoder = SamMaskDecoder(config.mask_decoder_config)
+        if family == "sam2":
+            from transformers.models.sam2.modeling_sam2 import Sam2MaskDecoder, Sam2PromptEncoder
+
+            config = tf.Sam2Config()
+            parts.prompt_encoder = Sam2PromptEncoder(config.prompt_encoder_config)
+            parts.mask_decoder = Sam2MaskDecoder(config.mask_decoder_config)
+            prompt = config.prompt_encoder_config
+            side = prompt.image_size // prompt.patch_size
+        elif family == "sam_hq":
+            from transformers.models.sam_hq.modeling_sam_hq import (
+                SamHQMaskDecoder,
+                SamHQPromptEncoder,
+            )
+
+            config = tf.SamHQConfig()
+            parts.prompt_encoder = SamHQPromptEncoder(config)
+            parts.mask_decoder = SamHQMaskDecoder(config.mask_decoder_config)
+            side = config.prompt_encoder_config.image_embedding_size
+        else:
+            from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPromptEncoder
+
+            config = tf.SamConfig()
+            parts.prompt_encoder = SamPromptEncoder(config)
+            parts.mask_decoder = SamMaskDecoder(config.mask_decoder_config)
+            side = config.prompt_encoder_config.image_embedding_size
     parts.eval()
     realistic_init_(parts, seed)
-    return parts.to(dtype), config
+    return parts.to(dtype), side
 
 
-def _measure(name: str, prompts: int, repeats: int) -> dict[str, Any]:
-    """One dtype: interleaved timed rounds of both decoders."""
+def _features(family: str, dec, side: int, dtype: torch.dtype, gen) -> tuple[torch.Tensor, ...]:
+    """Random per-image encoder features the family's decoder needs."""
+    c = dec.hidden_size
+    if family == "sam2":
+        return (
+            torch.randn(1, c // 8, 4 * side, 4 * side, generator=gen).to(dtype),
+            torch.randn(1, c // 4, 2 * side, 2 * side, generator=gen).to(dtype),
+        )
+    if family == "sam_hq":
+        vit_dim = dec.compress_vit_conv1.in_channels
+        return (torch.randn(1, side, side, vit_dim, generator=gen).to(dtype),)
+    return ()
+
+
+def _measure(name: str, prompts: int, repeats: int, family: str = "sam") -> dict[str, Any]:
+    """One family and dtype: interleaved timed rounds of both decoders."""
     from grounded_sam.sam.fast_decoder import FastMaskDecoder
+    from grounded_sam.sam.hq import hq_mask_decoder
 
     dtype = getattr(torch, name)
-    parts, config = build(dtype)
-    side = config.prompt_encoder_config.image_embedding_size
+    parts, side = build(dtype, family=family)
+    dec = parts.mask_decoder
     gen = torch.Generator().manual_seed(1)
-    emb = torch.randn(1, 256, side, side, generator=gen).to(dtype)
+    emb = torch.randn(1, dec.hidden_size, side, side, generator=gen).to(dtype)
+    feats = _features(family, dec, side, dtype, gen)
     grid = torch.ones(side, side)
     xy = torch.stack([grid.cumsum(1) - 0.5, grid.cumsum(0) - 0.5], dim=-1) / side
     with torch.inference_mode():
@@ -70,21 +121,30 @@ def _measure(name: str, prompts: int, repeats: int) -> dict[str, Any]:
         pts = (torch.rand(prompts, 1, 1, 2, generator=gen) * 1024).to(dtype)
         labels = torch.ones(prompts, 1, 1, dtype=torch.long)
         sparse, dense = parts.prompt_encoder(pts, labels, None, None)
-    fast = FastMaskDecoder(parts.mask_decoder)
-    dec = parts.mask_decoder
+    fast = FastMaskDecoder(dec)
 
     def ref():
+        if family == "sam_hq":  # SysCV's data flow (transformers' forward differs, see hq.py)
+            return hq_mask_decoder(
+                dec, image_embeddings=emb, image_pe=pe, sparse=sparse, dense=dense,
+                vit_features=feats[0], multimask_output=True, hq_token_only=False,
+            )[0]  # fmt: skip
+        extra = {}
+        if family == "sam2":
+            extra["high_resolution_features"] = [f.repeat(prompts, 1, 1, 1) for f in feats]
         return dec(
             image_embeddings=emb.repeat(prompts, 1, 1, 1),
             image_positional_embeddings=pe.repeat(prompts, 1, 1, 1),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=True,
+            **extra,
         )[0][:, 0]
 
     def ours():
         shared = fast.prepare(emb, pe, dense[:1])
-        return fast(emb, pe, sparse[:, 0], dense[:1], True, shared=shared)[0]
+        extras = fast.prepare_features(emb, feats)
+        return fast(emb, pe, sparse[:, 0], dense[:1], True, shared=shared, extras=extras)[0]
 
     times: dict[str, list[float]] = {"ref": [], "ours": []}
     diff = 0.0
@@ -106,15 +166,19 @@ def _measure(name: str, prompts: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def run(prompts: int, repeats: int, dtypes: list[str]) -> dict[str, Any]:
-    """Every dtype in turn."""
-    return {name: _measure(name, prompts, repeats) for name in dtypes}
+def run(prompts: int, repeats: int, dtypes: list[str], families=("sam",)) -> dict[str, Any]:
+    """Every family and dtype in turn (rows keyed ``family/dtype``)."""
+    return {
+        f"{family}/{name}": _measure(name, prompts, repeats, family)
+        for family in families
+        for name in dtypes
+    }
 
 
 def table(rows: dict[str, Any], prompts: int) -> str:
     lines = [
         f"| mask decoder, {prompts} point prompts, one embedding | ours: median (min–max) | "
-        "transformers: median (min–max) | transformers / ours | max abs delta logit |",
+        "reference: median (min–max) | reference / ours | max abs delta logit |",
         "|---|---|---|---:|---:|",
     ]
     for name, row in rows.items():
@@ -132,10 +196,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--families", nargs="+", default=["sam"], choices=FAMILIES)
     p.add_argument("--out", default="benchmarks/results/decoder_cpu")
     args = p.parse_args(argv)
     info = machine_info("cpu")
-    rows = run(args.prompts, args.repeats, args.dtypes)
+    rows = run(args.prompts, args.repeats, args.dtypes, args.families)
     info["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     md = table(rows, args.prompts)
     out = Path(args.out)
