@@ -24,22 +24,11 @@ import logging
 import numpy as np
 import torch
 
-from grounded_sam.sam.predictor import DecoderOutput, ImageEmbedding, SamPredictor
+from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 
 __all__ = ["SamHQPredictor"]
 
 logger = logging.getLogger(__name__)
-
-
-def check_prompts(points, labels, boxes, mask_input) -> None:
-    """The checks of :meth:`SamPredictor.decode` (ValueError with what to do)."""
-    given = [t for t in (points, boxes, mask_input) if t is not None]
-    if not given:
-        raise ValueError("Give at least one prompt: points, boxes or mask_input.")
-    if len({int(t.shape[0]) for t in given}) != 1:
-        raise ValueError("points, boxes and mask_input must have the same batch size.")
-    if points is not None and labels is None:
-        raise ValueError("Point prompts need labels (1 = foreground, 0 = background).")
 
 
 class SamHQPredictor(SamPredictor):
@@ -50,6 +39,8 @@ class SamHQPredictor(SamPredictor):
         hq_token_only: Return only the HQ token's mask instead of SAM's mask + the HQ mask
             (Meta's default is False).
     """
+
+    FEATURES = (1, "HQ-SAM ViT features")
 
     def __init__(self, model, hq_token_only: bool = False) -> None:
         super().__init__(model)
@@ -84,44 +75,6 @@ class SamHQPredictor(SamPredictor):
             features=(out.intermediate_embeddings[0],),
         )
 
-    @torch.inference_mode()
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        *,
-        points: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        mask_input: torch.Tensor | None = None,
-        multimask_output: bool = True,
-    ) -> DecoderOutput:
-        """Decode a batch of prompts (see :meth:`SamPredictor.decode`; same shapes)."""
-        check_prompts(points, labels, boxes, mask_input)
-        if not embedding.features:
-            raise ValueError(
-                "This embedding has no HQ-SAM ViT features: it was made by another SAM family "
-                "(or an index saved without them). Encode the image with this model."
-            )
-        size = embedding.original_size
-        pts = None if points is None else self.transform.apply_coords(points.to(self.device), size)
-        lab = None if labels is None else labels.to(self.device, torch.long)
-        bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
-        msk = None if mask_input is None else mask_input.to(self.device)
-        sparse, dense = self.model.prompt_encoder(
-            input_points=None if pts is None else pts[:, None].to(self.dtype),
-            input_labels=None if lab is None else lab[:, None],
-            input_boxes=None if bxs is None else bxs[:, None].to(self.dtype),
-            input_masks=None if msk is None else msk.to(self.dtype),
-        )
-        masks, iou = self._fast_decode(
-            embedding.embeddings,
-            sparse,
-            dense,
-            msk is None,
-            multimask_output,
-            extras=self._decoder_extras(embedding),
-        )
-        return DecoderOutput(low_res_logits=masks.float(), iou_scores=iou.float())
 
 def hq_mask_decoder(
     decoder,

@@ -69,6 +69,17 @@ class Prediction:
     low_res_logits: np.ndarray
 
 
+def check_prompts(points, labels, boxes, mask_input) -> None:
+    """Prompt checks shared by every family's ``decode`` (ValueError saying what to do)."""
+    given = [t for t in (points, boxes, mask_input) if t is not None]
+    if not given:
+        raise ValueError("Give at least one prompt: points, boxes or mask_input.")
+    if len({int(t.shape[0]) for t in given}) != 1:
+        raise ValueError("points, boxes and mask_input must have the same batch size.")
+    if points is not None and labels is None:
+        raise ValueError("Point prompts need labels (1 = foreground, 0 = background).")
+
+
 class SamPredictor:
     """A transformers ``SamModel`` driven the way Meta's predictor drives SAM.
 
@@ -85,6 +96,8 @@ class SamPredictor:
     """
 
     mask_threshold: float = 0.0
+    #: (count, name) of the encoder features a kept embedding must carry; None: not checked.
+    FEATURES: tuple[int, str] | None = None
 
     def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
@@ -128,6 +141,7 @@ class SamPredictor:
         boxes: torch.Tensor | None,
         mask_input: torch.Tensor | None,
         multimask_output: bool,
+        extras: tuple[torch.Tensor, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run prompt encoder + mask decoder for B prompts on one image embedding.
 
@@ -141,6 +155,7 @@ class SamPredictor:
             boxes: (B, 4) xyxy in the input frame, or None.
             mask_input: (B, 1, L, L) logits, or None.
             multimask_output: Three masks per prompt instead of one.
+            extras: The family's per-image decoder inputs (:meth:`_decoder_extras`).
 
         Returns:
             ``(logits (B, C, L, L), iou (B, C))``.
@@ -152,7 +167,9 @@ class SamPredictor:
             input_boxes=None if boxes is None else boxes[:, None].to(self.dtype),
             input_masks=None if mask_input is None else mask_input.to(self.dtype),
         )
-        return self._fast_decode(embeddings, sparse, dense, mask_input is None, multimask_output)
+        return self._fast_decode(
+            embeddings, sparse, dense, mask_input is None, multimask_output, extras
+        )
 
     def _fast_decode(
         self,
@@ -200,6 +217,19 @@ class SamPredictor:
             extras=extras,
         )
         return masks[:batch], iou[:batch]
+
+    def _check_embedding(self, embedding: ImageEmbedding) -> None:
+        """Refuse an embedding that lacks the encoder features this family's decoder needs."""
+        needed = self.FEATURES
+        if needed is not None and len(embedding.features) != needed[0]:
+            raise ValueError(
+                f"This embedding has no {needed[1]}: it was made by another SAM family (or "
+                "saved without them). Encode the image with this model."
+            )
+
+    def _model_mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:
+        """A (B, 1, L, L) mask prompt as the family's prompt encoder takes it."""
+        return mask_input.to(self.device)
 
     def _decoder_extras(self, embedding: ImageEmbedding) -> tuple[torch.Tensor, ...]:
         """The family's per-image decoder inputs for ``embedding`` (kept for the last one)."""
@@ -258,19 +288,22 @@ class SamPredictor:
         Raises:
             ValueError: No prompt was given, or the batch sizes disagree.
         """
-        given = [t for t in (points, boxes, mask_input) if t is not None]
-        if not given:
-            raise ValueError("Give at least one prompt: points, boxes or mask_input.")
-        if len({int(t.shape[0]) for t in given}) != 1:
-            raise ValueError("points, boxes and mask_input must have the same batch size.")
-        if points is not None and labels is None:
-            raise ValueError("Point prompts need labels (1 = foreground, 0 = background).")
+        check_prompts(points, labels, boxes, mask_input)
+        self._check_embedding(embedding)
         size = embedding.original_size
         pts = None if points is None else self.transform.apply_coords(points.to(self.device), size)
         lab = None if labels is None else labels.to(self.device, torch.long)
         bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
-        msk = None if mask_input is None else mask_input.to(self.device)
-        logits, iou = self._run_decoder(embedding.embeddings, pts, lab, bxs, msk, multimask_output)
+        msk = None if mask_input is None else self._model_mask_input(mask_input)
+        logits, iou = self._run_decoder(
+            embedding.embeddings,
+            pts,
+            lab,
+            bxs,
+            msk,
+            multimask_output,
+            extras=self._decoder_extras(embedding),
+        )
         return DecoderOutput(low_res_logits=logits.float(), iou_scores=iou.float())
 
     @torch.inference_mode()

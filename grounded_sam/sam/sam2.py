@@ -33,8 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grounded_sam.sam.hq import check_prompts
-from grounded_sam.sam.predictor import DecoderOutput, ImageEmbedding, SamPredictor
+from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 
 __all__ = ["Sam2Predictor", "Sam2Transform"]
 
@@ -117,6 +116,8 @@ class Sam2Predictor(SamPredictor):
         model: ``transformers.Sam2Model`` (on its device and dtype, in eval mode).
     """
 
+    FEATURES = (2, "SAM 2 high-resolution features")
+
     def __init__(self, model) -> None:
         self.model = model
         self.transform = Sam2Transform(int(model.config.prompt_encoder_config.image_size))
@@ -146,43 +147,6 @@ class Sam2Predictor(SamPredictor):
             features=(s0, s1),
         )
 
-    @torch.inference_mode()
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        *,
-        points: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        boxes: torch.Tensor | None = None,
-        mask_input: torch.Tensor | None = None,
-        multimask_output: bool = True,
-    ) -> DecoderOutput:
-        """Decode a batch of prompts (see :meth:`SamPredictor.decode`; same shapes)."""
-        check_prompts(points, labels, boxes, mask_input)
-        if len(embedding.features) != 2:
-            raise ValueError(
-                "This embedding has no SAM 2 high-resolution features: it was made by another "
-                "SAM family (or saved without them). Encode the image with this model."
-            )
-        size = embedding.original_size
-        pts = None if points is None else self.transform.apply_coords(points.to(self.device), size)
-        lab = None if labels is None else labels.to(self.device, torch.long)
-        bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
-        msk = None
-        if mask_input is not None:  # Meta's predictor hands back logits clamped to +-32
-            msk = mask_input.to(self.device, self.dtype).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-        sparse, dense = self.model.prompt_encoder(
-            input_points=None if pts is None else pts[:, None].to(self.dtype),
-            input_labels=None if lab is None else lab[:, None],
-            input_boxes=None if bxs is None else bxs[:, None].to(self.dtype),
-            input_masks=msk,
-        )
-        masks, iou = self._fast_decode(
-            embedding.embeddings,
-            sparse,
-            dense,
-            msk is None,
-            multimask_output,
-            extras=self._decoder_extras(embedding),
-        )
-        return DecoderOutput(low_res_logits=masks.float(), iou_scores=iou.float())
+    def _model_mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:
+        """Clamped to +-32 on the way in: Meta's predictor hands back clamped logits."""
+        return mask_input.to(self.device, self.dtype).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)

@@ -129,7 +129,9 @@ class OracleSam(SamPredictor):
         self.encoder_calls += 1
         return torch.zeros(1, 1, 1, 1)
 
-    def _run_decoder(self, embeddings, points, labels, boxes, mask_input, multimask_output):
+    def _run_decoder(
+        self, embeddings, points, labels, boxes, mask_input, multimask_output, extras=()
+    ):
         self.decoder_calls += 1
         batch = next(t.shape[0] for t in (points, boxes, mask_input) if t is not None)
         chosen = torch.full((batch,), len(self.low_res) - 1, dtype=torch.long)

@@ -22,17 +22,13 @@ pixels whose logit lies within rounding of 0 may flip.
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import pytest
 import torch
 
 from grounded_sam.sam.fast_decoder import FastMaskDecoder
 
-LOGIT_TOL = (1e-3, 1e-4)
-IOU_MIN = 0.999
-KINDS = ("point", "multi-point", "box", "point+box", "box+mask", "mask")
-MEASURED: dict[str, float] = defaultdict(float)
+from .decoder_parity import KINDS, MEASURED, assert_parity, make_prompts
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,31 +99,6 @@ def full() -> DecoderParts:
     )
 
 
-def make_prompts(parts: DecoderParts, kind: str, batch: int, seed: int):
-    """Prompt encoder output for ``batch`` prompts of one kind: (sparse (B, 1, T, C) or None,
-    dense (B, C, E, E))."""
-    gen = torch.Generator().manual_seed(seed)
-    s = parts.image_size
-    points = labels = boxes = masks = None
-    if kind in ("point", "point+box"):
-        points = torch.rand(batch, 1, 1, 2, generator=gen) * s
-        labels = torch.ones(batch, 1, 1, dtype=torch.long)
-    if kind == "multi-point":
-        points = torch.rand(batch, 1, 3, 2, generator=gen) * s
-        labels = torch.tensor([1, 0, 1]).expand(batch, 1, 3)
-    if kind in ("box", "point+box", "box+mask"):
-        xy = torch.rand(batch, 2, 2, generator=gen) * s
-        boxes = torch.cat([xy.min(1).values, xy.max(1).values], dim=-1)[:, None]
-    if kind in ("box+mask", "mask"):
-        side = 4 * parts.side
-        masks = torch.randn(batch, 1, side, side, generator=gen) * 4
-    with torch.no_grad():
-        sparse, dense = parts.prompt_encoder(
-            input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
-        )
-    return sparse, dense
-
-
 def check(parts: DecoderParts, kind: str, multimask: bool, absorb: bool | None, tag: str):
     batch = 3
     gen = torch.Generator().manual_seed(1)
@@ -158,24 +129,7 @@ def check(parts: DecoderParts, kind: str, multimask: bool, absorb: bool | None, 
             multimask,
             shared=shared,
         )
-    # the reference produced real, distinct masks
-    ref_bin = ref_masks > 0
-    frac = ref_bin.float().mean((-2, -1))
-    assert ((frac > 0.001) & (frac < 0.999)).all(), f"{tag}: reference masks empty or full"
-    assert (ref_masks[0] - ref_masks[1]).abs().max() > 0.1
-    assert masks.shape == ref_masks.shape and iou.shape == ref_iou.shape
-    atol, rtol = LOGIT_TOL
-    for what, a, b in (("logits", masks, ref_masks), ("iou", iou, ref_iou)):
-        diff = (a - b).abs()
-        key = f"{tag} max |d {what}|"
-        MEASURED[key] = max(MEASURED[key], diff.max().item())
-        assert (diff <= atol + rtol * b.abs()).all(), f"{tag} {what}: max |d| {diff.max():.3g}"
-    ours_bin = masks > 0
-    inter = (ours_bin & ref_bin).flatten(1).sum(1).float()
-    union = (ours_bin | ref_bin).flatten(1).sum(1).float()
-    worst = (inter / union).min().item()
-    MEASURED[f"{tag} 1 - min mask IoU"] = max(MEASURED[f"{tag} 1 - min mask IoU"], 1 - worst)
-    assert worst >= IOU_MIN, f"{tag}: mask IoU {worst:.5f}"
+    assert_parity(masks, iou, ref_masks, ref_iou, tag)
 
 
 @pytest.mark.parametrize("absorb", [None, True, False])

@@ -21,7 +21,6 @@ masks IoU >= 0.999. Measured maxima print with ``GS_SAM_PARITY_REPORT=1 pytest -
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import pytest
 import torch
@@ -30,10 +29,8 @@ from grounded_sam.sam.fast_decoder import FastMaskDecoder
 from grounded_sam.sam.hq import hq_mask_decoder
 from grounded_sam.sam.tiny import _scale_random, tiny_sam2_config, tiny_sam_hq_config
 
-LOGIT_TOL = (1e-3, 1e-4)
-IOU_MIN = 0.999
-KINDS = ("point", "multi-point", "box", "point+box", "box+mask", "mask")
-MEASURED: dict[str, float] = defaultdict(float)
+from .decoder_parity import KINDS, MEASURED, assert_parity, make_prompts
+
 BATCH = 4
 
 
@@ -74,8 +71,8 @@ class Case:
         self.family = family
         self.model = _build(family, full)
         dec = self.model.mask_decoder
-        pe = self.model.prompt_encoder
-        self.image_size = int(pe.input_image_size)
+        self.prompt_encoder = self.model.prompt_encoder
+        self.image_size = int(self.prompt_encoder.input_image_size)
         self.side = int(self.model.get_image_wide_positional_embeddings().shape[-1])
         gen = torch.Generator().manual_seed(1)
         c, e = dec.hidden_size, self.side
@@ -92,26 +89,8 @@ class Case:
             self.features = (torch.randn(1, e, e, vit_dim, generator=gen),)
 
     def prompts(self, kind: str, seed: int = 2):
-        """Prompt encoder output for BATCH prompts of one kind: (sparse (B, 1, T, C) or None,
-        dense (B|1, C, E, E))."""
-        gen = torch.Generator().manual_seed(seed)
-        s = self.image_size
-        points = labels = boxes = masks = None
-        if kind in ("point", "point+box"):
-            points = torch.rand(BATCH, 1, 1, 2, generator=gen) * s
-            labels = torch.ones(BATCH, 1, 1, dtype=torch.long)
-        if kind == "multi-point":
-            points = torch.rand(BATCH, 1, 3, 2, generator=gen) * s
-            labels = torch.tensor([1, 0, 1]).expand(BATCH, 1, 3)
-        if kind in ("box", "point+box", "box+mask"):
-            xy = torch.rand(BATCH, 2, 2, generator=gen) * s
-            boxes = torch.cat([xy.min(1).values, xy.max(1).values], dim=-1)[:, None]
-        if kind in ("box+mask", "mask"):
-            masks = torch.randn(BATCH, 1, 4 * self.side, 4 * self.side, generator=gen) * 4
-        with torch.no_grad():
-            return self.model.prompt_encoder(
-                input_points=points, input_labels=labels, input_boxes=boxes, input_masks=masks
-            )
+        """Prompt encoder output for BATCH prompts of one kind."""
+        return make_prompts(self, kind, BATCH, seed)
 
     def reference(self, sparse, dense, multimask: bool, hq_token_only: bool):
         """The family's straightforward decoder: (masks (B, M, L, L), iou (B, M))."""
@@ -186,24 +165,7 @@ def check(
     masks, iou = case.fast(
         sparse, dense, multimask, hq_token_only, absorb, shared=kind not in ("box+mask", "mask")
     )
-    # the reference produced real, distinct masks
-    ref_bin = ref_masks > 0
-    frac = ref_bin.float().mean((-2, -1))
-    assert ((frac > 0.001) & (frac < 0.999)).any(), f"{tag}: reference masks all empty or full"
-    assert (ref_masks[0] - ref_masks[1]).abs().max() > 0.1, f"{tag}: prompts gave equal masks"
-    assert masks.shape == ref_masks.shape and iou.shape == ref_iou.shape
-    atol, rtol = LOGIT_TOL
-    for what, a, b in (("logits", masks, ref_masks), ("iou", iou, ref_iou)):
-        diff = (a - b).abs()
-        key = f"{tag} max |d {what}|"
-        MEASURED[key] = max(MEASURED[key], diff.max().item())
-        assert (diff <= atol + rtol * b.abs()).all(), f"{tag} {what}: max |d| {diff.max():.3g}"
-    ours_bin = masks > 0
-    inter = (ours_bin & ref_bin).flatten(1).sum(1).float()
-    union = (ours_bin | ref_bin).flatten(1).sum(1).float()
-    worst = torch.where(union > 0, inter / union.clamp_min(1), 1.0).min().item()
-    MEASURED[f"{tag} 1 - min mask IoU"] = max(MEASURED[f"{tag} 1 - min mask IoU"], 1 - worst)
-    assert worst >= IOU_MIN, f"{tag}: mask IoU {worst:.5f}"
+    assert_parity(masks, iou, ref_masks, ref_iou, tag)
 
 
 @pytest.mark.parametrize("absorb", [None, True, False])
