@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["PROMPT_AXES", "PROMPT_INPUTS", "write_graph"]
+__all__ = ["PROMPT_AXES", "PROMPT_INPUTS", "prompt_inputs_manifest", "write_graph"]
 
 PROMPT_INPUTS = ["point_coords", "point_labels", "mask_input", "has_mask_input"]
 """Decoder inputs after the image features, in graph order (every family)."""
@@ -18,6 +18,39 @@ PROMPT_AXES: dict[str, dict[int, str]] = {
     "mask_input": {0: "num_prompts"},
 }
 """Dynamic axes of the prompt inputs (every family)."""
+
+
+def prompt_inputs_manifest(low: int, mask_note: str = "") -> dict[str, dict]:
+    """The manifest entries of :data:`PROMPT_INPUTS` (every family).
+
+    Args:
+        low: Side L of the low-res mask frame.
+        mask_note: Family-specific note appended to ``mask_input``'s meaning.
+    """
+    note = f"; {mask_note}" if mask_note else ""
+    return {
+        "point_coords": {
+            "shape": ["num_prompts", "num_points", 2],
+            "dtype": "float32",
+            "meaning": "xy in the resized frame (see coordinates)",
+        },
+        "point_labels": {
+            "shape": ["num_prompts", "num_points"],
+            "dtype": "float32",
+            "meaning": "1 foreground, 0 background, 2 box top-left, 3 box bottom-right, "
+            "-1 padding point",
+        },
+        "mask_input": {
+            "shape": ["num_prompts", 1, low, low],
+            "dtype": "float32",
+            "meaning": f"low-res logits of an earlier output (zeros when unused{note})",
+        },
+        "has_mask_input": {
+            "shape": [1],
+            "dtype": "float32",
+            "meaning": "1 to use mask_input, 0 to ignore it",
+        },
+    }
 
 
 def write_graph(

@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import PROMPT_AXES, PROMPT_INPUTS, write_graph
+from grounded_sam.export.onnx.graph import (
+    PROMPT_AXES,
+    PROMPT_INPUTS,
+    prompt_inputs_manifest,
+    write_graph,
+)
 from grounded_sam.sam.transforms import PIXEL_MEAN, PIXEL_STD
 
 __all__ = ["SamOnnxDecoder", "SamOnnxEncoder", "export_sam_graphs", "sam_manifest"]
@@ -146,27 +151,7 @@ def sam_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[st
                     "shape": [1, channels, emb_side, emb_side],
                     "dtype": "float32",
                 },
-                "point_coords": {
-                    "shape": ["num_prompts", "num_points", 2],
-                    "dtype": "float32",
-                    "meaning": "xy in the resized frame (see coordinates)",
-                },
-                "point_labels": {
-                    "shape": ["num_prompts", "num_points"],
-                    "dtype": "float32",
-                    "meaning": "1 foreground, 0 background, 2 box top-left, 3 box bottom-right, "
-                    "-1 padding point",
-                },
-                "mask_input": {
-                    "shape": ["num_prompts", 1, low, low],
-                    "dtype": "float32",
-                    "meaning": "low-res logits of an earlier output (zeros when unused)",
-                },
-                "has_mask_input": {
-                    "shape": [1],
-                    "dtype": "float32",
-                    "meaning": "1 to use mask_input, 0 to ignore it",
-                },
+                **prompt_inputs_manifest(low),
             },
             "outputs": {
                 "low_res_logits": {

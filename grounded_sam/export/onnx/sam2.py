@@ -33,7 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import PROMPT_AXES, PROMPT_INPUTS, write_graph
+from grounded_sam.export.onnx.graph import (
+    PROMPT_AXES,
+    PROMPT_INPUTS,
+    prompt_inputs_manifest,
+    write_graph,
+)
 from grounded_sam.sam.sam2 import LOGIT_CLAMP, SAM2_MEAN, SAM2_STD
 
 __all__ = ["Sam2OnnxDecoder", "Sam2OnnxEncoder", "export_sam2_graphs", "sam2_manifest"]
@@ -275,28 +280,9 @@ def sam2_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[s
         "decoder": {
             "inputs": {
                 **{k: {"shape": v["shape"], "dtype": "float32"} for k, v in features.items()},
-                "point_coords": {
-                    "shape": ["num_prompts", "num_points", 2],
-                    "dtype": "float32",
-                    "meaning": "xy in the resized frame (see coordinates)",
-                },
-                "point_labels": {
-                    "shape": ["num_prompts", "num_points"],
-                    "dtype": "float32",
-                    "meaning": "1 foreground, 0 background, 2 box top-left, 3 box bottom-right, "
-                    "-1 padding point",
-                },
-                "mask_input": {
-                    "shape": ["num_prompts", 1, low, low],
-                    "dtype": "float32",
-                    "meaning": "low-res logits of an earlier output (zeros when unused; "
-                    f"clamped to [-{LOGIT_CLAMP:g}, {LOGIT_CLAMP:g}] in the graph)",
-                },
-                "has_mask_input": {
-                    "shape": [1],
-                    "dtype": "float32",
-                    "meaning": "1 to use mask_input, 0 to ignore it",
-                },
+                **prompt_inputs_manifest(
+                    low, f"clamped to [-{LOGIT_CLAMP:g}, {LOGIT_CLAMP:g}] in the graph"
+                ),
             },
             "outputs": {
                 "low_res_logits": {
