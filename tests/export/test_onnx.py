@@ -23,23 +23,11 @@ from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from .onnx_runtime import one_torch_thread, ort_session  # noqa: E402, F401  (fixture, helper)
+
 CPU = torch.device("cpu")
 ATOL, RTOL, MASK_IOU_MIN = 1e-3, 1e-4, 0.999
 MEASURED: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _session(path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +122,8 @@ def test_encoder_matches_pytorch(tiny):
     predictor, manifest = tiny
     image = shapes_image(300, 170)
     pixels = predictor.transform.preprocess(image, CPU, torch.float32)
-    (ours,) = _session(manifest.parent / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
+    encoder = ort_session(manifest.parent / "encoder.onnx")
+    (ours,) = encoder.run(None, {"pixel_values": pixels.numpy()})
     ref = predictor.encode(image).embeddings.numpy()
     assert np.abs(ref).max() > 0.1
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
@@ -146,7 +135,7 @@ def tiny_scene(tiny):
 
     predictor, manifest = tiny
     embedding = predictor.encode(shapes_image(300, 170))
-    return predictor, embedding, _session(manifest.parent / "decoder.onnx")
+    return predictor, embedding, ort_session(manifest.parent / "decoder.onnx")
 
 
 def test_decoder_point_prompts_dynamic_batch(tiny_scene):
@@ -209,7 +198,7 @@ def test_full_size_decoder(tmp_path):
         original_size=(480, 640),
         input_size=predictor.transform.input_size((480, 640)),
     )
-    session = _session(tmp_path / "decoder.onnx")
+    session = ort_session(tmp_path / "decoder.onnx")
     pts = torch.tensor([[[100.0, 120.0]], [[400.0, 300.0]], [[600.0, 50.0]]])
     _compare(predictor, embedding, session, "full-size points", points=pts, labels=torch.ones(3, 1))
     boxes = torch.tensor([[50.0, 60.0, 300.0, 400.0], [320.0, 10.0, 630.0, 470.0]])
@@ -225,7 +214,7 @@ def test_full_size_vit_b_encoder(tmp_path):
     model = SamModel(SamConfig()).eval()
     export_sam_onnx(model, tmp_path)
     pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
-    (ours,) = _session(tmp_path / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
+    (ours,) = ort_session(tmp_path / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
     with torch.no_grad():
         ref = model.vision_encoder(pixels).last_hidden_state.numpy()
     MEASURED["full-size encoder"] = float(np.abs(ours - ref).max())

@@ -28,6 +28,8 @@ from grounded_sam.sam.predictor import ImageEmbedding
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from .onnx_runtime import one_torch_thread, ort_session  # noqa: E402, F401  (fixture, helper)
+
 CPU = torch.device("cpu")
 ATOL, RTOL, IOU_ATOL, MASK_IOU_MIN = 1e-3, 1e-4, 1e-4, 0.999
 FAMILIES = ("sam_hq", "sam2")
@@ -36,20 +38,6 @@ FEATURES = {
     "sam2": ["image_embeddings", "high_res_feats_0", "high_res_feats_1"],
 }
 MEASURED: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _session(path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _save_tiny(family, directory):
@@ -75,7 +63,7 @@ def scene(tiny):
 
     family, predictor, manifest = tiny
     embedding = predictor.encode(shapes_image(300, 170))
-    return family, predictor, embedding, _session(manifest.parent / "decoder.onnx")
+    return family, predictor, embedding, ort_session(manifest.parent / "decoder.onnx")
 
 
 def _onnx_inputs(family, predictor, embedding, points=None, labels=None, boxes=None, mask=None):
@@ -194,7 +182,7 @@ def test_encoder_matches_predictor_encode(tiny):
     family, predictor, manifest = tiny
     image = shapes_image(300, 170)
     pixels = predictor.transform.preprocess(image, CPU, torch.float32)
-    ours = _session(manifest.parent / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
+    ours = ort_session(manifest.parent / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
     ref = predictor.encode(image)
     for name, got, want in zip(
         FEATURES[family], ours, (ref.embeddings, *ref.features), strict=True
@@ -267,7 +255,7 @@ def test_sam2_single_mask_dynamic_fallback_in_graph(tmp_path):
     predictor = _sam2_with_unstable_single_masks(tmp_path)
     export_sam_onnx(predictor.model, tmp_path / "onnx", encoder=False)
     embedding = predictor.encode(shapes_image(300, 170))
-    session = _session(tmp_path / "onnx" / "decoder.onnx")
+    session = ort_session(tmp_path / "onnx" / "decoder.onnx")
     pts = torch.rand(8, 1, 2, generator=torch.Generator().manual_seed(0))
     pts = pts * torch.tensor([170.0, 300.0])
     logits = _compare(
@@ -340,7 +328,7 @@ def test_full_size_decoder(family, tmp_path):
         input_size=predictor.transform.input_size((480, 640)),
         features=features,
     )
-    session = _session(tmp_path / "decoder.onnx")
+    session = ort_session(tmp_path / "decoder.onnx")
     pts = torch.tensor([[[100.0, 120.0]], [[400.0, 300.0]], [[600.0, 50.0]]])
     _compare(
         family,
@@ -376,7 +364,7 @@ def test_full_size_encoder(family, tmp_path):
     _scale_random(model, seed=0)
     export_sam_onnx(model, tmp_path)
     pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
-    ours = _session(tmp_path / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
+    ours = ort_session(tmp_path / "encoder.onnx").run(None, {"pixel_values": pixels.numpy()})
     with torch.no_grad():
         refs = wrapper(model)(pixels)
     for name, got, want in zip(FEATURES[family], ours, refs, strict=True):

@@ -60,13 +60,19 @@ def write_graph(
     inputs: list[str],
     outputs: list[str],
     opset: int,
-    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    per_prompt: bool = False,
 ) -> None:
     """Trace ``module`` on ``example`` and write it to ``path``.
+
+    ``per_prompt`` marks a decoder graph: the prompt inputs get :data:`PROMPT_AXES` and every
+    output a dynamic first axis (``num_prompts``).
 
     The TorchScript exporter (``dynamo=False``) is used: it needs no onnxscript, and its
     graphs of all three families are checked against PyTorch in tests/export.
     """
+    dynamic_axes = None
+    if per_prompt:
+        dynamic_axes = {**PROMPT_AXES, **{name: {0: "num_prompts"} for name in outputs}}
     torch.onnx.export(
         module.eval(),
         example,

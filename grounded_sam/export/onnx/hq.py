@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import PROMPT_AXES, PROMPT_INPUTS, write_graph
+from grounded_sam.export.onnx.graph import PROMPT_INPUTS, write_graph
 from grounded_sam.export.onnx.sam import SamOnnxDecoder, sam_manifest
 
 __all__ = ["SamHQOnnxDecoder", "SamHQOnnxEncoder", "export_hq_graphs", "hq_manifest"]
@@ -144,12 +144,7 @@ def export_hq_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str, s
         ["image_embeddings", "vit_features", *PROMPT_INPUTS],
         ["low_res_logits", "iou_predictions", "hq_logits"],
         opset,
-        dynamic_axes={
-            **PROMPT_AXES,
-            "low_res_logits": {0: "num_prompts"},
-            "iou_predictions": {0: "num_prompts"},
-            "hq_logits": {0: "num_prompts"},
-        },
+        per_prompt=True,
     )
     return files
 

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from grounded_sam.export.onnx.graph import (
-    PROMPT_AXES,
     PROMPT_INPUTS,
     prompt_inputs_manifest,
     write_graph,
@@ -229,10 +228,6 @@ def export_sam_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str, 
         ["image_embeddings", *PROMPT_INPUTS],
         ["low_res_logits", "iou_predictions"],
         opset,
-        dynamic_axes={
-            **PROMPT_AXES,
-            "low_res_logits": {0: "num_prompts"},
-            "iou_predictions": {0: "num_prompts"},
-        },
+        per_prompt=True,
     )
     return files

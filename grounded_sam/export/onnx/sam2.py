@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from grounded_sam.export.onnx.graph import (
-    PROMPT_AXES,
     PROMPT_INPUTS,
     prompt_inputs_manifest,
     write_graph,
@@ -223,12 +222,7 @@ def export_sam2_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str,
         [*FEATURE_INPUTS, *PROMPT_INPUTS],
         ["low_res_logits", "iou_predictions", "object_score_logits"],
         opset,
-        dynamic_axes={
-            **PROMPT_AXES,
-            "low_res_logits": {0: "num_prompts"},
-            "iou_predictions": {0: "num_prompts"},
-            "object_score_logits": {0: "num_prompts"},
-        },
+        per_prompt=True,
     )
     return files
 
