@@ -7,7 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["PROMPT_AXES", "PROMPT_INPUTS", "prompt_inputs_manifest", "write_graph"]
+__all__ = [
+    "PROMPT_AXES",
+    "PROMPT_INPUTS",
+    "prompt_inputs_manifest",
+    "two_way",
+    "write_graph",
+]
 
 PROMPT_INPUTS = ["point_coords", "point_labels", "mask_input", "has_mask_input"]
 """Decoder inputs after the image features, in graph order (every family)."""
@@ -51,6 +57,36 @@ def prompt_inputs_manifest(low: int, mask_note: str = "") -> dict[str, dict]:
             "meaning": "1 to use mask_input, 0 to ignore it",
         },
     }
+
+
+def two_way(
+    decoder: nn.Module,
+    output_tokens: torch.Tensor,
+    sparse: torch.Tensor,
+    src: torch.Tensor,
+    image_pe: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A family's two-way transformer on B prompts, in graph-friendly form.
+
+    Args:
+        decoder: The family's transformers mask decoder (its ``transformer`` is used).
+        output_tokens: (T0, C) the family's learned output tokens, in its order.
+        sparse: (B, 1, N, C) prompt tokens.
+        src: (B, C, E, E) image embedding + dense prompt embedding.
+        image_pe: (1, C, E, E) image-wide positional encoding.
+
+    Returns:
+        ``(queries (B, T0 + N, C), image (B, C, E, E))`` after the transformer.
+    """
+    batch, channels, height, width = src.shape
+    tokens = torch.cat([output_tokens[None, None].expand(batch, 1, -1, -1), sparse], dim=2)
+    queries, keys = decoder.transformer(
+        point_embeddings=tokens,
+        image_embeddings=src,
+        image_positional_embeddings=image_pe.expand(batch, -1, -1, -1),
+        attention_similarity=None,
+    )
+    return queries[:, 0], keys[:, 0].transpose(1, 2).reshape(batch, channels, height, width)
 
 
 def write_graph(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import PROMPT_INPUTS, write_graph
+from grounded_sam.export.onnx.graph import PROMPT_INPUTS, two_way, write_graph
 from grounded_sam.export.onnx.sam import SamOnnxDecoder, sam_manifest
 
 __all__ = ["SamHQOnnxDecoder", "SamHQOnnxEncoder", "export_hq_graphs", "hq_manifest"]
@@ -72,7 +72,6 @@ class SamHQOnnxDecoder(SamOnnxDecoder):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dec = self.decoder
         act = dec.activation
-        batch = point_coords.shape[0]
         sparse, src = self._embed_prompts(
             image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
@@ -81,19 +80,11 @@ class SamHQOnnxDecoder(SamOnnxDecoder):
         ) + dec.compress_vit_conv2(
             act(dec.compress_vit_norm(dec.compress_vit_conv1(vit_features.permute(0, 3, 1, 2))))
         )  # (1, C/8, L, L)
-        _, channels, height, width = src.shape
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hq_token.weight], 0)
-        tokens = torch.cat([tokens[None, None].expand(batch, 1, -1, -1), sparse], dim=2)
-        queries, keys = dec.transformer(
-            point_embeddings=tokens,
-            image_embeddings=src,
-            image_positional_embeddings=self.image_pe.expand(batch, -1, -1, -1),
-            attention_similarity=None,
-        )
+        queries, src = two_way(dec, tokens, sparse, src, self.image_pe)
         n_sam = dec.num_mask_tokens - 1  # SAM's 4 mask tokens; the HQ token comes last
-        iou_out = queries[:, 0, 0]
-        mask_out = queries[:, 0, 1 : 2 + n_sam]
-        src = keys[:, 0].transpose(1, 2).reshape(batch, channels, height, width)
+        iou_out = queries[:, 0]
+        mask_out = queries[:, 1 : 2 + n_sam]
         upscaled = act(dec.upscale_conv2(act(dec.upscale_layer_norm(dec.upscale_conv1(src)))))
         upscaled_hq = dec.mask_conv2(act(dec.mask_norm(dec.mask_conv1(upscaled)))) + hq_features
         hyper = torch.stack(

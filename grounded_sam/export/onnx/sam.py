@@ -16,6 +16,7 @@ from torch import nn
 from grounded_sam.export.onnx.graph import (
     PROMPT_INPUTS,
     prompt_inputs_manifest,
+    two_way,
     write_graph,
 )
 from grounded_sam.sam.transforms import PIXEL_MEAN, PIXEL_STD
@@ -96,22 +97,13 @@ class SamOnnxDecoder(nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         dec = self.decoder
-        batch = point_coords.shape[0]
         sparse, src = self._embed_prompts(
             image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
-        _, channels, height, width = src.shape
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([tokens[None, None].expand(batch, 1, -1, -1), sparse], dim=2)
-        queries, keys = dec.transformer(
-            point_embeddings=tokens,
-            image_embeddings=src,
-            image_positional_embeddings=self.image_pe.expand(batch, -1, -1, -1),
-            attention_similarity=None,
-        )
-        iou_out = queries[:, 0, 0]
-        mask_out = queries[:, 0, 1 : 1 + dec.num_mask_tokens]
-        src = keys[:, 0].transpose(1, 2).reshape(batch, channels, height, width)
+        queries, src = two_way(dec, tokens, sparse, src, self.image_pe)
+        iou_out = queries[:, 0]
+        mask_out = queries[:, 1 : 1 + dec.num_mask_tokens]
         up = dec.activation(dec.upscale_layer_norm(dec.upscale_conv1(src)))
         up = dec.activation(dec.upscale_conv2(up))
         hyper = torch.stack(

@@ -36,6 +36,7 @@ from torch import nn
 from grounded_sam.export.onnx.graph import (
     PROMPT_INPUTS,
     prompt_inputs_manifest,
+    two_way,
     write_graph,
 )
 from grounded_sam.sam.sam2 import LOGIT_CLAMP, SAM2_MEAN, SAM2_STD
@@ -136,7 +137,6 @@ class Sam2OnnxDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dec = self.decoder
         act = dec.activation
-        batch = point_coords.shape[0]
         sparse = self._embed_points(point_coords, point_labels)[:, None]  # (B, 1, N, C)
         has = has_mask_input.reshape(1, 1, 1, 1)
         mask = mask_input.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
@@ -144,20 +144,12 @@ class Sam2OnnxDecoder(nn.Module):
             1, -1, 1, 1
         )
         src = image_embeddings + dense  # (B, C, E, E)
-        _, channels, height, width = src.shape
         tokens = torch.cat(
             [dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], dim=0
         )
-        tokens = torch.cat([tokens[None, None].expand(batch, 1, -1, -1), sparse], dim=2)
-        queries, keys = dec.transformer(
-            point_embeddings=tokens,
-            image_embeddings=src,
-            image_positional_embeddings=self.image_pe.expand(batch, -1, -1, -1),
-            attention_similarity=None,
-        )
-        iou_out = queries[:, 0, 1]
-        mask_out = queries[:, 0, 2 : 2 + dec.num_mask_tokens]
-        src = keys[:, 0].transpose(1, 2).reshape(batch, channels, height, width)
+        queries, src = two_way(dec, tokens, sparse, src, self.image_pe)
+        iou_out = queries[:, 1]
+        mask_out = queries[:, 2 : 2 + dec.num_mask_tokens]
         up = act(dec.upscale_layer_norm(dec.upscale_conv1(src) + high_res_feats_1))
         up = act(dec.upscale_conv2(up) + high_res_feats_0)
         hyper = torch.stack(
@@ -170,7 +162,7 @@ class Sam2OnnxDecoder(nn.Module):
         return (
             torch.cat([single, masks[:, 1:]], dim=1),
             torch.cat([single_iou, iou[:, 1:]], dim=1),
-            dec.pred_obj_score_head(queries[:, 0, 0]),
+            dec.pred_obj_score_head(queries[:, 0]),
         )
 
 
