@@ -40,7 +40,7 @@ class SamHQPredictor(SamPredictor):
             (Meta's default is False).
     """
 
-    FEATURES = (1, "HQ-SAM ViT features")
+    FEATURES = (1, "HQ-SAM's early ViT features")
 
     def __init__(self, model, hq_token_only: bool = False) -> None:
         super().__init__(model)

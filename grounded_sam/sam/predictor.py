@@ -96,8 +96,8 @@ class SamPredictor:
     """
 
     mask_threshold: float = 0.0
-    #: (count, name) of the encoder features a kept embedding must carry; None: not checked.
-    FEATURES: tuple[int, str] | None = None
+    #: (count, what) of the extra encoder features a kept embedding must carry for this family.
+    FEATURES: tuple[int, str] = (0, "none (SAM's decoder takes the image embedding alone)")
 
     def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
@@ -220,11 +220,13 @@ class SamPredictor:
 
     def _check_embedding(self, embedding: ImageEmbedding) -> None:
         """Refuse an embedding that lacks the encoder features this family's decoder needs."""
-        needed = self.FEATURES
-        if needed is not None and len(embedding.features) != needed[0]:
+        count, what = self.FEATURES
+        if len(embedding.features) != count:
             raise ValueError(
-                f"This embedding has no {needed[1]}: it was made by another SAM family (or "
-                "saved without them). Encode the image with this model."
+                f"This embedding does not fit this model: it carries {len(embedding.features)} "
+                f"extra encoder feature map(s), and this SAM family's decoder needs {count}: "
+                f"{what}. It was made by another SAM family (or saved without them); encode "
+                "the image with this model."
             )
 
     def _model_mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:

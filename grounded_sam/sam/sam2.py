@@ -116,7 +116,7 @@ class Sam2Predictor(SamPredictor):
         model: ``transformers.Sam2Model`` (on its device and dtype, in eval mode).
     """
 
-    FEATURES = (2, "SAM 2 high-resolution features")
+    FEATURES = (2, "SAM 2's two high-resolution backbone levels")
 
     def __init__(self, model) -> None:
         self.model = model

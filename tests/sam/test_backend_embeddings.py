@@ -23,20 +23,22 @@ def predictors(tmp_path_factory, sam_model_dir):
 
 
 @pytest.mark.parametrize(
-    ("made_by", "used_by", "missing"),
+    ("made_by", "used_by", "needed"),
     [
-        ("sam", "sam_hq", "HQ-SAM ViT features"),
-        ("sam2", "sam_hq", "HQ-SAM ViT features"),
-        ("sam", "sam2", "SAM 2 high-resolution features"),
-        ("sam_hq", "sam2", "SAM 2 high-resolution features"),
+        ("sam", "sam_hq", "needs 1: HQ-SAM's early ViT features"),
+        ("sam2", "sam_hq", "needs 1: HQ-SAM's early ViT features"),
+        ("sam", "sam2", "needs 2: SAM 2's two high-resolution"),
+        ("sam_hq", "sam2", "needs 2: SAM 2's two high-resolution"),
+        ("sam2", "sam", "needs 0: none"),
+        ("sam_hq", "sam", "needs 0: none"),
     ],
 )
-def test_embedding_of_another_family_is_refused(predictors, made_by, used_by, missing):
+def test_embedding_of_another_family_is_refused(predictors, made_by, used_by, needed):
     image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     embedding = predictors[made_by].encode(image)
     points = torch.tensor([[[40.0, 30.0]]])
     labels = torch.ones(1, 1, dtype=torch.long)
-    with pytest.raises(ValueError, match=f"no {missing}.*Encode the image with this model"):
+    with pytest.raises(ValueError, match=f"does not fit this model.*{needed}.*encode the image"):
         predictors[used_by].decode(embedding, points=points, labels=labels)
     # the family's own embedding decodes
     own = predictors[used_by].encode(image)
