@@ -14,6 +14,11 @@ are loaded twice, in float32 and in bfloat16, with the benchmark's settings. Per
 Example::
 
     python benchmarks/bench_bf16.py --images 1 --repeats 2 --out benchmarks/results/bf16_cpu
+    python benchmarks/bench_bf16.py --sam sam2.1_t --out benchmarks/results/bf16_cpu_sam2_1_t
+
+``--sam`` picks the SAM back-end (``vit_b`` default, or one of ``bench_backends.MODELS``:
+``hq_vit_b``, ``sam2.1_t`` ... ``sam2.1_l``), built full size with the same realistic random
+weights as ``bench_backends``.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--clip-arch", default="ViT-B-16")
+    p.add_argument("--sam", default="vit_b", help="vit_b, or a bench_backends model name")
     p.add_argument("--points-per-side", type=int, default=16)
     p.add_argument("--out", default="benchmarks/results/bf16_cpu")
     args = p.parse_args(argv)
@@ -123,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     arrays = [load_image(x) for x in images]
     phrases = PhraseSource()
     with tempfile.TemporaryDirectory() as tmp:
-        sam = str(save_random_sam(Path(tmp) / "sam", "vit_b"))
+        if args.sam == "vit_b":
+            sam = str(save_random_sam(Path(tmp) / "sam", "vit_b"))
+        else:
+            from benchmarks.bench_backends import build_model
+
+            sam = str(Path(tmp) / "sam")
+            build_model(args.sam).save_pretrained(sam)
         clip = save_random_clip(Path(tmp) / "clip", args.clip_arch)
         models = {d: _load(sam, clip, d, args.points_per_side) for d in ("float32", "bfloat16")}
         times: dict[str, dict[str, list[float]]] = {d: {"index": [], "new_phrase": []}
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
-        {"machine": info, "images": images, "times": times, "summary": summary,
+        {"machine": info, "sam": args.sam, "images": images, "times": times, "summary": summary,
          "fidelity": fid, "command": " ".join([Path(sys.executable).name, *sys.argv])},
         indent=2))
     out.with_suffix(".md").write_text(md)
