@@ -42,10 +42,16 @@ def run_cli(
     )
 
 
-def popen_cli(args: Sequence[str | os.PathLike], log: Path) -> subprocess.Popen:
+PACED_ENTRY = [sys.executable, str(Path(__file__).with_name("paced_cli.py"))]
+"""The CLI with a pause after each labeled image (``paced_cli.py``), for interrupting runs."""
+
+
+def popen_cli(
+    args: Sequence[str | os.PathLike], log: Path, entry: Sequence[str] = tuple(ENTRY)
+) -> subprocess.Popen:
     """Start the CLI in the background; stdout and stderr go to LOG.out / LOG.err."""
     return subprocess.Popen(
-        [*ENTRY, *map(str, args)],
+        [*entry, *map(str, args)],
         stdin=subprocess.DEVNULL,
         stdout=log.with_suffix(".out").open("w"),
         stderr=log.with_suffix(".err").open("w"),

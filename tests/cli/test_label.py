@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from grounded_sam.export.dataset import STATE_DIRNAME
-from tests.cli.conftest import error_lines, popen_cli, run_cli, synthetic_image
+from tests.cli.conftest import PACED_ENTRY, error_lines, popen_cli, run_cli, synthetic_image
 
 CLASSES = "date, fig, hazelnut"
 GOOD = 6
@@ -139,7 +139,7 @@ def test_interrupted_and_killed_runs_resume_to_the_same_dataset(
     args = ["label", folder, "--classes", CLASSES, "--out", out, *model_args]
 
     def run_until(n_states: int, sig: int, log: str) -> tuple[int, str]:
-        proc = popen_cli(args, tmp_path / log)
+        proc = popen_cli(args, tmp_path / log, entry=PACED_ENTRY)  # a pause per image
         deadline = time.monotonic() + 300
         while state_files(out) < n_states and proc.poll() is None:
             assert time.monotonic() < deadline, "no progress"

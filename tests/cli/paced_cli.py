@@ -1,0 +1,28 @@
+"""The ``grounded-sam`` entry point with a pause after each labeled image is saved.
+
+Tests that interrupt a labeling run "after the first image" start the CLI through this
+script. With tiny models an image is labeled in milliseconds, so without the pause the whole
+folder can be done before the signal arrives; with it, the signal lands in a window of
+``GS_TEST_PAUSE_AFTER_IMAGE`` seconds (default 1) after each saved image.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from grounded_sam.cli.main import main
+from grounded_sam.export import dataset
+
+_save_state = dataset._save_state
+
+
+def _paced_save_state(out_dir, entry) -> None:
+    _save_state(out_dir, entry)
+    time.sleep(float(os.environ.get("GS_TEST_PAUSE_AFTER_IMAGE", "1")))
+
+
+if __name__ == "__main__":
+    dataset._save_state = _paced_save_state
+    sys.exit(main())
