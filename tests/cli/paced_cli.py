@@ -4,11 +4,16 @@ Tests that interrupt a labeling run "after the first image" start the CLI throug
 script. With tiny models an image is labeled in milliseconds, so without the pause the whole
 folder can be done before the signal arrives; with it, the signal lands in a window of
 ``GS_TEST_PAUSE_AFTER_IMAGE`` seconds (default 1) after each saved image.
+
+It also turns Ctrl-C handling back on: a test run started as a background job of a
+non-interactive shell (``bash .ci/run &``) inherits SIGINT as *ignored*, and Python then
+installs no KeyboardInterrupt handler, so the test's SIGINT would do nothing.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -24,5 +29,6 @@ def _paced_save_state(out_dir, entry) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     dataset._save_state = _paced_save_state
     sys.exit(main())
