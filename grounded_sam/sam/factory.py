@@ -19,7 +19,7 @@ def create_predictor(model, compile: bool | str = False) -> SamBackend:
 
     Args:
         model: A loaded ``SamModel``, ``SamHQModel`` or ``Sam2Model`` (eval mode).
-        compile: ``torch.compile`` the encoder and decoder (``SamModel`` only; see
+        compile: ``torch.compile`` the image encoder and the mask decoder (see
             :class:`~grounded_sam.sam.predictor.SamPredictor`).
 
     Returns:
@@ -33,17 +33,14 @@ def create_predictor(model, compile: bool | str = False) -> SamBackend:
         from grounded_sam.sam.predictor import SamPredictor
 
         return SamPredictor(model, compile=compile)
-    if compile:
-        logger.warning("compile=True applies to SAM (ViT) models only; %s runs uncompiled.",
-                       model_type)
     if model_type == "sam_hq":
         from grounded_sam.sam.hq import SamHQPredictor
 
-        return SamHQPredictor(model)
+        return SamHQPredictor(model, compile=compile)
     if model_type in ("sam2", "sam2_video"):
         from grounded_sam.sam.sam2 import Sam2Predictor
 
-        return Sam2Predictor(model)
+        return Sam2Predictor(model, compile=compile)
     raise ValueError(
         f"No SAM predictor for a model of type {model_type!r} ({type(model).__name__}); "
         "supported: 'sam', 'sam_hq', 'sam2'."

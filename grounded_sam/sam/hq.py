@@ -38,12 +38,16 @@ class SamHQPredictor(SamPredictor):
         model: ``transformers.SamHQModel`` (on its device and dtype, in eval mode).
         hq_token_only: Return only the HQ token's mask instead of SAM's mask + the HQ mask
             (Meta's default is False).
+        compile: ``torch.compile`` the image encoder and the mask decoder (see
+            :class:`~grounded_sam.sam.predictor.SamPredictor`).
     """
 
     FEATURES = (1, "HQ-SAM's early ViT features")
 
-    def __init__(self, model, hq_token_only: bool = False) -> None:
-        super().__init__(model)
+    def __init__(
+        self, model, hq_token_only: bool = False, compile: bool | str = False
+    ) -> None:
+        super().__init__(model, compile=compile)
         self.hq_token_only = hq_token_only
 
     @property
@@ -54,6 +58,11 @@ class SamHQPredictor(SamPredictor):
     @hq_token_only.setter
     def hq_token_only(self, value: bool) -> None:
         self._fast.hq_token_only = bool(value)
+
+    def _image_encoder(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, S, S) pixels -> (embedding (1, C, E, E), early ViT features (1, E, E, D))."""
+        out = self.model.vision_encoder(pixels)
+        return out.last_hidden_state, out.intermediate_embeddings[0]
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -67,12 +76,12 @@ class SamHQPredictor(SamPredictor):
         """
         original_size = (int(image.shape[0]), int(image.shape[1]))
         pixels = self.transform.preprocess(image, self.device, self.dtype)
-        out = self.model.vision_encoder(pixels)
+        embeddings, vit_features = self._encode_pixels(pixels)
         return ImageEmbedding(
-            embeddings=out.last_hidden_state,
+            embeddings=embeddings,
             original_size=original_size,
             input_size=self.transform.input_size(original_size),
-            features=(out.intermediate_embeddings[0],),
+            features=(vit_features,),
         )
 
 

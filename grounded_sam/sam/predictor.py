@@ -120,7 +120,7 @@ class SamPredictor:
         self._extras_for: torch.Tensor | None = None
         self._extras: tuple[torch.Tensor, ...] = ()
         self.compiled = bool(compile)
-        self._encoder_fn = model.get_image_embeddings
+        self._encoder_fn = self._image_encoder
         self._decoder_fn = None if self._fast is None else self._fast.__call__
         if compile and self._decoder_fn is not None:
             backend = compile if isinstance(compile, str) else "inductor"
@@ -129,8 +129,16 @@ class SamPredictor:
 
     # -- model calls (overridden by stand-ins in tests) ------------------------------------
 
-    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Run the image encoder: (1, 3, S, S) normalised pixels -> (1, C, E, E)."""
+    def _image_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The family's image encoder (what ``compile=`` compiles): SAM's ViT -> (1, C, E, E)."""
+        return self.model.get_image_embeddings(pixels)
+
+    def _encode_pixels(self, pixels: torch.Tensor):
+        """Run the image encoder on (1, 3, S, S) normalised pixels (compiled if asked).
+
+        Returns:
+            SAM: (1, C, E, E); HQ-SAM and SAM 2: their :meth:`_image_encoder` tuples.
+        """
         return self._encoder_fn(pixels)
 
     def _run_decoder(

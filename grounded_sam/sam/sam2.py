@@ -114,17 +114,23 @@ class Sam2Predictor(SamPredictor):
 
     Args:
         model: ``transformers.Sam2Model`` (on its device and dtype, in eval mode).
+        compile: ``torch.compile`` the image encoder and the mask decoder (see
+            :class:`~grounded_sam.sam.predictor.SamPredictor`).
     """
 
     FEATURES = (2, "SAM 2's two high-resolution backbone levels")
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
         self.transform = Sam2Transform(int(model.config.prompt_encoder_config.image_size))
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
-        self._setup_decoder(model)
+        self._setup_decoder(model, compile)
+
+    def _image_encoder(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(1, 3, S, S) pixels -> (level 0, level 1, embedding) (``get_image_embeddings``)."""
+        return self.model.get_image_embeddings(pixels)
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -139,7 +145,7 @@ class Sam2Predictor(SamPredictor):
         """
         original_size = (int(image.shape[0]), int(image.shape[1]))
         pixels = self.transform.preprocess(image, self.device, self.dtype)
-        s0, s1, embeddings = self.model.get_image_embeddings(pixels)
+        s0, s1, embeddings = self._encode_pixels(pixels)
         return ImageEmbedding(
             embeddings=embeddings,
             original_size=original_size,
