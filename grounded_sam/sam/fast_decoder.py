@@ -49,8 +49,8 @@ upscaling branches differ:
   eval mode.
 * HQ-SAM's HQ mask runs two 3x3 convolutions over every prompt's (C/8, 4E, 4E) upscaled
   features. These are per prompt by construction and cannot be shared or absorbed; they are
-  run channels-last, and they bound what the fast path gains for HQ-SAM (about 1.2x at 64
-  prompts on a CPU, against 2.5x for SAM 2 and SAM; see ``benchmarks/RESULTS.md``).
+  run channels-last, and they bound what the fast path gains for HQ-SAM (1.7x at 64
+  prompts on a CPU, against 2.3x for SAM 2 and 2.5x for SAM; see ``benchmarks/RESULTS.md``).
 
 Numerically the results equal transformers' up to float re-association (sums in a different
 order): fp32 max |delta logit| ~1e-4 on a full-size random decoder (see
