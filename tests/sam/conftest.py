@@ -17,7 +17,7 @@ import torch
 from grounded_sam.inputs import load_image
 from grounded_sam.sam.loading import load_sam_model
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
-from grounded_sam.sam.tiny import save_tiny_sam
+from grounded_sam.sam.tiny import save_tiny_sam, save_tiny_sam2, save_tiny_sam_hq
 
 from .images import PHOTO_DIR, photo_path, random_image, shapes_image
 
@@ -53,6 +53,40 @@ def sam_model(sam_model_dir):
 def predictor(sam_model) -> SamPredictor:
     """Our predictor on the tiny model (shared: do not patch it; build your own instead)."""
     return SamPredictor(sam_model)
+
+
+@pytest.fixture(scope="package")
+def hq_dir(tmp_path_factory) -> Path:
+    """A tiny random HQ-SAM in save_pretrained layout."""
+    return save_tiny_sam_hq(tmp_path_factory.mktemp("tiny_hq"))
+
+
+@pytest.fixture(scope="package")
+def hq(hq_dir):
+    """Our HQ-SAM predictor on the tiny model, loaded through the factory (shared)."""
+    from grounded_sam.sam.factory import load_predictor
+    from grounded_sam.sam.hq import SamHQPredictor
+
+    predictor = load_predictor(hq_dir, CPU, torch.float32)
+    assert isinstance(predictor, SamHQPredictor)
+    return predictor
+
+
+@pytest.fixture(scope="package")
+def sam2_dir(tmp_path_factory) -> Path:
+    """A tiny random SAM 2.1 in save_pretrained layout."""
+    return save_tiny_sam2(tmp_path_factory.mktemp("tiny_sam2"))
+
+
+@pytest.fixture(scope="package")
+def sam2(sam2_dir):
+    """Our SAM 2 predictor on the tiny model, loaded through the factory (shared)."""
+    from grounded_sam.sam.factory import load_predictor
+    from grounded_sam.sam.sam2 import Sam2Predictor
+
+    predictor = load_predictor(sam2_dir, CPU, torch.float32)
+    assert isinstance(predictor, Sam2Predictor)
+    return predictor
 
 
 @pytest.fixture(scope="package")

@@ -1,4 +1,4 @@
-"""Shared pieces of the fast-decoder parity tests (SAM, HQ-SAM, SAM 2).
+"""Shared pieces of the parity tests (fast decoder; HQ-SAM and SAM 2 against their references).
 
 Tolerance and why: both sides compute the same function in float32; the fast decoder sums in
 a different order, which moves each layer's result by float32 rounding. Logits and IoUs pass
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 LOGIT_TOL = (1e-3, 1e-4)
@@ -72,3 +73,12 @@ def assert_parity(masks, iou, ref_masks, ref_iou, tag: str) -> None:
     worst = torch.where(union > 0, inter / union.clamp_min(1), 1.0).min().item()
     MEASURED[f"{tag} 1 - min mask IoU"] = max(MEASURED[f"{tag} 1 - min mask IoU"], 1 - worst)
     assert worst >= IOU_MIN, f"{tag}: mask IoU {worst:.5f}"
+
+
+def assert_close(ours, ref, what: str) -> None:
+    """Arrays agree to ``|ours - ref| <= 1e-3 + 1e-4 * |ref|`` elementwise (same shape)."""
+    ours, ref = np.asarray(ours, np.float32), np.asarray(ref, np.float32)
+    assert ours.shape == ref.shape, f"{what}: {ours.shape} vs {ref.shape}"
+    atol, rtol = LOGIT_TOL
+    excess = np.abs(ours - ref) - (atol + rtol * np.abs(ref))
+    assert excess.max() <= 0, f"{what}: max |diff| {np.abs(ours - ref).max():.3g}"

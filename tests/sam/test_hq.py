@@ -14,28 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from grounded_sam.sam.factory import load_predictor
-from grounded_sam.sam.hq import SamHQPredictor
-from grounded_sam.sam.tiny import save_tiny_sam_hq
-
+from .decoder_parity import assert_close
 from .images import shapes_image
 
 pytest.importorskip("segment_anything_hq")
 
 CPU = torch.device("cpu")
-ATOL, RTOL = 1e-3, 1e-4
-
-
-@pytest.fixture(scope="module")
-def hq_dir(tmp_path_factory):
-    return save_tiny_sam_hq(tmp_path_factory.mktemp("tiny_hq"))
-
-
-@pytest.fixture(scope="module")
-def hq(hq_dir) -> SamHQPredictor:
-    predictor = load_predictor(hq_dir, CPU, torch.float32)
-    assert isinstance(predictor, SamHQPredictor)
-    return predictor
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +36,6 @@ def scene(hq):
     ref = SysCVPredictor(meta_sam_hq_from_hf(hq.model))
     ref.set_image(image)
     return image, hq.encode(image), ref
-
-
-def _close(ours, ref, what):
-    ours, ref = np.asarray(ours, np.float32), np.asarray(ref, np.float32)
-    assert ours.shape == ref.shape, what
-    excess = np.abs(ours - ref) - (ATOL + RTOL * np.abs(ref))
-    assert excess.max() <= 0, f"{what}: max |diff| {np.abs(ours - ref).max():.3g}"
 
 
 PROMPTS = {
@@ -96,8 +73,8 @@ def test_parity_with_syscv_hq_sam(hq, scene, prompt, multimask, hq_token_only):
         hq.hq_token_only = False
     # SysCV returns the best of the three multimask outputs; we return all three in token order
     best = int(np.argmax(ours.iou_predictions))
-    _close(ours.iou_predictions[best : best + 1], ref_iou, "iou")
-    _close(ours.low_res_logits[best : best + 1], ref_low, "low-res logits")
+    assert_close(ours.iou_predictions[best : best + 1], ref_iou, "iou")
+    assert_close(ours.low_res_logits[best : best + 1], ref_low, "low-res logits")
     agree = (ours.masks[best] == ref_masks[0]).mean()
     assert agree >= 0.999
 
@@ -115,7 +92,7 @@ def test_parity_mask_input_and_distinct_masks(hq, scene):
         mask_input=first.low_res_logits,
         multimask_output=False,
     )
-    _close(ours.low_res_logits, ref_low, "refined logits")
+    assert_close(ours.low_res_logits, ref_low, "refined logits")
     # non-trivial reference: prompts at different places give different masks
     other, _, _ = ref.predict(np.array([[20.0, 20.0]]), label, multimask_output=False)
     assert not np.array_equal(other, ref_masks)
@@ -128,39 +105,7 @@ def test_embedding_keeps_early_vit_features(hq, scene):
     vc = hq.model.config.vision_config
     side = vc.image_size // vc.patch_size
     assert features.shape == (1, side, side, vc.hidden_size)
-    _close(features, ref.interm_features[0], "ViT features")
-    _close(embedding.embeddings, ref.features, "image embedding")
+    assert_close(features, ref.interm_features[0], "ViT features")
+    assert_close(embedding.embeddings, ref.features, "image embedding")
 
 
-def test_pipeline_end_to_end_with_hq(hq_dir, tiny_model_specs, tmp_path):
-    """index -> save -> load -> query gives the same detections; predict and everything run."""
-    from grounded_sam import EverythingSettings, GroundedSAM, ImageIndex
-
-    gs = GroundedSAM.from_pretrained(
-        sam=str(hq_dir),
-        clip=tiny_model_specs[1],
-        device="cpu",
-        proposal_settings=EverythingSettings(points_per_side=4, pred_iou_thresh=0.0),
-        threshold=0.0,
-    )
-    assert isinstance(gs.predictor, SamHQPredictor)
-    image = shapes_image(160, 120)
-    index = gs.index(image)
-    assert len(index) > 0
-    path = index.save(tmp_path / "hq.gsindex")
-    loaded = ImageIndex.load(path)
-    assert len(loaded.embedding.features) == 1
-    torch.testing.assert_close(loaded.embedding.features[0], index.embedding.features[0])
-    a, b = gs.query(index, "a square"), gs.query(loaded, "a square")
-    assert len(a) > 0 and len(a) == len(b)
-    np.testing.assert_array_equal(a.mask, b.mask)
-    dets = gs.predict(loaded, points=[[60, 80]], box=[10, 10, 100, 140])
-    assert len(dets) == 3 and dets.mask.any()
-    records = gs.everything(loaded, points_per_side=4, pred_iou_thresh=0.0)
-    assert records and all(r["segmentation"].shape == image.shape[:2] for r in records)
-    # a crafted file with broken extra features is refused with the field named
-    blob = torch.load(path, weights_only=True)
-    blob["features"][0][0, 0, 0, 0] = float("nan")
-    torch.save(blob, tmp_path / "bad.gsindex")
-    with pytest.raises(ValueError, match=r"features\[0\]"):
-        ImageIndex.load(tmp_path / "bad.gsindex")

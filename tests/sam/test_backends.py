@@ -1,4 +1,10 @@
-"""A kept embedding decoded by a predictor of another SAM family is refused with a clear error."""
+"""Every SAM back-end through the whole engine, and what holds across families.
+
+* The pipeline (index / save / load / query, predict, everything) on tiny HQ-SAM and SAM 2.1
+  (parity with the reference packages is in ``test_hq.py`` / ``test_sam2.py``).
+* A kept embedding decoded by a predictor of another SAM family is refused with a clear error.
+* ``compile=`` gives the plain results for HQ-SAM and SAM 2 (slow).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,57 @@ import numpy as np
 import pytest
 import torch
 
-from grounded_sam.sam.factory import load_predictor
-from grounded_sam.sam.tiny import save_tiny_sam2, save_tiny_sam_hq
+from grounded_sam.sam.hq import SamHQPredictor
+from grounded_sam.sam.sam2 import Sam2Predictor
 
-CPU = torch.device("cpu")
+from .images import shapes_image
 
 
 @pytest.fixture(scope="module")
-def predictors(tmp_path_factory, sam_model_dir):
-    root = tmp_path_factory.mktemp("families")
-    return {
-        "sam": load_predictor(sam_model_dir, CPU, torch.float32),
-        "sam_hq": load_predictor(save_tiny_sam_hq(root / "hq"), CPU, torch.float32),
-        "sam2": load_predictor(save_tiny_sam2(root / "sam2"), CPU, torch.float32),
-    }
+def predictors(predictor, hq, sam2):
+    return {"sam": predictor, "sam_hq": hq, "sam2": sam2}
+
+
+@pytest.mark.parametrize(
+    ("model_dir", "cls", "stability"),
+    [("hq_dir", SamHQPredictor, 0.95), ("sam2_dir", Sam2Predictor, 0.0)],
+    ids=["sam_hq", "sam2"],
+)
+def test_pipeline_end_to_end(request, model_dir, cls, stability, tiny_model_specs, tmp_path):
+    """index -> save -> load -> query gives the same detections; predict and everything run;
+    a saved index whose extra features are broken is refused with the field named."""
+    from grounded_sam import EverythingSettings, GroundedSAM, ImageIndex
+
+    gs = GroundedSAM.from_pretrained(
+        sam=str(request.getfixturevalue(model_dir)),
+        clip=tiny_model_specs[1],
+        device="cpu",
+        proposal_settings=EverythingSettings(
+            points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=stability
+        ),
+        threshold=0.0,
+    )
+    assert isinstance(gs.predictor, cls)
+    image = shapes_image(160, 120)
+    index = gs.index(image)
+    assert len(index) > 0
+    path = index.save(tmp_path / "family.gsindex")
+    loaded = ImageIndex.load(path)
+    assert len(loaded.embedding.features) == cls.FEATURES[0]
+    for got, kept in zip(loaded.embedding.features, index.embedding.features, strict=True):
+        torch.testing.assert_close(got, kept)
+    a, b = gs.query(index, "a square"), gs.query(loaded, "a square")
+    assert len(a) > 0 and len(a) == len(b)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    dets = gs.predict(loaded, points=[[60, 80]], box=[10, 10, 100, 140])
+    assert len(dets) == 3 and dets.mask.any() and dets.mask.shape[1:] == image.shape[:2]
+    records = gs.everything(loaded, points_per_side=4, pred_iou_thresh=0.0)
+    assert records and all(r["segmentation"].shape == image.shape[:2] for r in records)
+    blob = torch.load(path, weights_only=True)
+    blob["features"][0][0, 0, 0, 0] = float("nan")
+    torch.save(blob, tmp_path / "bad.gsindex")
+    with pytest.raises(ValueError, match=r"features\[0\]"):
+        ImageIndex.load(tmp_path / "bad.gsindex")
 
 
 @pytest.mark.parametrize(
