@@ -287,10 +287,7 @@ def check_number(
     number = float(value)
     if number != number:
         raise ValueError(f"{name} must be a number, got NaN.")
-    if (low is not None and number < low) or (high is not None and number > high):
-        rng = _range(low, high)
-        reason = f" ({why})" if why else ""
-        raise ValueError(f"{name} must be {rng}, got {number:g}{reason}.")
+    _check_range(name, number, low, high, why, f"{number:g}")
     return number
 
 
@@ -319,9 +316,7 @@ def check_int(
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
     number = int(value)
-    if (low is not None and number < low) or (high is not None and number > high):
-        reason = f" ({why})" if why else ""
-        raise ValueError(f"{name} must be {_range(low, high)}, got {number}{reason}.")
+    _check_range(name, number, low, high, why, str(number))
     return number
 
 
@@ -352,6 +347,15 @@ def check_query_knobs(
     ref = check_int("refine", refine, 0, limits.MAX_REFINE, limits.REASONS["refine"])
     area = check_int("min_region_area", min_region_area, 0)
     return thr, k, ref, area
+
+
+def _check_range(
+    name: str, number: float, low: float | None, high: float | None, why: str | None, shown: str
+) -> None:
+    """ValueError naming the knob, its allowed range and the value (``shown``) if outside."""
+    if (low is not None and number < low) or (high is not None and number > high):
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be {_range(low, high)}, got {shown}{reason}.")
 
 
 def _range(low: float | None, high: float | None) -> str:
