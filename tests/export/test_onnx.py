@@ -23,7 +23,11 @@ from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from .onnx_runtime import one_torch_thread, ort_session  # noqa: E402, F401  (fixture, helper)
+from .onnx_runtime import (  # noqa: E402, F401  (fixture, helpers)
+    decoder_inputs,
+    one_torch_thread,
+    ort_session,
+)
 
 CPU = torch.device("cpu")
 ATOL, RTOL, MASK_IOU_MIN = 1e-3, 1e-4, 0.999
@@ -41,34 +45,9 @@ def tiny(tmp_path_factory):
     return load_predictor(sam_dir, CPU, torch.float32), manifest
 
 
-def _onnx_inputs(predictor, embedding, points=None, labels=None, boxes=None, mask=None):
-    """Build decoder inputs the way the manifest says (points, then box corners, else pad)."""
-    size = embedding.original_size
-    batch = next(len(t) for t in (points, boxes, mask) if t is not None)
-    coords, labs = [], []
-    if points is not None:
-        coords.append(predictor.transform.apply_coords(torch.as_tensor(points), size))
-        labs.append(torch.as_tensor(labels, dtype=torch.float32))
-    if boxes is not None:
-        corners = predictor.transform.apply_boxes(torch.as_tensor(boxes), size).reshape(-1, 2, 2)
-        coords.append(corners)
-        labs.append(torch.tensor([2.0, 3.0]).expand(batch, 2))
-    else:
-        coords.append(torch.zeros(batch, 1, 2))
-        labs.append(-torch.ones(batch, 1))
-    low = predictor.transform.low_res_size
-    return {
-        "image_embeddings": embedding.embeddings.numpy(),
-        "point_coords": torch.cat(coords, 1).float().numpy(),
-        "point_labels": torch.cat(labs, 1).float().numpy(),
-        "mask_input": (torch.zeros(batch, 1, low, low) if mask is None else mask).numpy(),
-        "has_mask_input": np.array([0.0 if mask is None else 1.0], dtype=np.float32),
-    }
-
-
 def _compare(predictor, embedding, session, what, **prompts):
     """ONNX outputs vs SamPredictor.decode for the same prompts (both mask modes)."""
-    inputs = _onnx_inputs(predictor, embedding, **prompts)
+    inputs = decoder_inputs("sam", predictor, embedding, **prompts)
     logits, iou = session.run(None, inputs)
     kw = {
         "points": None if prompts.get("points") is None else torch.as_tensor(prompts["points"]),

@@ -28,15 +28,16 @@ from grounded_sam.sam.predictor import ImageEmbedding
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from .onnx_runtime import one_torch_thread, ort_session  # noqa: E402, F401  (fixture, helper)
+from .onnx_runtime import (  # noqa: E402, F401  (fixture, helpers)
+    FEATURES,
+    decoder_inputs,
+    one_torch_thread,
+    ort_session,
+)
 
 CPU = torch.device("cpu")
 ATOL, RTOL, IOU_ATOL, MASK_IOU_MIN = 1e-3, 1e-4, 1e-4, 0.999
 FAMILIES = ("sam_hq", "sam2")
-FEATURES = {
-    "sam_hq": ["image_embeddings", "vit_features"],
-    "sam2": ["image_embeddings", "high_res_feats_0", "high_res_feats_1"],
-}
 MEASURED: dict[str, float] = {}
 
 
@@ -64,41 +65,6 @@ def scene(tiny):
     family, predictor, manifest = tiny
     embedding = predictor.encode(shapes_image(300, 170))
     return family, predictor, embedding, ort_session(manifest.parent / "decoder.onnx")
-
-
-def _onnx_inputs(family, predictor, embedding, points=None, labels=None, boxes=None, mask=None):
-    """Decoder inputs as the manifest's prompt rules say.
-
-    Clicks, then a box's corners (labels 2, 3), then the padding point (0, 0) label -1: SAM
-    and HQ-SAM pad only prompts without a box, SAM 2 pads every prompt with points or a box.
-    A mask-only prompt has no points.
-    """
-    size = embedding.original_size
-    batch = next(len(t) for t in (points, boxes, mask) if t is not None)
-    coords, labs = [], []
-    if points is not None:
-        coords.append(predictor.transform.apply_coords(torch.as_tensor(points), size))
-        labs.append(torch.as_tensor(labels, dtype=torch.float32))
-    if boxes is not None:
-        corners = predictor.transform.apply_boxes(torch.as_tensor(boxes), size).reshape(-1, 2, 2)
-        coords.append(corners)
-        labs.append(torch.tensor([2.0, 3.0]).expand(batch, 2))
-    if coords and (boxes is None or family == "sam2"):
-        coords.append(torch.zeros(batch, 1, 2))
-        labs.append(-torch.ones(batch, 1))
-    low = predictor.transform.low_res_size
-    tensors = (embedding.embeddings, *embedding.features)
-    return {
-        **{name: t.float().numpy() for name, t in zip(FEATURES[family], tensors, strict=True)},
-        "point_coords": torch.cat(coords, 1).float().numpy()
-        if coords
-        else np.zeros((batch, 0, 2), np.float32),
-        "point_labels": torch.cat(labs, 1).float().numpy()
-        if labs
-        else np.zeros((batch, 0), np.float32),
-        "mask_input": (torch.zeros(batch, 1, low, low) if mask is None else mask).numpy(),
-        "has_mask_input": np.array([0.0 if mask is None else 1.0], dtype=np.float32),
-    }
 
 
 @contextmanager
@@ -130,7 +96,7 @@ def _check(what, predictor, embedding, ours, ours_iou, ref):
 def _compare(family, predictor, embedding, session, what, **prompts):
     """ONNX outputs vs ``predictor.decode`` for the same prompts (both mask modes; HQ-SAM also
     with ``hq_token_only``). Returns the graph's outputs."""
-    outputs = session.run(None, _onnx_inputs(family, predictor, embedding, **prompts))
+    outputs = session.run(None, decoder_inputs(family, predictor, embedding, **prompts))
     logits, iou = outputs[0], outputs[1]
     kw = {
         "points": None if prompts.get("points") is None else torch.as_tensor(prompts["points"]),
