@@ -29,6 +29,28 @@ _PE_KEYS = (
 _META_PE_KEY = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 
 
+def vit_kwargs(vc) -> dict:
+    """Meta's ``ImageEncoderViT`` arguments for a transformers SAM vision config (SAM and
+    HQ-SAM share the encoder)."""
+    return dict(
+        img_size=vc.image_size,
+        patch_size=vc.patch_size,
+        in_chans=vc.num_channels,
+        embed_dim=vc.hidden_size,
+        depth=vc.num_hidden_layers,
+        num_heads=vc.num_attention_heads,
+        mlp_ratio=vc.mlp_dim / vc.hidden_size,
+        out_chans=vc.output_channels,
+        qkv_bias=vc.qkv_bias,
+        norm_layer=partial(nn.LayerNorm, eps=vc.layer_norm_eps),
+        act_layer=nn.GELU,
+        use_abs_pos=vc.use_abs_pos,
+        use_rel_pos=vc.use_rel_pos,
+        window_size=vc.window_size,
+        global_attn_indexes=tuple(vc.global_attn_indexes),
+    )
+
+
 def build_meta_sam(config, match_layer_norm_eps: bool = True) -> nn.Module:
     """Build Meta's ``Sam`` with the architecture described by a transformers ``SamConfig``.
 
@@ -67,23 +89,7 @@ def build_meta_sam(config, match_layer_norm_eps: bool = True) -> nn.Module:
     if pc.image_embedding_size != embedding_side or pc.image_size != vc.image_size:
         raise ValueError("prompt encoder and vision encoder disagree on the frame geometry.")
 
-    image_encoder = ImageEncoderViT(
-        img_size=vc.image_size,
-        patch_size=vc.patch_size,
-        in_chans=vc.num_channels,
-        embed_dim=vc.hidden_size,
-        depth=vc.num_hidden_layers,
-        num_heads=vc.num_attention_heads,
-        mlp_ratio=vc.mlp_dim / vc.hidden_size,
-        out_chans=vc.output_channels,
-        qkv_bias=vc.qkv_bias,
-        norm_layer=partial(nn.LayerNorm, eps=vc.layer_norm_eps),
-        act_layer=nn.GELU,
-        use_abs_pos=vc.use_abs_pos,
-        use_rel_pos=vc.use_rel_pos,
-        window_size=vc.window_size,
-        global_attn_indexes=tuple(vc.global_attn_indexes),
-    )
+    image_encoder = ImageEncoderViT(**vit_kwargs(vc))
     if image_encoder.blocks[0].mlp.lin1.out_features != vc.mlp_dim:
         raise ValueError(f"vision mlp_dim {vc.mlp_dim} is not a whole ratio of the width.")
     prompt_encoder = PromptEncoder(

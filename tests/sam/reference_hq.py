@@ -8,12 +8,11 @@ decoder additions are mapped by ``_HQ_RULES``.
 from __future__ import annotations
 
 import re
-from functools import partial
 
 import torch
 from torch import nn
 
-from .reference import hf_to_meta_key
+from .reference import hf_to_meta_key, vit_kwargs
 
 __all__ = ["build_meta_sam_hq", "hq_hf_to_meta_key", "meta_sam_hq_from_hf"]
 
@@ -57,23 +56,7 @@ def build_meta_sam_hq(config) -> nn.Module:
 
     vc, pc, dc = config.vision_config, config.prompt_encoder_config, config.mask_decoder_config
     side = vc.image_size // vc.patch_size
-    image_encoder = ImageEncoderViT(
-        img_size=vc.image_size,
-        patch_size=vc.patch_size,
-        in_chans=vc.num_channels,
-        embed_dim=vc.hidden_size,
-        depth=vc.num_hidden_layers,
-        num_heads=vc.num_attention_heads,
-        mlp_ratio=vc.mlp_dim / vc.hidden_size,
-        out_chans=vc.output_channels,
-        qkv_bias=vc.qkv_bias,
-        norm_layer=partial(nn.LayerNorm, eps=vc.layer_norm_eps),
-        act_layer=nn.GELU,
-        use_abs_pos=vc.use_abs_pos,
-        use_rel_pos=vc.use_rel_pos,
-        window_size=vc.window_size,
-        global_attn_indexes=tuple(vc.global_attn_indexes),
-    )
+    image_encoder = ImageEncoderViT(**vit_kwargs(vc))
     prompt_encoder = PromptEncoder(
         embed_dim=pc.hidden_size,
         image_embedding_size=(side, side),
