@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.transforms import SamTransform
 
 __all__ = ["Sam2Predictor", "Sam2Transform"]
 
@@ -46,22 +47,16 @@ LOGIT_CLAMP = 32.0
 
 
 @dataclass(frozen=True)
-class Sam2Transform:
+class Sam2Transform(SamTransform):
     """SAM 2's frame: the image stretched to ``target_length`` square, no padding.
 
-    Same methods as :class:`~grounded_sam.sam.transforms.SamTransform`, so everything above
-    ``sam/`` (proposals, query, upscaling) works unchanged.
+    A :class:`~grounded_sam.sam.transforms.SamTransform` (same fields and interface, so
+    everything above ``sam/`` works unchanged: ``low_res_size`` and ``apply_boxes`` are
+    SAM's) with SAM 2's resize, coordinates, upscaling and valid area.
 
     Attributes:
         target_length: Side S of the square input frame.
     """
-
-    target_length: int = 1024
-
-    @property
-    def low_res_size(self) -> int:
-        """Side of the mask decoder's output (S / 4)."""
-        return self.target_length // 4
 
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
         """(S, S): the image fills the whole frame."""
@@ -89,11 +84,6 @@ class Sam2Transform:
         side = self.target_length
         scale = torch.tensor([side / w, side / h], dtype=torch.float32, device=coords.device)
         return coords.float() * scale
-
-    def apply_boxes(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-        """(..., 4) xyxy original pixels -> frame pixels."""
-        shape = boxes.shape
-        return self.apply_coords(boxes.reshape(-1, 2, 2), original_size).reshape(shape)
 
     def postprocess_masks(
         self,
