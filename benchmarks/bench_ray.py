@@ -48,7 +48,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    # Full-size models and images take about 1 GB: always removed, as the other benchmarks do.
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
+        return run(args, Path(tmp))
 
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """Label ``args.images`` synthetic images in ``work`` one way and the Ray ways; report."""
     import ray
     import torch
 
@@ -59,7 +65,6 @@ def main() -> int:
     from tests.cli.conftest import synthetic_image
 
     torch.set_num_threads(1)  # one CPU per process, as each Ray actor gets
-    work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     h, w = (96, 128) if args.models == "tiny" else (480, 640)
     for i in range(args.images):
         synthetic_image(work / "images" / f"img{i:04d}.jpg", h=h, w=w, seed=i)
