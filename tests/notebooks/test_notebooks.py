@@ -170,7 +170,9 @@ def _execute(
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
     start = time.perf_counter()
-    client.execute(env=env)  # raises CellExecutionError with the traceback on any error
+    # Raises CellExecutionError with the traceback on any error. nbclient keeps a kernel it
+    # did not create alive (and its connection file in /tmp): cleanup_kc shuts it down.
+    client.execute(env=env, cleanup_kc=True)
     elapsed = time.perf_counter() - start
     print(f"{path.name} ({data_dir.name}): {elapsed:.1f} s")
     errors = [
