@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FastMaskDecoder", "SharedImage"]
+__all__ = ["FastMaskDecoder", "SharedImage", "stable_single_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,35 @@ def _out_proj(attn: torch.nn.Module) -> torch.nn.Module:
 def _softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     # transformers: softmax in float32, then back to the model dtype
     return F.softmax(x, dim=dim, dtype=torch.float32).to(x.dtype)
+
+
+def stable_single_mask(
+    masks: torch.Tensor, iou: torch.Tensor, delta: float, thresh: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM 2's dynamic single-mask output (as ``Sam2MaskDecoder`` in eval mode).
+
+    Written with ``gather`` / ``where`` only, so the ONNX export traces this same code.
+
+    Args:
+        masks: (B, 4, L, L) logits of mask tokens 0..3.
+        iou: (B, 4) their predicted IoUs.
+        delta: Logit offset of the stability score.
+        thresh: Token 0's mask is kept when its stability score reaches this.
+
+    Returns:
+        ``(masks (B, 1, L, L), iou (B, 1))``: token 0's mask where its stability score (IoU
+        of the masks at logit > +delta and > -delta; 1 when the latter is empty) reaches
+        ``thresh``, else the multimask output (1-3) with the highest predicted IoU.
+    """
+    flat = masks[:, 0].flatten(1)
+    # counted in float32 (exact to 2^24 pixels; ONNX has no sum over booleans)
+    area_i = (flat > delta).float().sum(-1)
+    area_u = (flat > -delta).float().sum(-1)
+    stability = torch.where(area_u > 0, area_i / area_u.clamp_min(1), 1.0)
+    best = iou[:, 1:].argmax(1, keepdim=True) + 1  # (B, 1)
+    pick = torch.where(stability[:, None] >= thresh, torch.zeros_like(best), best)
+    index = pick[:, :, None, None].expand(-1, -1, masks.shape[-2], masks.shape[-1])
+    return masks.gather(1, index), iou.gather(1, pick)
 
 
 class FastMaskDecoder:
@@ -472,28 +501,14 @@ class FastMaskDecoder:
     def _stable_single(
         self, masks: torch.Tensor, iou: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAM 2's dynamic single-mask output (as ``Sam2MaskDecoder`` in eval mode).
-
-        Args:
-            masks: (B, 4, L, L) logits of mask tokens 0..3.
-            iou: (B, 4) their predicted IoUs.
-
-        Returns:
-            ``(masks (B, 1, L, L), iou (B, 1))``: token 0's mask where its stability score
-            (IoU of the masks at logit > +delta and > -delta) reaches the threshold, else the
-            multimask output with the highest predicted IoU.
-        """
+        """SAM 2's dynamic single-mask output (see :func:`stable_single_mask`)."""
         dec = self.decoder
-        delta = dec.dynamic_multimask_stability_delta
-        flat = masks[:, 0].flatten(1)
-        area_i = (flat > delta).sum(-1).float()
-        area_u = (flat > -delta).sum(-1).float()
-        stability = torch.where(area_u > 0, area_i / area_u.clamp_min(1), 1.0)
-        stable = stability >= dec.dynamic_multimask_stability_thresh  # (B,)
-        best = iou[:, 1:].argmax(1) + 1  # (B,)
-        rows = torch.arange(masks.shape[0], device=masks.device)
-        pick = torch.where(stable, torch.zeros_like(best), best)
-        return masks[rows, pick][:, None], iou[rows, pick][:, None]
+        return stable_single_mask(
+            masks,
+            iou,
+            dec.dynamic_multimask_stability_delta,
+            dec.dynamic_multimask_stability_thresh,
+        )
 
     def _upscale_weights(self) -> tuple[torch.Tensor, ...]:
         """The transposed convolutions as linear maps to 2x2 blocks (cached per weights).

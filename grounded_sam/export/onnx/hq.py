@@ -56,11 +56,6 @@ class SamHQOnnxDecoder(SamOnnxDecoder):
         model: ``transformers.SamHQModel`` (float32, eval).
     """
 
-    def __init__(self, model) -> None:
-        super().__init__(model)
-        # the predictor embeds points with the prompt encoder's (tied) Fourier matrix
-        self.gaussian = model.prompt_encoder.shared_embedding.positional_embedding
-
     def forward(  # noqa: D102
         self,
         image_embeddings: torch.Tensor,

@@ -53,8 +53,9 @@ class SamOnnxDecoder(nn.Module):
         super().__init__()
         pe = model.prompt_encoder
         self.image_size = float(pe.input_image_size)
-        self.gaussian = model.shared_image_embedding.positional_embedding  # (2, C/2)
-        self.point_embed = nn.ModuleList(pe.point_embed)  # labels 0, 1, 2, 3
+        # the prompt encoder's Fourier matrix (tied to the image-wide one), as the predictor
+        self.gaussian = pe.shared_embedding.positional_embedding  # (2, C/2)
+        self.point_embed = pe.point_embed  # labels 0, 1, 2, 3
         self.not_a_point_embed = pe.not_a_point_embed
         self.no_mask_embed = pe.no_mask_embed
         self.mask_embed = pe.mask_embed
@@ -68,9 +69,17 @@ class SamOnnxDecoder(nn.Module):
         emb = torch.cat([torch.sin(xy), torch.cos(xy)], dim=-1)  # (B, N, C)
         lab = labels[..., None]
         emb = torch.where(lab == -1, self.not_a_point_embed.weight, emb)
-        for i, embed in enumerate(self.point_embed):
-            emb = emb + (lab == i).to(emb.dtype) * embed.weight
+        for i, weight in enumerate(self._label_embeddings()):
+            emb = emb + (lab == i).to(emb.dtype) * weight
         return emb
+
+    def _label_embeddings(self) -> list[torch.Tensor]:
+        """The learned embeddings of labels 0-3, each broadcastable to (C,)."""
+        return [embed.weight for embed in self.point_embed]  # a ModuleList of (1, C)
+
+    def _mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:
+        """``mask_input`` as the family's prompt encoder takes it (SAM: as given)."""
+        return mask_input
 
     def _embed_prompts(
         self,
@@ -83,9 +92,8 @@ class SamOnnxDecoder(nn.Module):
         """Sparse tokens (B, 1, N, C) and the image embedding + dense prompt (B, C, E, E)."""
         sparse = self._embed_points(point_coords, point_labels)[:, None]  # (B, 1, N, C)
         has = has_mask_input.reshape(1, 1, 1, 1)
-        dense = self.mask_embed(mask_input) * has + (1 - has) * self.no_mask_embed.weight.reshape(
-            1, -1, 1, 1
-        )
+        no_mask = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense = self.mask_embed(self._mask_input(mask_input)) * has + (1 - has) * no_mask
         return sparse, image_embeddings + dense
 
     def forward(  # noqa: D102

@@ -26,7 +26,6 @@ What differs from SAM (see :mod:`grounded_sam.sam.sam2` for the predictor):
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ from grounded_sam.export.onnx.graph import (
     two_way,
     write_graph,
 )
+from grounded_sam.export.onnx.sam import SamOnnxDecoder
+from grounded_sam.sam.fast_decoder import stable_single_mask
 from grounded_sam.sam.sam2 import LOGIT_CLAMP, SAM2_MEAN, SAM2_STD
 
 __all__ = ["Sam2OnnxDecoder", "Sam2OnnxEncoder", "export_sam2_graphs", "sam2_manifest"]
@@ -63,13 +64,14 @@ class Sam2OnnxEncoder(nn.Module):
         return embeddings, s0, s1
 
 
-class Sam2OnnxDecoder(nn.Module):
+class Sam2OnnxDecoder(SamOnnxDecoder):
     """SAM 2's prompt encoder + mask decoder as one traceable graph with tensor-only inputs.
 
-    The prompt encoding is ``Sam2PromptEncoder``'s written with ``torch.where`` / arithmetic
-    masks (a box is its two corner points, labels 2 and 3); the decoder is
-    ``Sam2MaskDecoder.forward`` computing all four masks at once, with the single-mask dynamic
-    fallback applied to output 0. Outputs equal ``Sam2Predictor.decode`` (checked in
+    The prompt encoding is SAM's graph (``Sam2PromptEncoder`` embeds prompts as SAM's does; a
+    box is its two corner points, labels 2 and 3) with ``mask_input`` clamped as the predictor
+    does; the decoder is ``Sam2MaskDecoder.forward`` computing all four masks at once, with
+    the single-mask dynamic fallback (:func:`~grounded_sam.sam.fast_decoder.stable_single_mask`)
+    applied to output 0. Outputs equal ``Sam2Predictor.decode`` (checked in
     tests/export/test_onnx_families.py).
 
     Args:
@@ -77,53 +79,17 @@ class Sam2OnnxDecoder(nn.Module):
     """
 
     def __init__(self, model) -> None:
-        super().__init__()
-        pe = model.prompt_encoder
-        self.image_size = float(pe.input_image_size)
-        self.gaussian = pe.shared_embedding.positional_embedding  # (2, C/2)
-        self.point_embed = pe.point_embed  # (4, C): labels 0, 1, 2, 3
-        self.not_a_point_embed = pe.not_a_point_embed
-        self.no_mask_embed = pe.no_mask_embed
-        self.mask_embed = pe.mask_embed
-        self.decoder = model.mask_decoder
+        super().__init__(model)
         cfg = model.config.mask_decoder_config
         self.dynamic = bool(cfg.dynamic_multimask_via_stability)
         self.delta = float(cfg.dynamic_multimask_stability_delta)
         self.thresh = float(cfg.dynamic_multimask_stability_thresh)
-        with torch.no_grad():
-            self.register_buffer("image_pe", model.get_image_wide_positional_embeddings().clone())
 
-    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        xy = (coords + 0.5) / self.image_size
-        xy = (2 * xy - 1) @ self.gaussian * (2 * math.pi)
-        emb = torch.cat([torch.sin(xy), torch.cos(xy)], dim=-1)  # (B, N, C)
-        lab = labels[..., None]
-        emb = torch.where(lab == -1, self.not_a_point_embed.weight, emb)
-        for i in range(self.point_embed.weight.shape[0]):
-            emb = emb + (lab == i).to(emb.dtype) * self.point_embed.weight[i]
-        return emb
+    def _label_embeddings(self) -> list[torch.Tensor]:
+        return list(self.point_embed.weight)  # one (4, C) embedding table
 
-    def _single_mask(
-        self, masks: torch.Tensor, iou: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token 0, or the best multimask output when token 0 is unstable (SAM 2's rule)."""
-        if not self.dynamic:
-            return masks[:, :1], iou[:, :1]
-        multi, multi_iou = masks[:, 1:], iou[:, 1:]
-        best = torch.argmax(multi_iou, dim=-1, keepdim=True)  # (B, 1)
-        index = best[:, :, None, None].expand(-1, -1, masks.shape[-2], masks.shape[-1])
-        best_masks = torch.gather(multi, 1, index)
-        best_iou = torch.gather(multi_iou, 1, best)
-        single = masks[:, :1]
-        flat = single.flatten(2)
-        area_i = (flat > self.delta).to(flat.dtype).sum(-1)
-        area_u = (flat > -self.delta).to(flat.dtype).sum(-1)
-        stability = torch.where(area_u > 0, area_i / area_u.clamp(min=1), torch.ones_like(area_u))
-        stable = stability >= self.thresh  # (B, 1)
-        return (
-            torch.where(stable[..., None, None], single, best_masks),
-            torch.where(stable, iou[:, :1], best_iou),
-        )
+    def _mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:
+        return mask_input.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
 
     def forward(  # noqa: D102
         self,
@@ -137,13 +103,9 @@ class Sam2OnnxDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dec = self.decoder
         act = dec.activation
-        sparse = self._embed_points(point_coords, point_labels)[:, None]  # (B, 1, N, C)
-        has = has_mask_input.reshape(1, 1, 1, 1)
-        mask = mask_input.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-        dense = self.mask_embed(mask) * has + (1 - has) * self.no_mask_embed.weight.reshape(
-            1, -1, 1, 1
+        sparse, src = self._embed_prompts(
+            image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
-        src = image_embeddings + dense  # (B, C, E, E)
         tokens = torch.cat(
             [dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], dim=0
         )
@@ -158,12 +120,11 @@ class Sam2OnnxDecoder(nn.Module):
         b, c, h, w = up.shape
         masks = (hyper @ up.reshape(b, c, h * w)).reshape(b, -1, h, w)
         iou = dec.iou_prediction_head(iou_out)
-        single, single_iou = self._single_mask(masks, iou)
-        return (
-            torch.cat([single, masks[:, 1:]], dim=1),
-            torch.cat([single_iou, iou[:, 1:]], dim=1),
-            dec.pred_obj_score_head(queries[:, 0]),
-        )
+        if self.dynamic:
+            single, single_iou = stable_single_mask(masks, iou, self.delta, self.thresh)
+            masks = torch.cat([single, masks[:, 1:]], dim=1)
+            iou = torch.cat([single_iou, iou[:, 1:]], dim=1)
+        return masks, iou, dec.pred_obj_score_head(queries[:, 0])
 
 
 def _sizes(model) -> dict[str, int]:
