@@ -1,7 +1,8 @@
-"""What every family's export shares: the prompt inputs and one ``torch.onnx.export`` call."""
+"""What every family's export shares: the prompt inputs and the ``torch.onnx.export`` calls."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -13,7 +14,10 @@ __all__ = [
     "prompt_inputs_manifest",
     "two_way",
     "write_graph",
+    "write_graphs",
 ]
+
+logger = logging.getLogger(__name__)
 
 PROMPT_INPUTS = ["point_coords", "point_labels", "mask_input", "has_mask_input"]
 """Decoder inputs after the image features, in graph order (every family)."""
@@ -119,3 +123,57 @@ def write_graph(
         opset_version=opset,
         dynamo=False,
     )
+
+
+def write_graphs(
+    out: Path,
+    opset: int,
+    family: str,
+    *,
+    encoder: nn.Module | None,
+    side: int,
+    features: list[str],
+    decoder: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    outputs: list[str],
+) -> dict[str, str]:
+    """Write a family's ``decoder.onnx`` (and ``encoder.onnx``) into ``out``.
+
+    Args:
+        out: Folder to write into.
+        opset: ONNX opset.
+        family: The family's name for the log ("SAM", "HQ-SAM", "SAM 2").
+        encoder: The encoder graph's module (``pixel_values`` (1, 3, side, side) ->
+            ``features``), or None to export the decoder only.
+        side: Side S of the square encoder input.
+        features: Encoder outputs = the decoder's first inputs, in graph order.
+        decoder: The decoder graph's module (``features``, then :data:`PROMPT_INPUTS`).
+        example: Example decoder inputs to trace with.
+        outputs: The decoder's output names.
+
+    Returns:
+        The manifest's ``files``: graph role -> file name.
+    """
+    files: dict[str, str] = {"decoder": "decoder.onnx"}
+    if encoder is not None:
+        files["encoder"] = "encoder.onnx"
+        logger.info("Exporting the %s image encoder to %s", family, out / files["encoder"])
+        write_graph(
+            encoder,
+            (torch.zeros(1, 3, side, side),),
+            out / files["encoder"],
+            ["pixel_values"],
+            features,
+            opset,
+        )
+    logger.info("Exporting the %s prompt decoder to %s", family, out / files["decoder"])
+    write_graph(
+        decoder,
+        example,
+        out / files["decoder"],
+        [*features, *PROMPT_INPUTS],
+        outputs,
+        opset,
+        per_prompt=True,
+    )
+    return files

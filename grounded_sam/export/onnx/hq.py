@@ -16,19 +16,16 @@ Prompts, frame, preprocessing and postprocessing are SAM's (see :mod:`.sam`).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import PROMPT_INPUTS, two_way, write_graph
-from grounded_sam.export.onnx.sam import SamOnnxDecoder, sam_manifest
+from grounded_sam.export.onnx.graph import two_way, write_graphs
+from grounded_sam.export.onnx.sam import SamOnnxDecoder, sam_manifest, sizes
 
 __all__ = ["SamHQOnnxDecoder", "SamHQOnnxEncoder", "export_hq_graphs", "hq_manifest"]
-
-logger = logging.getLogger(__name__)
 
 
 class SamHQOnnxEncoder(nn.Module):
@@ -98,49 +95,35 @@ def export_hq_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str, s
     Returns:
         The manifest's ``files``: graph role -> file name.
     """
-    vc = model.config.vision_config
-    side, emb_side = int(vc.image_size), int(vc.image_size) // int(vc.patch_size)
-    channels, low = int(vc.output_channels), int(vc.image_size) // 4
-    vit_dim = int(model.config.mask_decoder_config.vit_dim)
-    files: dict[str, str] = {"decoder": "decoder.onnx"}
-    if encoder:
-        files["encoder"] = "encoder.onnx"
-        logger.info("Exporting the HQ-SAM image encoder to %s", out / files["encoder"])
-        write_graph(
-            SamHQOnnxEncoder(model),
-            (torch.zeros(1, 3, side, side),),
-            out / files["encoder"],
-            ["pixel_values"],
-            ["image_embeddings", "vit_features"],
-            opset,
-        )
-    logger.info("Exporting the HQ-SAM prompt decoder to %s", out / files["decoder"])
+    size = sizes(model)
+    side, emb, low, ch = size["side"], size["emb_side"], size["low"], size["channels"]
     example = (
-        torch.randn(1, channels, emb_side, emb_side),
-        torch.randn(1, emb_side, emb_side, vit_dim),
+        torch.randn(1, ch, emb, emb),
+        torch.randn(1, emb, emb, int(model.config.mask_decoder_config.vit_dim)),
         torch.rand(2, 3, 2) * side,
         torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]),
         torch.zeros(2, 1, low, low),
         torch.zeros(1),
     )
-    write_graph(
-        SamHQOnnxDecoder(model),
-        example,
-        out / files["decoder"],
-        ["image_embeddings", "vit_features", *PROMPT_INPUTS],
-        ["low_res_logits", "iou_predictions", "hq_logits"],
+    return write_graphs(
+        out,
         opset,
-        per_prompt=True,
+        "HQ-SAM",
+        encoder=SamHQOnnxEncoder(model) if encoder else None,
+        side=side,
+        features=["image_embeddings", "vit_features"],
+        decoder=SamHQOnnxDecoder(model),
+        example=example,
+        outputs=["low_res_logits", "iou_predictions", "hq_logits"],
     )
-    return files
 
 
 def hq_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
     """SAM's manifest plus the ViT features and the HQ outputs (``model_type`` ``sam_hq``)."""
     manifest = sam_manifest(model, spec, files, opset)
     manifest["model_type"] = "sam_hq"
-    vc = model.config.vision_config
-    emb_side, low = int(vc.image_size) // int(vc.patch_size), int(vc.image_size) // 4
+    size = sizes(model)
+    emb_side, low = size["emb_side"], size["low"]
     vit = {
         "shape": [1, emb_side, emb_side, int(model.config.mask_decoder_config.vit_dim)],
         "dtype": "float32",

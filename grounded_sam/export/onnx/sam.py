@@ -5,7 +5,6 @@ See :mod:`grounded_sam.export.onnx` for the files and their inputs and outputs.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import (
-    PROMPT_INPUTS,
-    prompt_inputs_manifest,
-    two_way,
-    write_graph,
-)
+from grounded_sam.export.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
 from grounded_sam.sam.transforms import PIXEL_MEAN, PIXEL_STD
 
-__all__ = ["SamOnnxDecoder", "SamOnnxEncoder", "export_sam_graphs", "sam_manifest"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SamOnnxDecoder", "SamOnnxEncoder", "export_sam_graphs", "sam_manifest", "sizes"]
 
 
 class SamOnnxEncoder(nn.Module):
@@ -124,11 +116,8 @@ class SamOnnxDecoder(nn.Module):
 
 def sam_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
     """The ``sam`` family's manifest (see :func:`grounded_sam.export.onnx.export_sam_onnx`)."""
-    vc = model.config.vision_config
-    side = int(vc.image_size)
-    emb_side = side // int(vc.patch_size)
-    channels = int(vc.output_channels)
-    low = side // 4
+    size = sizes(model)
+    side, emb_side, low, channels = (size[k] for k in ("side", "emb_side", "low", "channels"))
     return {
         "format": "grounded_sam.sam_onnx",
         "version": 1,
@@ -192,42 +181,46 @@ def sam_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[st
     }
 
 
+def sizes(model) -> dict[str, int]:
+    """A ``SamModel``'s (or ``SamHQModel``'s) frame sizes.
+
+    Returns:
+        ``side`` S of the square input frame, ``emb_side`` E of the embedding, ``low`` L of
+        the low-res masks (S / 4) and ``channels`` C of the embedding.
+    """
+    vc = model.config.vision_config
+    side = int(vc.image_size)
+    return {
+        "side": side,
+        "emb_side": side // int(vc.patch_size),
+        "low": side // 4,
+        "channels": int(vc.output_channels),
+    }
+
+
 def export_sam_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str, str]:
     """Write ``decoder.onnx`` (and ``encoder.onnx``) of a ``SamModel`` into ``out``.
 
     Returns:
         The manifest's ``files``: graph role -> file name.
     """
-    vc = model.config.vision_config
-    side, emb_side = int(vc.image_size), int(vc.image_size) // int(vc.patch_size)
-    channels, low = int(vc.output_channels), int(vc.image_size) // 4
-    files: dict[str, str] = {"decoder": "decoder.onnx"}
-    if encoder:
-        files["encoder"] = "encoder.onnx"
-        logger.info("Exporting the SAM image encoder to %s", out / files["encoder"])
-        write_graph(
-            SamOnnxEncoder(model),
-            (torch.zeros(1, 3, side, side),),
-            out / files["encoder"],
-            ["pixel_values"],
-            ["image_embeddings"],
-            opset,
-        )
-    logger.info("Exporting the SAM prompt decoder to %s", out / files["decoder"])
+    size = sizes(model)
+    side, emb, low, ch = size["side"], size["emb_side"], size["low"], size["channels"]
     example = (
-        torch.randn(1, channels, emb_side, emb_side),
+        torch.randn(1, ch, emb, emb),
         torch.rand(2, 3, 2) * side,
         torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]]),
         torch.zeros(2, 1, low, low),
         torch.zeros(1),
     )
-    write_graph(
-        SamOnnxDecoder(model),
-        example,
-        out / files["decoder"],
-        ["image_embeddings", *PROMPT_INPUTS],
-        ["low_res_logits", "iou_predictions"],
+    return write_graphs(
+        out,
         opset,
-        per_prompt=True,
+        "SAM",
+        encoder=SamOnnxEncoder(model) if encoder else None,
+        side=side,
+        features=["image_embeddings"],
+        decoder=SamOnnxDecoder(model),
+        example=example,
+        outputs=["low_res_logits", "iou_predictions"],
     )
-    return files

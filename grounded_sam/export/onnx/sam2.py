@@ -25,26 +25,18 @@ What differs from SAM (see :mod:`grounded_sam.sam.sam2` for the predictor):
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import (
-    PROMPT_INPUTS,
-    prompt_inputs_manifest,
-    two_way,
-    write_graph,
-)
+from grounded_sam.export.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
 from grounded_sam.export.onnx.sam import SamOnnxDecoder
 from grounded_sam.sam.fast_decoder import stable_single_mask
 from grounded_sam.sam.sam2 import LOGIT_CLAMP, SAM2_MEAN, SAM2_STD
 
 __all__ = ["Sam2OnnxDecoder", "Sam2OnnxEncoder", "export_sam2_graphs", "sam2_manifest"]
-
-logger = logging.getLogger(__name__)
 
 FEATURE_INPUTS = ["image_embeddings", "high_res_feats_0", "high_res_feats_1"]
 """Encoder outputs = the decoder's first inputs, in graph order."""
@@ -146,19 +138,6 @@ def export_sam2_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str,
     """
     size = _sizes(model)
     side, emb, low, ch = size["side"], size["emb_side"], size["low"], size["channels"]
-    files: dict[str, str] = {"decoder": "decoder.onnx"}
-    if encoder:
-        files["encoder"] = "encoder.onnx"
-        logger.info("Exporting the SAM 2 image encoder to %s", out / files["encoder"])
-        write_graph(
-            Sam2OnnxEncoder(model),
-            (torch.zeros(1, 3, side, side),),
-            out / files["encoder"],
-            ["pixel_values"],
-            FEATURE_INPUTS,
-            opset,
-        )
-    logger.info("Exporting the SAM 2 prompt decoder to %s", out / files["decoder"])
     example = (
         torch.randn(1, ch, emb, emb),
         torch.randn(1, ch // 8, low, low),
@@ -168,16 +147,17 @@ def export_sam2_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str,
         torch.zeros(2, 1, low, low),
         torch.zeros(1),
     )
-    write_graph(
-        Sam2OnnxDecoder(model),
-        example,
-        out / files["decoder"],
-        [*FEATURE_INPUTS, *PROMPT_INPUTS],
-        ["low_res_logits", "iou_predictions", "object_score_logits"],
+    return write_graphs(
+        out,
         opset,
-        per_prompt=True,
+        "SAM 2",
+        encoder=Sam2OnnxEncoder(model) if encoder else None,
+        side=side,
+        features=FEATURE_INPUTS,
+        decoder=Sam2OnnxDecoder(model),
+        example=example,
+        outputs=["low_res_logits", "iou_predictions", "object_score_logits"],
     )
-    return files
 
 
 def sam2_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
