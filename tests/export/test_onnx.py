@@ -24,13 +24,12 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from .onnx_runtime import (  # noqa: E402, F401  (fixture, helpers)
-    decoder_inputs,
+    compare_decoder,
     one_torch_thread,
     ort_session,
 )
 
 CPU = torch.device("cpu")
-ATOL, RTOL, MASK_IOU_MIN = 1e-3, 1e-4, 0.999
 MEASURED: dict[str, float] = {}
 
 
@@ -47,31 +46,7 @@ def tiny(tmp_path_factory):
 
 def _compare(predictor, embedding, session, what, **prompts):
     """ONNX outputs vs SamPredictor.decode for the same prompts (both mask modes)."""
-    inputs = decoder_inputs("sam", predictor, embedding, **prompts)
-    logits, iou = session.run(None, inputs)
-    kw = {
-        "points": None if prompts.get("points") is None else torch.as_tensor(prompts["points"]),
-        "labels": None if prompts.get("labels") is None else torch.as_tensor(prompts["labels"]),
-        "boxes": None if prompts.get("boxes") is None else torch.as_tensor(prompts["boxes"]),
-        "mask_input": prompts.get("mask"),
-    }
-    for multimask, chosen in ((False, slice(0, 1)), (True, slice(1, 4))):
-        ref = predictor.decode(embedding, multimask_output=multimask, **kw)
-        ref_logits = ref.low_res_logits.numpy()
-        ref_masks = predictor.upscale(embedding, ref.low_res_logits) > 0
-        assert 0 < ref_masks.float().mean() < 1, "reference masks are empty or full"
-        ours = logits[:, chosen]
-        diff = np.abs(ours - ref_logits)
-        MEASURED[what] = max(MEASURED.get(what, 0.0), float(diff.max()))
-        assert (diff <= ATOL + RTOL * np.abs(ref_logits)).all(), f"{what}: {diff.max():.3g}"
-        np.testing.assert_allclose(iou[:, chosen], ref.iou_scores.numpy(), atol=1e-4)
-        masks = predictor.upscale(embedding, torch.from_numpy(ours)) > 0
-        inter = (masks & ref_masks).flatten(2).sum(-1).float()
-        union = (masks | ref_masks).flatten(2).sum(-1).float()
-        worst = float(torch.where(union > 0, inter / union.clamp(min=1), 1.0).min())
-        MEASURED[what + " 1-IoU"] = max(MEASURED.get(what + " 1-IoU", 0.0), 1 - worst)
-        assert worst >= MASK_IOU_MIN, f"{what}: mask IoU {worst:.5f}"
-    return logits
+    return compare_decoder(MEASURED, "sam", predictor, embedding, session, what, **prompts)[0]
 
 
 def test_manifest_describes_the_graphs(tiny):

@@ -16,7 +16,6 @@ logits reach ~90 (HQ) / ~330 (SAM 2)), IoU predictions within 1e-4, upscaled mas
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -30,13 +29,12 @@ pytest.importorskip("onnx")
 
 from .onnx_runtime import (  # noqa: E402, F401  (fixture, helpers)
     FEATURES,
-    decoder_inputs,
+    compare_decoder,
     one_torch_thread,
     ort_session,
 )
 
 CPU = torch.device("cpu")
-ATOL, RTOL, IOU_ATOL, MASK_IOU_MIN = 1e-3, 1e-4, 1e-4, 0.999
 FAMILIES = ("sam_hq", "sam2")
 MEASURED: dict[str, float] = {}
 
@@ -67,53 +65,11 @@ def scene(tiny):
     return family, predictor, embedding, ort_session(manifest.parent / "decoder.onnx")
 
 
-@contextmanager
-def _hq_token_only(predictor):
-    predictor.hq_token_only = True
-    try:
-        yield
-    finally:
-        predictor.hq_token_only = False
-
-
-def _check(what, predictor, embedding, ours, ours_iou, ref):
-    """One output against one reference decode: logits, IoUs, upscaled masks."""
-    ref_logits = ref.low_res_logits.numpy()
-    ref_masks = predictor.upscale(embedding, ref.low_res_logits) > 0
-    assert 0 < ref_masks.float().mean() < 1, f"{what}: reference masks are empty or full"
-    diff = np.abs(ours - ref_logits)
-    MEASURED[what] = max(MEASURED.get(what, 0.0), float(diff.max()))
-    assert (diff <= ATOL + RTOL * np.abs(ref_logits)).all(), f"{what}: {diff.max():.3g}"
-    np.testing.assert_allclose(ours_iou, ref.iou_scores.numpy(), atol=IOU_ATOL)
-    masks = predictor.upscale(embedding, torch.from_numpy(ours)) > 0
-    inter = (masks & ref_masks).flatten(2).sum(-1).float()
-    union = (masks | ref_masks).flatten(2).sum(-1).float()
-    worst = float(torch.where(union > 0, inter / union.clamp(min=1), 1.0).min())
-    MEASURED[what + " 1-IoU"] = max(MEASURED.get(what + " 1-IoU", 0.0), 1 - worst)
-    assert worst >= MASK_IOU_MIN, f"{what}: mask IoU {worst:.5f}"
-
-
 def _compare(family, predictor, embedding, session, what, **prompts):
     """ONNX outputs vs ``predictor.decode`` for the same prompts (both mask modes; HQ-SAM also
     with ``hq_token_only``). Returns the graph's outputs."""
-    outputs = session.run(None, decoder_inputs(family, predictor, embedding, **prompts))
-    logits, iou = outputs[0], outputs[1]
-    kw = {
-        "points": None if prompts.get("points") is None else torch.as_tensor(prompts["points"]),
-        "labels": None if prompts.get("labels") is None else torch.as_tensor(prompts["labels"]),
-        "boxes": None if prompts.get("boxes") is None else torch.as_tensor(prompts["boxes"]),
-        "mask_input": prompts.get("mask"),
-    }
     what = f"{family} {what}"
-    for multimask, chosen in ((False, slice(0, 1)), (True, slice(1, 4))):
-        ref = predictor.decode(embedding, multimask_output=multimask, **kw)
-        _check(what, predictor, embedding, logits[:, chosen], iou[:, chosen], ref)
-        if family == "sam_hq":
-            with _hq_token_only(predictor):
-                ref = predictor.decode(embedding, multimask_output=multimask, **kw)
-            hq = np.repeat(outputs[2], chosen.stop - chosen.start, axis=1)
-            _check(what + " hq_token_only", predictor, embedding, hq, iou[:, chosen], ref)
-    return outputs
+    return compare_decoder(MEASURED, family, predictor, embedding, session, what, **prompts)
 
 
 def test_manifest_describes_the_graphs(tiny):
