@@ -27,6 +27,7 @@ from grounded_sam.grounding.clicks import (
     decode_boxes_with_clicks,
     honours_clicks,
     keep_clicked_proposals,
+    proposals_honouring_clicks,
 )
 from grounded_sam.grounding.dedup import (
     DEFAULT_PART_THRESH,
@@ -379,9 +380,11 @@ class GroundedSAM:
         labels = phrases + ([exemplar_label] if ex_boxes is not None else [])
         if len(index) == 0:
             return _with_phrases(empty_detections(index.size))
-        allowed = None
+        allowed = clicks = None
         if points is not None:
-            allowed = self._point_filter(index, points, point_labels)
+            pts, lab = as_points(points, point_labels, index.size)
+            clicks = torch.from_numpy(pts), torch.from_numpy(lab)
+            allowed = proposals_honouring_clicks(index.frame_masks, *clicks, index.size)
         text = self.scorer.encode_text(phrases + negatives + self.background_phrases).to(
             index.region_embeddings.device
         )
@@ -405,15 +408,14 @@ class GroundedSAM:
         # empty masks, parts and duplicates are removed at the decoder's resolution, and only
         # the survivors are upscaled.
         vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
-        to_low_res = torch.tensor([vw / index.size[1], vh / index.size[0]])
-        clicks = None
-        if points is not None:
-            pts, lab = as_points(points, point_labels, index.size)
-            clicks = torch.from_numpy(pts), torch.from_numpy(lab)
+        low_clicks = None  # the clicks in the low-res frame
+        if clicks is not None:
+            to_low_res = torch.tensor([vw / index.size[1], vh / index.size[0]])
+            low_clicks = clicks[0] * to_low_res, clicks[1]
         decoded: dict[str, torch.Tensor] = {}
 
         def decode(rows: torch.Tensor) -> None:
-            logits, iou = self._reprompt(index, chosen.take(rows), refine, clicks)
+            logits, iou = self._reprompt(index, chosen.take(rows), refine, clicks, low_clicks)
             if not decoded:
                 decoded["low_res"] = logits.new_zeros(len(chosen), *logits.shape[1:])
                 decoded["iou"] = iou.new_zeros(len(chosen))
@@ -421,7 +423,6 @@ class GroundedSAM:
 
         def distinct(rows: torch.Tensor) -> torch.Tensor:
             small = decoded["low_res"][rows][:, :vh, :vw] > self.predictor.mask_threshold
-            low_clicks = None if clicks is None else (clicks[0] * to_low_res, clicks[1])
             kept = deduplicate(small, chosen.take(rows), self.mask_nms_thresh, keep_parts,
                                part_thresh, low_clicks)  # fmt: skip
             return rows[kept]
@@ -616,8 +617,12 @@ class GroundedSAM:
         chosen: Selection,
         refine: int,
         clicks: tuple[torch.Tensor, torch.Tensor] | None,
+        low_clicks: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Box re-prompt of chosen regions, with the clicks inside each box when given.
+
+        ``clicks``: ``(points (K, 2) original pixels, labels (K,))``; ``low_clicks``: the same
+        clicks scaled to the low-res frame.
 
         Returns:
             ``(low_res_logits (M, L, L), iou (M,))``.
@@ -638,59 +643,11 @@ class GroundedSAM:
             low_res,
             props.low_res_logits[chosen.region],
             props.crop_index[chosen.region] == 0,
-            clicks[0] * torch.tensor([vw / index.size[1], vh / index.size[0]]),
-            clicks[1],
+            *low_clicks,
             (vh, vw),
             self.predictor.mask_threshold,
         )
         return low_res, iou
-
-    def _decode_boxes(
-        self, index: ImageIndex, boxes: torch.Tensor, refine: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Box prompts (+ ``refine`` passes feeding each mask back) in chunks.
-
-        Args:
-            index: The image's index (its kept embedding is used).
-            boxes: (M, 4) xyxy original pixels.
-            refine: Extra passes with the previous low-res logits as mask prompt.
-
-        Returns:
-            ``(low_res_logits (M, L, L), iou (M,))``.
-        """
-        chunk = self.proposal_settings.points_per_batch
-        logits, ious = [], []
-        for start in range(0, boxes.shape[0], chunk):
-            part = boxes[start : start + chunk]
-            out = self.predictor.decode(index.embedding, boxes=part, multimask_output=False)
-            for _ in range(refine):
-                out = self.predictor.decode(
-                    index.embedding,
-                    boxes=part,
-                    mask_input=out.low_res_logits,
-                    multimask_output=False,
-                )
-            logits.append(out.low_res_logits[:, 0])
-            ious.append(out.iou_scores[:, 0])
-        return torch.cat(logits), torch.cat(ious)
-
-    def _point_filter(
-        self, index: ImageIndex, points: object, point_labels: object | None
-    ) -> torch.Tensor:
-        pts, labels = as_points(points, point_labels, index.size)
-        frame = index.frame_masks
-        fh, fw = frame.shape[-2:]
-        h, w = index.size
-        xs = np.clip((pts[:, 0] * fw / w).astype(int), 0, fw - 1)
-        ys = np.clip((pts[:, 1] * fh / h).astype(int), 0, fh - 1)
-        inside = frame[:, ys, xs]  # (N, P)
-        fg = torch.from_numpy(labels == 1).to(frame.device)
-        allowed = torch.ones(frame.shape[0], dtype=torch.bool, device=frame.device)
-        if fg.any():
-            allowed &= inside[:, fg].any(1)
-        if (~fg).any():
-            allowed &= ~inside[:, ~fg].any(1)
-        return allowed
 
 
 _NO_PROMPT = (

@@ -18,27 +18,43 @@ from __future__ import annotations
 import torch
 
 from grounded_sam.grounding.index import BoxDecodes, ImageIndex
-from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 
-__all__ = ["region_box_masks"]
+__all__ = ["decode_boxes", "region_box_masks"]
 
 
-def _decode(
-    predictor: SamPredictor, index: ImageIndex, boxes: torch.Tensor, refine: int, chunk: int
+def decode_boxes(
+    predictor: SamPredictor,
+    embedding: ImageEmbedding,
+    boxes: torch.Tensor,
+    refine: int,
+    chunk: int,
+    points: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box prompts (+ ``refine`` passes), ``chunk`` boxes per decoder call.
+    """Box prompts (+ ``refine`` passes feeding each mask back), ``chunk`` boxes per call.
+
+    Args:
+        predictor: The SAM predictor.
+        embedding: The image's kept embedding.
+        boxes: (M, 4) xyxy, original pixels.
+        refine: Extra passes with the previous low-res logits as mask prompt (same prompts).
+        chunk: Prompts per decoder call.
+        points: (M, K, 2) xy points prompted with each box, original pixels, or None.
+        labels: (M, K) their labels (1 / 0 / -1 padding); required with ``points``.
 
     Returns:
-        ``(low_res_logits (M, L, L), iou (M,))`` float32.
+        ``(low_res_logits (M, L, L), iou (M,))``.
     """
     logits, ious = [], []
     for start in range(0, boxes.shape[0], chunk):
-        part = boxes[start : start + chunk]
-        out = predictor.decode(index.embedding, boxes=part, multimask_output=False)
+        sl = slice(start, start + chunk)
+        kw = {"boxes": boxes[sl], "multimask_output": False}
+        if points is not None:
+            kw.update(points=points[sl], labels=labels[sl])
+        out = predictor.decode(embedding, **kw)
         for _ in range(refine):
-            out = predictor.decode(
-                index.embedding, boxes=part, mask_input=out.low_res_logits, multimask_output=False
-            )
+            out = predictor.decode(embedding, mask_input=out.low_res_logits, **kw)
         logits.append(out.low_res_logits[:, 0])
         ious.append(out.iou_scores[:, 0])
     return torch.cat(logits), torch.cat(ious)
@@ -79,7 +95,8 @@ def region_box_masks(
     regions = regions.to(cache.done.device, torch.long)
     missing = torch.unique(regions[~cache.done[regions]])
     if missing.numel():
-        logits, iou = _decode(predictor, index, index.proposals.boxes[missing], refine, chunk)
+        boxes = index.proposals.boxes[missing]
+        logits, iou = decode_boxes(predictor, index.embedding, boxes, refine, chunk)
         cache.low_res_logits[missing] = logits.to(cache.low_res_logits.device)
         cache.iou[missing] = iou.to(cache.iou.device)
         cache.done[missing] = True

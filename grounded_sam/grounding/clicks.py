@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from grounded_sam.grounding.boxes import decode_boxes
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "decode_boxes_with_clicks",
     "honours_clicks",
     "keep_clicked_proposals",
+    "proposals_honouring_clicks",
 ]
 
 PAD_LABEL = -1
@@ -70,16 +72,7 @@ def decode_boxes_with_clicks(
         ``(low_res_logits (M, L, L), iou (M,))``.
     """
     pts, lab = clicks_in_boxes(boxes, points, labels)
-    logits, ious = [], []
-    for start in range(0, boxes.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        kw = {"points": pts[sl], "labels": lab[sl], "boxes": boxes[sl], "multimask_output": False}
-        out = predictor.decode(embedding, **kw)
-        for _ in range(refine):
-            out = predictor.decode(embedding, mask_input=out.low_res_logits, **kw)
-        logits.append(out.low_res_logits[:, 0])
-        ious.append(out.iou_scores[:, 0])
-    return torch.cat(logits), torch.cat(ious)
+    return decode_boxes(predictor, embedding, boxes, refine, chunk, pts, lab)
 
 
 def honours_clicks(masks: torch.Tensor, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -107,6 +100,29 @@ def honours_clicks(masks: torch.Tensor, points: torch.Tensor, labels: torch.Tens
     if (~fg).any():
         ok &= ~hit[:, ~fg].any(1)
     return ok
+
+
+def proposals_honouring_clicks(
+    frame_masks: torch.Tensor,
+    points: torch.Tensor,
+    labels: torch.Tensor,
+    image_size: tuple[int, int],
+) -> torch.Tensor:
+    """Which proposals' own masks honour the clicks (see :func:`honours_clicks`).
+
+    Args:
+        frame_masks: (N, fh, fw) bool proposal masks covering the whole image.
+        points: (K, 2) xy clicks, original pixels of the (H, W) image.
+        labels: (K,) 1 foreground / 0 background.
+        image_size: (H, W).
+
+    Returns:
+        (N,) bool.
+    """
+    fh, fw = frame_masks.shape[-2:]
+    h, w = image_size
+    in_frame = torch.stack([points[:, 0] * fw / w, points[:, 1] * fh / h], 1)
+    return honours_clicks(frame_masks, in_frame, labels)
 
 
 def keep_clicked_proposals(
