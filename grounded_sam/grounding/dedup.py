@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from grounded_sam.grounding.clicks import honours_clicks
-from grounded_sam.grounding.selection import Selection
+from grounded_sam.grounding.selection import Selection, phrase_rank
 from grounded_sam.utils.masks import mask_nms
 
 __all__ = [
@@ -78,10 +78,7 @@ def limit_per_phrase(chosen: Selection, top_k: int | None) -> torch.Tensor:
     n = len(chosen)
     if top_k is None or n == 0:
         return torch.arange(n, device=chosen.region.device)
-    phrase = chosen.phrase
-    one_hot = torch.nn.functional.one_hot(phrase, int(phrase.max()) + 1)
-    rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1
-    return torch.nonzero(rank < top_k).flatten()
+    return torch.nonzero(phrase_rank(chosen.phrase) < top_k).flatten()
 
 
 def deduplicate(
@@ -147,8 +144,7 @@ def decode_until_distinct(
     if m == 0:
         return torch.zeros(0, dtype=torch.long, device=device)
     n_phrases = int(chosen.phrase.max()) + 1
-    one_hot = torch.nn.functional.one_hot(chosen.phrase, n_phrases)
-    rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1
+    rank = phrase_rank(chosen.phrase)
     done = torch.zeros(m, dtype=torch.bool, device=device)
     depth = top_k
     while True:

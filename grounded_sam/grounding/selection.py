@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Selection", "select_regions"]
+__all__ = ["Selection", "phrase_rank", "select_regions"]
 
 
 @dataclass
@@ -29,6 +29,20 @@ class Selection:
     def take(self, index: torch.Tensor) -> Selection:
         """The chosen regions at ``index`` ((K,) long or (M,) bool), order kept."""
         return Selection(self.region[index], self.phrase[index], self.score[index])
+
+
+def phrase_rank(phrase: torch.Tensor) -> torch.Tensor:
+    """Each region's rank within its phrase, in the given order, without a Python loop.
+
+    Args:
+        phrase: (M,) long phrase index of regions (non-empty), e.g. sorted by descending
+            score.
+
+    Returns:
+        (M,) long: 0 for a phrase's first region, 1 for its second, ...
+    """
+    one_hot = torch.nn.functional.one_hot(phrase, int(phrase.max()) + 1)
+    return (one_hot.cumsum(0) * one_hot).sum(1) - 1
 
 
 def select_regions(
@@ -64,9 +78,6 @@ def select_regions(
     order = torch.argsort(best, descending=True, stable=True)
     region, best, phrase = region[order], best[order], phrase[order]
     if top_k is not None and region.numel():
-        # rank of each region within its phrase, computed without a Python loop
-        one_hot = torch.nn.functional.one_hot(phrase, p)
-        rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1
-        within = rank < top_k
+        within = phrase_rank(phrase) < top_k
         region, best, phrase = region[within], best[within], phrase[within]
     return Selection(region=region, phrase=phrase, score=best)
