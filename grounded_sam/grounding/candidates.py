@@ -31,7 +31,7 @@ def score_candidates(
 
     Args:
         cosine: (N, P + Q + B) similarities to the phrases, negatives and background phrases.
-        n_phrases: P (0 for an exemplar-only query).
+        n_phrases: P (0 only for an exemplar-only query: give ``exemplar_score``).
         n_negatives: Q.
         logit_scale: CLIP's logit scale.
         calibration: ``"joint"`` or ``"per_phrase"`` (see
@@ -42,21 +42,15 @@ def score_candidates(
         ``(scores (N, P [+ 1]), rejected (N,) bool)``.
     """
     scores = score_phrases(cosine, n_phrases, logit_scale, calibration)
-    rejected = best_is_negative(cosine, n_phrases, n_negatives) if n_phrases else None
+    rejected = best_is_negative(cosine, n_phrases, n_negatives)
     if exemplar_score is None:
-        if rejected is None:
-            rejected = torch.zeros(cosine.shape[0], dtype=torch.bool, device=cosine.device)
         return scores, rejected
     scores = torch.cat([scores, exemplar_score[:, None].to(scores)], dim=1)
     if n_negatives:
+        # where the exemplar is the best label (always, for an exemplar-only query)
         neg = negative_scores(cosine, n_phrases, n_negatives, logit_scale).max(dim=1).values
         by_exemplar = scores.argmax(dim=1) == n_phrases
-        ex_rejected = neg >= scores[:, n_phrases]
-        rejected = (
-            ex_rejected if rejected is None else torch.where(by_exemplar, ex_rejected, rejected)
-        )
-    elif rejected is None:
-        rejected = torch.zeros(cosine.shape[0], dtype=torch.bool, device=cosine.device)
+        rejected = torch.where(by_exemplar, neg >= scores[:, n_phrases], rejected)
     return scores, rejected
 
 
