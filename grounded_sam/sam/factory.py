@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
@@ -10,8 +9,6 @@ import torch
 from grounded_sam.sam.backend import SamBackend
 
 __all__ = ["create_predictor", "load_predictor"]
-
-logger = logging.getLogger(__name__)
 
 
 def create_predictor(model, compile: bool | str = False) -> SamBackend:

@@ -226,11 +226,11 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
         ModelLoadError: Not found, not readable, or not a SAM-family model (the message names
             the ``model_type`` found and the supported families).
     """
-    require_hub_models([sam_hub_model(spec)])  # fails in seconds when offline and not cached
-    spec_str = os.fspath(spec)
-    spec_str = SAM_ALIASES.get(spec_str.lower(), spec_str)
-    path = Path(spec_str).expanduser()
-    if path.exists():
+    hub = sam_hub_model(spec)  # None for an existing local path; refuses a missing one
+    if hub is None:
+        spec_str = os.fspath(spec)
+        spec_str = SAM_ALIASES.get(spec_str.lower(), spec_str)
+        path = Path(spec_str).expanduser()
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{path} is not a SAM model folder: expected config.json and model weights "
@@ -239,8 +239,8 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
         model_type = _read_model_type(path / "config.json", str(path))
         _check_type(model_type, str(path))
         return SamCheckpoint(spec_str, str(path), model_type, is_local=True)
-    if isinstance(spec, os.PathLike) or _looks_like_path(spec_str):
-        raise _missing_folder(path)
+    require_hub_models([hub])  # fails in seconds when offline and not cached
+    spec_str = hub.repo_id
     config_file = _hub_config_file(spec_str)
     model_type = _read_model_type(config_file, f"Hugging Face model {spec_str!r}")
     _check_type(model_type, f"Hugging Face model {spec_str!r} (config {config_file})")

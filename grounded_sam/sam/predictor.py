@@ -107,11 +107,11 @@ class SamPredictor:
         self.dtype = param.dtype
         self._setup_decoder(model, compile)
 
-    def _setup_decoder(self, model, compile: bool | str = False, **fast_kwargs) -> None:
+    def _setup_decoder(self, model, compile: bool | str = False) -> None:
         """The many-prompt decoder and its per-image caches (shared by every SAM family)."""
         self._image_pe: torch.Tensor | None = None
         try:  # a stand-in model without SAM's decoder layout decodes its own way
-            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder, **fast_kwargs)
+            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder)
         except (AttributeError, TypeError, ValueError):
             self._fast = None
         # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
