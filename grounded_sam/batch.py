@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from grounded_sam.grounding.candidates import parse_negatives
 from grounded_sam.grounding.scoring import check_calibration
-from grounded_sam.inputs import ImageInput, load_image, parse_prompt
+from grounded_sam.inputs import IMAGE_EXTENSIONS, ImageInput, find_images, load_image, parse_prompt
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -45,9 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""File extensions (any case) picked up when a folder is given."""
 
 ImageSources: TypeAlias = "str | os.PathLike | Iterable[ImageInput]"
 """A folder, or a list of paths / PIL images / (H, W, 3) uint8 arrays."""
@@ -79,7 +76,11 @@ class BatchItem:
 
 
 def list_sources(images: ImageSources) -> list[object]:
-    """The inputs as a list: a folder's image files (sorted, recursive), or the items given.
+    """The inputs as a list: a folder's image files, or the items given.
+
+    A folder is scanned as ``grounded-sam label`` scans it
+    (:func:`~grounded_sam.inputs.find_images`: recursive, :data:`IMAGE_EXTENSIONS` in any
+    case, hidden files and folders skipped, sorted by relative path).
 
     Raises:
         FileNotFoundError: A folder or path that does not exist (a single path only; paths
@@ -89,13 +90,7 @@ def list_sources(images: ImageSources) -> list[object]:
     if isinstance(images, (str, os.PathLike)):
         path = Path(images)
         if path.is_dir():
-            return sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+            return list(find_images(path))
         if path.is_file():
             return [path]
         raise FileNotFoundError(f"No such image or folder: {path}")

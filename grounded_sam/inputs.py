@@ -18,7 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from grounded_sam import limits
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "ImageInput",
+    "find_images",
     "load_image",
     "parse_prompt",
     "as_points",
@@ -32,6 +34,35 @@ __all__ = [
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 """A path, a PIL image, or an HxWx3 uint8 RGB array."""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""Extensions of the images a folder scan picks up (compared case-insensitively)."""
+
+
+def find_images(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """All images under ``root``, recursively, in a stable (sorted) order.
+
+    Args:
+        root: Folder to scan.
+        exclude: Folders to skip (e.g. the output folder when it is inside ``root``).
+            Hidden folders (name starting with ".") are skipped too.
+
+    Returns:
+        Paths of files whose extension is one of :data:`IMAGE_EXTENSIONS` (any case),
+        sorted by their path relative to ``root``.
+    """
+    root = Path(root)
+    skip = {Path(p).resolve() for p in exclude}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
+        )
+        for name in filenames:
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                found.append(here / name)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def load_image(source: ImageInput) -> np.ndarray:

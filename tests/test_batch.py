@@ -85,6 +85,19 @@ def test_index_many_and_bad_inputs(tiny_gs, images):
         tiny_gs.segment([images[0], images[1]], "red box")
 
 
+
+def test_a_folder_is_listed_as_label_lists_it(tmp_path):
+    """segment_many / index_many and ``grounded-sam label`` take the same files of a folder."""
+    from grounded_sam.export.dataset import find_images
+
+    names = ["a.jpg", "b.TIF", "c.tiff", "d.txt", ".e.png", "sub/f.webp", ".hid/g.png"]
+    for name in [*names, "sub-x/h.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    listed = [p.relative_to(tmp_path).as_posix() for p in list_sources(tmp_path)]
+    assert listed == ["a.jpg", "b.TIF", "c.tiff", "sub-x/h.png", "sub/f.webp"]
+    assert list_sources(tmp_path) == find_images(tmp_path)
+
 @pytest.mark.gpu
 def test_cuda_batched_encoder_matches_single(tiny_model_specs, images):
     from grounded_sam import GroundedSAM

@@ -28,8 +28,8 @@ __all__ = ["add_parser", "run"]
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Label every image under IMAGES_DIR (recursively; .jpg .jpeg .png .bmp .webp, any case)
-with the given classes and export a dataset into --out. Each image is indexed once and all
+Label every image under IMAGES_DIR (recursively; .jpg .jpeg .png .bmp .webp .tif .tiff, any
+case) with the given classes and export a dataset into --out. Each image is indexed once and all
 classes are answered from that one index.
 
 Resumable: each image's result is saved (atomically) in OUT/.grounded_sam_state as soon as

@@ -51,7 +51,7 @@ from grounded_sam.export.records import detections_to_records, records_to_detect
 from grounded_sam.export.single_part import join_parts_of_masks
 from grounded_sam.grounding.candidates import parse_negatives
 from grounded_sam.grounding.scoring import check_calibration
-from grounded_sam.inputs import parse_prompt
+from grounded_sam.inputs import IMAGE_EXTENSIONS, find_images, parse_prompt
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -75,9 +75,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-"""Extensions of the images a folder scan picks up (compared case-insensitively)."""
 
 STATE_DIRNAME = ".grounded_sam_state"
 """Folder inside DATASET_DIR that holds the resume state."""
@@ -129,32 +126,6 @@ names its file in the dataset), ``source`` (local file copied into ``images/``),
 
 
 # -- scanning and validation --------------------------------------------------------------
-
-
-def find_images(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
-    """All images under ``root``, recursively, in a stable (sorted) order.
-
-    Args:
-        root: Folder to scan.
-        exclude: Folders to skip (e.g. the output folder when it is inside ``root``).
-            Hidden folders (name starting with ".") are skipped too.
-
-    Returns:
-        Paths of files whose extension is one of :data:`IMAGE_EXTENSIONS` (any case),
-        sorted by their path relative to ``root``.
-    """
-    root = Path(root)
-    skip = {Path(p).resolve() for p in exclude}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
-        )
-        for name in filenames:
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                found.append(here / name)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def prepare_labeling(images_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
