@@ -213,10 +213,14 @@ def labeling_config(
 
     Returns:
         A JSON-ready dict (stored in ``.grounded_sam_state/run.json``).
+
+    Raises:
+        ValueError: An unknown ``calibration``, or a class that is also a negative phrase.
     """
     # Grounding options are stored only when not at their defaults, so that runs saved
     # before they existed still resume.
     extra: dict[str, Any] = {}
+    check_calibration(calibration)
     negatives = parse_negatives(negative, list(classes))
     if negatives:
         extra["negative"] = negatives
@@ -440,6 +444,9 @@ def label_images(
     """
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    # bad options fail once, before the lock, the models or any image
+    check_calibration(calibration)
+    parse_negatives(negative, parse_prompt(classes))
     with dataset_lock(out_dir, wait=lock_wait):
         return _label_images(
             engine, images_dir, images, classes, out_dir, fmt,
@@ -469,8 +476,6 @@ def _label_images(
     progress: bool,
     on_failure: Callable[[str, str], None] | None,
 ) -> LabelReport:
-    if fmt not in FORMATS:
-        raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
     class_list = parse_prompt(classes)
     root, out = Path(images_dir), Path(out_dir)
     query = {
@@ -519,8 +524,6 @@ def _label_images(
     try:
         if todo and gs is None:  # some image needs work: load the models now
             gs = engine()  # type: ignore[operator]
-        check_calibration(calibration)  # bad options fail once, before any image
-        parse_negatives(negative, class_list)
 
         def work(image: np.ndarray, embedding: Any) -> list[dict[str, Any]]:
             return label_image(gs, image, class_list, embedding=embedding, **query)

@@ -269,6 +269,8 @@ def test_grounding_options_reach_the_engine_and_the_run_config(
     )  # fmt: skip
     with pytest.raises(ValueError, match="both a phrase and a negative"):
         config(negative=CLASSES[0])
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        config(calibration="joint-ish")  # label --ray builds its config here: fails up front
 
     seen: list[dict] = []
 
@@ -276,6 +278,15 @@ def test_grounding_options_reach_the_engine_and_the_run_config(
         def query(self, index, prompt, **kwargs):
             seen.append(kwargs)
             return super().query(index, prompt, **kwargs)
+
+    def no_models() -> None:
+        raise AssertionError("models loaded for a run with bad options")
+
+    for bad, match in (({"calibration": "joint-ish"}, "calibration"),
+                       ({"negative": CLASSES[0]}, "both a phrase")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            run(no_models, image_folder, tmp_path / "bad", config=cfg, **bad)
+        assert not any((tmp_path / "bad").rglob("*"))  # nothing written either
 
     out = tmp_path / "ds"
     report, _ = run(Spy(), image_folder, out, config=cfg, negative="stem, leaf",
