@@ -37,6 +37,7 @@ from grounded_sam.grounding.candidates import parse_negatives
 from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.inputs import check_int, check_number, load_image, parse_prompt
 from grounded_sam.limits import MAX_TOP_K
+from grounded_sam.utils.progress import StageProgress
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -346,12 +347,7 @@ def set_image(
         reused = session.key == key and session.index is not None
         if not reused:
             t0 = time.perf_counter()
-            if on_stage is None:
-                index = gs.index(image)
-            else:
-                from grounded_sam.utils.progress import StageProgress
-
-                index = gs.index(image, show_progress=StageProgress(False, on_stage=on_stage))
+            index = gs.index(image, show_progress=StageProgress(False, on_stage=on_stage))
             seconds = time.perf_counter() - t0
             session.index = index
             session.index_seconds = seconds
@@ -406,6 +402,20 @@ def _md(text: str) -> str:
 # -- text prompts ----------------------------------------------------------------------------
 
 
+def _top_k(top_k: float | None) -> int | None:
+    """The Top-K slider's value: None for no limit (None or 0), else an int in 1..MAX_TOP_K.
+
+    Raises:
+        UserError: Out of range or not a whole number.
+    """
+    if isinstance(top_k, float) and top_k.is_integer():
+        top_k = int(top_k)  # sliders send floats
+    try:
+        return None if top_k in (None, 0) else check_int("Top-K", top_k, 1, MAX_TOP_K)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def text_query(
     session: Session,
     gs: GroundedSAM,
@@ -448,12 +458,7 @@ def text_query(
         threshold = check_number("The threshold", threshold, 0.0, 1.0)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if isinstance(top_k, float) and top_k.is_integer():
-        top_k = int(top_k)  # sliders send floats
-    try:
-        k = None if top_k in (None, 0) else check_int("Top-K", top_k, 1, MAX_TOP_K)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    k = _top_k(top_k)
     negatives = _negatives(negative, phrases)
     with session.lock:
         index, image = session.index, session.image
@@ -525,11 +530,9 @@ def _find_similar(
     try:
         if threshold is not None:
             threshold = check_number("The threshold", threshold, 0.0, 1.0)
-        if isinstance(top_k, float) and top_k.is_integer():
-            top_k = int(top_k)  # sliders send floats
-        k = None if top_k in (None, 0) else check_int("Top-K", top_k, 1, MAX_TOP_K)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    k = _top_k(top_k)
     index, image = session.index, session.image
     t0 = time.perf_counter()
     try:
