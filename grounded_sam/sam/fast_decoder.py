@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FastMaskDecoder", "SharedImage", "stable_single_mask"]
+__all__ = ["FastMaskDecoder", "SharedImage", "hq_features", "stable_single_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,28 @@ def _out_proj(attn: torch.nn.Module) -> torch.nn.Module:
 def _softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     # transformers: softmax in float32, then back to the model dtype
     return F.softmax(x, dim=dim, dtype=torch.float32).to(x.dtype)
+
+
+def hq_features(
+    decoder: torch.nn.Module, image_embeddings: torch.Tensor, vit_features: torch.Tensor
+) -> torch.Tensor:
+    """HQ-SAM's fused features: the embedding upscaled plus the early ViT features compressed.
+
+    Args:
+        decoder: ``SamHQMaskDecoder``.
+        image_embeddings: (1, C, E, E) image embedding.
+        vit_features: (1, E, E, D) early ViT features (channels last).
+
+    Returns:
+        (1, C/8, 4E, 4E), added to the HQ token's upscaled mask features.
+    """
+    act = decoder.activation
+    vit = vit_features.permute(0, 3, 1, 2)
+    return decoder.encoder_conv2(
+        act(decoder.encoder_norm(decoder.encoder_conv1(image_embeddings)))
+    ) + decoder.compress_vit_conv2(
+        act(decoder.compress_vit_norm(decoder.compress_vit_conv1(vit)))
+    )
 
 
 def stable_single_mask(
@@ -209,13 +231,7 @@ class FastMaskDecoder:
                 b1.reshape(1, e * e, 4, c4).contiguous(),
             )
         if self.family == "sam_hq":
-            act = dec.activation
-            vit = features[0].permute(0, 3, 1, 2)
-            hq = dec.encoder_conv2(
-                act(dec.encoder_norm(dec.encoder_conv1(image_embeddings)))
-            ) + dec.compress_vit_conv2(
-                act(dec.compress_vit_norm(dec.compress_vit_conv1(vit)))
-            )
+            hq = hq_features(dec, image_embeddings, features[0])
             return (hq.permute(0, 2, 3, 1).contiguous(),)  # channels-last (1, 4E, 4E, C/8)
         return ()
 

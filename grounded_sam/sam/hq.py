@@ -24,6 +24,7 @@ import logging
 import numpy as np
 import torch
 
+from grounded_sam.sam.fast_decoder import hq_features
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 
 __all__ = ["SamHQPredictor"]
@@ -119,11 +120,7 @@ def hq_mask_decoder(
     """
     act = decoder.activation
     batch = sparse.shape[0]
-    hq_features = decoder.encoder_conv2(
-        act(decoder.encoder_norm(decoder.encoder_conv1(image_embeddings)))
-    ) + decoder.compress_vit_conv2(
-        act(decoder.compress_vit_norm(decoder.compress_vit_conv1(vit_features.permute(0, 3, 1, 2))))
-    )
+    fused = hq_features(decoder, image_embeddings, vit_features)
     output_tokens = torch.cat(
         [decoder.iou_token.weight, decoder.mask_tokens.weight, decoder.hq_token.weight], dim=0
     )
@@ -144,7 +141,7 @@ def hq_mask_decoder(
         decoder.upscale_conv2(act(decoder.upscale_layer_norm(decoder.upscale_conv1(src))))
     )
     upscaled_hq = (
-        decoder.mask_conv2(act(decoder.mask_norm(decoder.mask_conv1(upscaled)))) + hq_features
+        decoder.mask_conv2(act(decoder.mask_norm(decoder.mask_conv1(upscaled)))) + fused
     )
     hyper = torch.stack(
         [decoder.output_hypernetworks_mlps[i](mask_out[:, i]) for i in range(n_tokens - 1)]

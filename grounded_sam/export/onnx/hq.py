@@ -24,6 +24,7 @@ from torch import nn
 
 from grounded_sam.export.onnx.graph import two_way, write_graphs
 from grounded_sam.export.onnx.sam import SamOnnxDecoder, sam_manifest, sizes
+from grounded_sam.sam.fast_decoder import hq_features
 
 __all__ = ["SamHQOnnxDecoder", "SamHQOnnxEncoder", "export_hq_graphs", "hq_manifest"]
 
@@ -67,18 +68,14 @@ class SamHQOnnxDecoder(SamOnnxDecoder):
         sparse, src = self._embed_prompts(
             image_embeddings, point_coords, point_labels, mask_input, has_mask_input
         )
-        hq_features = dec.encoder_conv2(
-            act(dec.encoder_norm(dec.encoder_conv1(image_embeddings)))
-        ) + dec.compress_vit_conv2(
-            act(dec.compress_vit_norm(dec.compress_vit_conv1(vit_features.permute(0, 3, 1, 2))))
-        )  # (1, C/8, L, L)
+        fused = hq_features(dec, image_embeddings, vit_features)  # (1, C/8, L, L)
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hq_token.weight], 0)
         queries, src = two_way(dec, tokens, sparse, src, self.image_pe)
         n_sam = dec.num_mask_tokens - 1  # SAM's 4 mask tokens; the HQ token comes last
         iou_out = queries[:, 0]
         mask_out = queries[:, 1 : 2 + n_sam]
         upscaled = act(dec.upscale_conv2(act(dec.upscale_layer_norm(dec.upscale_conv1(src)))))
-        upscaled_hq = dec.mask_conv2(act(dec.mask_norm(dec.mask_conv1(upscaled)))) + hq_features
+        upscaled_hq = dec.mask_conv2(act(dec.mask_norm(dec.mask_conv1(upscaled)))) + fused
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[i](mask_out[:, i]) for i in range(n_sam)], dim=1
         )  # (B, 4, C/8)
