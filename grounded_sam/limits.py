@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "MAX_BOXES_PER_CALL",
     "MAX_CROP_N_LAYERS",
+    "MAX_EXEMPLARS",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "MAX_MASK_PIXELS",
@@ -56,6 +57,8 @@ MAX_TOP_K = 10_000
 MAX_BOXES_PER_CALL = 256
 #: Point prompts in one ``predict`` call.
 MAX_POINTS_PER_CALL = 1024
+#: Exemplar boxes in one query (each is a SAM decode and a CLIP crop).
+MAX_EXEMPLARS = 64
 #: Full-resolution output mask pixels of one call (masks x H x W; 1 byte each): 1 GiB.
 MAX_MASK_PIXELS = 1 << 30
 
@@ -70,6 +73,7 @@ REASONS: dict[str, str] = {
     "refine": "each pass is a full decoder run per detection",
     "top_k": "a larger limit is the same as no limit (None)",
     "boxes": "each box yields full-resolution masks; split the boxes over several calls",
+    "exemplars": "each exemplar is a SAM decode and a CLIP crop; several are averaged anyway",
     "points": "more points than this add nothing to one SAM prompt",
     "mask_pixels": "full-resolution masks of this call would need more than 1 GiB",
 }
