@@ -2,9 +2,15 @@
 
 Which box a proposal has, and what SAM returns for it, does not depend on the phrase. The
 decoder output for a proposal's box (after ``refine`` passes feeding the mask back) is
-therefore stored in :attr:`ImageIndex.box_decodes`, keyed by ``refine``: a region is decoded at
-most once per refine level, by :meth:`GroundedSAM.index` (all proposals, when
-``prefetch_boxes`` is on) or by the first query that selects it.
+therefore kept in the index's :class:`~grounded_sam.grounding.index.BoxDecodeCache`
+(:attr:`ImageIndex.box_cache`), keyed by ``refine``: a region is decoded at most once per refine
+level, by :meth:`GroundedSAM.index` (all proposals, when ``prefetch_boxes`` is on) or by the
+first query that selects it.
+
+Thread safety: :func:`region_box_masks` may be called on one index from many threads; the
+cache's lock guards its rows (see :class:`~grounded_sam.grounding.index.BoxDecodeCache`),
+and two threads that miss the same rows at once decode them identically, the first write
+kept. The decoder calls themselves are only as thread-safe as the predictor passed in.
 
 What refine costs: every level is one more decoder pass per box, with the previous low-res
 logits as mask input. Mask inputs make the dense embedding differ per prompt, so those passes
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from grounded_sam.grounding.index import BoxDecodes, ImageIndex
+from grounded_sam.grounding.index import ImageIndex
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 
 __all__ = ["decode_boxes", "region_box_masks"]
@@ -72,7 +78,7 @@ def region_box_masks(
 
     Args:
         predictor: The SAM predictor the index was built with.
-        index: The image's index; its :attr:`~ImageIndex.box_decodes` is filled in place.
+        index: The image's index; its :attr:`~ImageIndex.box_cache` keeps what is decoded.
         regions: (M,) long proposal indices (repeats allowed).
         refine: Extra decoder passes feeding each mask back with its box.
         chunk: Boxes per decoder call.
@@ -81,23 +87,10 @@ def region_box_masks(
         ``(low_res_logits (M, L, L), iou (M,))`` float32 on the index's device, in the order
         of ``regions``.
     """
-    n = len(index)
-    cache = index.box_decodes.get(refine)
-    if cache is None:
-        side = index.proposals.low_res_size
-        device = index.proposals.boxes.device
-        cache = BoxDecodes(
-            low_res_logits=torch.zeros(n, side, side, device=device),
-            iou=torch.zeros(n, device=device),
-            done=torch.zeros(n, dtype=torch.bool, device=device),
-        )
-        index.box_decodes[refine] = cache
-    regions = regions.to(cache.done.device, torch.long)
-    missing = torch.unique(regions[~cache.done[regions]])
-    if missing.numel():
-        boxes = index.proposals.boxes[missing]
-        logits, iou = decode_boxes(predictor, index.embedding, boxes, refine, chunk)
-        cache.low_res_logits[missing] = logits.to(cache.low_res_logits.device)
-        cache.iou[missing] = iou.to(cache.iou.device)
-        cache.done[missing] = True
-    return cache.low_res_logits[regions], cache.iou[regions]
+    return index.box_cache.rows(
+        refine,
+        regions,
+        index.proposals.boxes,
+        index.proposals.low_res_size,
+        lambda boxes: decode_boxes(predictor, index.embedding, boxes, refine, chunk),
+    )

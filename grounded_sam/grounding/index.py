@@ -1,9 +1,20 @@
-"""The phrase-independent part of the pipeline for one image, computed once and reused."""
+"""The phrase-independent part of the pipeline for one image, computed once and reused.
+
+Thread safety: an :class:`ImageIndex` is a frozen dataclass (assigning an attribute raises
+:class:`dataclasses.FrozenInstanceError`) and nothing in it is written after it is built,
+except its :class:`BoxDecodeCache`: the box re-prompt decodes of its proposals, filled
+lazily by queries. That cache owns a lock; rows are written once (the first writer wins,
+a row marked done never changes again) and read under the lock, so readers never see a
+half-written row. One index may therefore be queried, saved and measured (:attr:`nbytes`)
+from any number of threads at once. The arrays and tensors themselves are not copied: do
+not write into ``index.image`` or the tensors of an index you share.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,16 +26,19 @@ from grounded_sam import limits
 from grounded_sam.sam.everything import EverythingSettings, Proposals
 from grounded_sam.sam.predictor import ImageEmbedding
 
-__all__ = ["BoxDecodes", "ImageIndex", "weights_fingerprint"]
+__all__ = ["BoxDecodeCache", "BoxDecodes", "ImageIndex", "weights_fingerprint"]
 
 _FORMAT_VERSION = 2
 #: Older versions still read (version 1 has no weights fingerprint: only ids are compared).
 _READABLE_VERSIONS = (1, 2)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BoxDecodes:
-    """SAM's output for the proposals' box prompts at one refine level (filled lazily).
+    """SAM's output for the proposals' box prompts at one refine level.
+
+    Inside a :class:`BoxDecodeCache` the tensors are filled row by row under its lock; what
+    :meth:`BoxDecodeCache.snapshot` returns are copies nobody writes into.
 
     Attributes:
         low_res_logits: (N, L, L) float32 decoder logits of each proposal's box prompt.
@@ -36,10 +50,100 @@ class BoxDecodes:
     iou: torch.Tensor
     done: torch.Tensor
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the three tensors."""
+        return sum(t.numel() * t.element_size() for t in (self.low_res_logits, self.iou, self.done))
 
-@dataclass
+
+#: ``decode(boxes (M, 4) xyxy) -> (low_res_logits (M, L, L), iou (M,))``.
+Decoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class BoxDecodeCache:
+    """The lazily filled part of an index: box re-prompt decodes per refine level.
+
+    Thread safety: every access takes the cache's lock. Decoding runs outside the lock, so
+    two threads asking for the same missing rows may both decode them (identically: the
+    decoder is deterministic for one embedding and box), and only the first result is
+    written; a row marked done never changes. Gathered rows are copies, taken under the
+    lock, so a reader never sees a half-written row.
+
+    Args:
+        levels: Decodes to start from, by refine level (e.g. read from a file); kept as
+            given (the cache owns them from then on).
+    """
+
+    def __init__(self, levels: Mapping[int, BoxDecodes] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._levels: dict[int, BoxDecodes] = dict(levels or {})
+
+    def rows(
+        self,
+        refine: int,
+        regions: torch.Tensor,
+        boxes: torch.Tensor,
+        side: int,
+        decode: Decoder,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decodes of some rows at one refine level, decoding those not done before.
+
+        Args:
+            refine: The refine level (the key).
+            regions: (M,) long row indices (repeats allowed).
+            boxes: (N, 4) xyxy boxes of all rows (the level is N rows, on their device).
+            side: L, the low-res mask side.
+            decode: Decodes the boxes of the missing rows (called without the lock held).
+
+        Returns:
+            ``(low_res_logits (M, L, L), iou (M,))`` copies, in the order of ``regions``.
+        """
+        with self._lock:
+            level = self._level(refine, boxes, side)
+            regions = regions.to(level.done.device, torch.long)
+            missing = torch.unique(regions[~level.done[regions]])
+        if missing.numel():
+            logits, iou = decode(boxes[missing])
+            with self._lock:
+                keep = ~level.done[missing]  # another thread may have written some since
+                new, keep = missing[keep], keep.to(logits.device)
+                level.low_res_logits[new] = logits[keep].to(level.low_res_logits.device)
+                level.iou[new] = iou[keep].to(level.iou.device)
+                level.done[new] = True
+        with self._lock:
+            return level.low_res_logits[regions], level.iou[regions]
+
+    def _level(self, refine: int, boxes: torch.Tensor, side: int) -> BoxDecodes:
+        """The level's tensors, allocated (all rows not done) on first use; lock held."""
+        level = self._levels.get(refine)
+        if level is None:
+            n, device = boxes.shape[0], boxes.device
+            level = BoxDecodes(
+                low_res_logits=torch.zeros(n, side, side, device=device),
+                iou=torch.zeros(n, device=device),
+                done=torch.zeros(n, dtype=torch.bool, device=device),
+            )
+            self._levels[refine] = level
+        return level
+
+    def snapshot(self) -> dict[int, BoxDecodes]:
+        """Copies of every level's tensors, by refine level (consistent: taken under the lock)."""
+        with self._lock:
+            return {
+                k: BoxDecodes(d.low_res_logits.clone(), d.iou.clone(), d.done.clone())
+                for k, d in self._levels.items()
+            }
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached decodes (a level holds all N rows once it is first used)."""
+        with self._lock:
+            return sum(d.nbytes for d in self._levels.values())
+
+
+@dataclass(frozen=True, eq=False)
 class ImageIndex:
-    """Everything about an image that does not depend on the phrase.
+    """Everything about an image that does not depend on the phrase (frozen once built).
 
     Build it with :meth:`grounded_sam.GroundedSAM.index`; answer any number of phrases with
     :meth:`grounded_sam.GroundedSAM.query` without running the SAM image encoder, the grid
@@ -54,9 +158,14 @@ class ImageIndex:
             (used for point filters and mask NMS).
         settings: The proposal settings used.
         model_ids: Which SAM / CLIP models produced it (an index only fits those models).
-        box_decodes: Box re-prompts of the proposals by refine level, decoded at most once
-            per region (see :mod:`grounded_sam.grounding.boxes`).
         weights_fingerprint: :func:`weights_fingerprint` of those models ("" if unknown).
+        box_cache: The box re-prompts of the proposals by refine level, filled lazily and
+            thread-safely (see :mod:`grounded_sam.grounding.boxes`). ``dataclasses.replace``
+            shares it: give a new ``BoxDecodeCache()`` when replacing the embedding or the
+            proposals.
+
+    Equality and hashing are by identity (``eq=False``): an index holds tensors, and a
+    store or a cache may key on it.
     """
 
     image: np.ndarray
@@ -66,8 +175,13 @@ class ImageIndex:
     frame_masks: torch.Tensor
     settings: EverythingSettings
     model_ids: tuple[str, str] = ("", "")
-    box_decodes: dict[int, BoxDecodes] = field(default_factory=dict)
     weights_fingerprint: str = ""
+    box_cache: BoxDecodeCache = field(default_factory=BoxDecodeCache, repr=False)
+
+    @property
+    def box_decodes(self) -> dict[int, BoxDecodes]:
+        """Copies of the cached box re-prompts by refine level (see :class:`BoxDecodeCache`)."""
+        return self.box_cache.snapshot()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -85,9 +199,9 @@ class ImageIndex:
             self.region_embeddings,
             self.frame_masks,
             *(v for v in vars(self.proposals).values() if torch.is_tensor(v)),
-            *(t for d in self.box_decodes.values() for t in vars(d).values()),
         ]
-        return int(self.image.nbytes) + sum(t.numel() * t.element_size() for t in tensors)
+        arrays = int(self.image.nbytes) + sum(t.numel() * t.element_size() for t in tensors)
+        return arrays + self.box_cache.nbytes
 
     def check_fits(self, model_ids: tuple[str, str], fingerprint: str) -> None:
         """Refuse to be queried by models other than those that built this index.
@@ -130,6 +244,7 @@ class ImageIndex:
         """
         path = Path(path)
         p = self.proposals
+        decodes = self.box_cache.snapshot()
         blob = {
             "version": _FORMAT_VERSION,
             "image": torch.from_numpy(self.image),
@@ -142,8 +257,8 @@ class ImageIndex:
             "settings": {f.name: getattr(self.settings, f.name) for f in fields(self.settings)},
             "model_ids": list(self.model_ids),
             "box_decodes": {
-                str(level): {k: v.cpu() for k, v in vars(d).items()}
-                for level, d in self.box_decodes.items()
+                str(level): {k: getattr(d, k).cpu() for k in ("low_res_logits", "iou", "done")}
+                for level, d in decodes.items()
             },
             "weights_fingerprint": self.weights_fingerprint,
             "proposals": {
@@ -396,7 +511,7 @@ def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
         settings=everything,
         model_ids=(model_ids[0], model_ids[1]),
         weights_fingerprint=fingerprint,
-        box_decodes=_box_decodes(blob, sizes),
+        box_cache=BoxDecodeCache(_box_decodes(blob, sizes)),
     )
 
 

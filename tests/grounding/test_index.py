@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 import torch
 
 from grounded_sam import GroundedSAM
-from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
+from grounded_sam.grounding.index import BoxDecodeCache, ImageIndex, weights_fingerprint
 from grounded_sam.sam.predictor import SamPredictor
 
 
@@ -61,8 +64,7 @@ def test_query_with_other_weights_refuses(tiny_gs, saved) -> None:
 
 def test_query_with_other_model_ids_refuses_when_no_fingerprint(tiny_gs, saved) -> None:
     index, _ = saved
-    old = copy.copy(index)
-    old.weights_fingerprint = ""  # as in a version-1 file
+    old = dataclasses.replace(index, weights_fingerprint="")  # as in a version-1 file
     gs = GroundedSAM(tiny_gs.predictor, tiny_gs.scorer, model_ids=("facebook/sam-vit-huge", "x"))
     with pytest.raises(ValueError, match="built with SAM .* but this engine uses SAM facebook"):
         gs.query(old, "square")
@@ -149,3 +151,110 @@ def test_version_1_files_still_load(saved, tmp_path) -> None:
     old = tmp_path / "v1.gsindex"
     torch.save(blob, old)
     assert ImageIndex.load(old).weights_fingerprint == ""
+
+
+# -- sharing: a frozen index, its box-decode cache under threads ------------------------------
+
+
+def test_a_built_index_refuses_attribute_assignment(saved) -> None:
+    index, _ = saved
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        index.weights_fingerprint = ""  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        index.box_cache = BoxDecodeCache()  # type: ignore[misc]
+    snapshot = index.box_decodes
+    snapshot.clear()  # a copy: the index keeps its decodes
+    assert index.box_decodes
+
+
+def test_save_load_round_trip_keeps_every_field(saved, tmp_path) -> None:
+    index, path = saved
+    back = ImageIndex.load(path)
+    np.testing.assert_array_equal(back.image, index.image)
+    for name in ("region_embeddings", "frame_masks"):
+        torch.testing.assert_close(getattr(back, name), getattr(index, name))
+    torch.testing.assert_close(back.embedding.embeddings, index.embedding.embeddings)
+    assert sorted(back.box_decodes) == sorted(index.box_decodes) != []
+    for level, d in index.box_decodes.items():
+        torch.testing.assert_close(back.box_decodes[level].low_res_logits, d.low_res_logits)
+        assert torch.equal(back.box_decodes[level].done, d.done)
+    assert back.nbytes == index.nbytes
+    again = ImageIndex.load(back.save(tmp_path / "b.gsindex"))  # and once more
+    assert again.nbytes == index.nbytes and sorted(again.box_decodes) == sorted(index.box_decodes)
+
+
+def test_nbytes_counts_the_cache(make_engine) -> None:
+    from .oracle import make_scene
+
+    scene = make_scene()
+    gs = make_engine(scene, prefetch_boxes=False)
+    index = gs.index(scene.image)
+    assert len(index) > 0 and index.box_cache.nbytes == 0
+    before = index.nbytes
+    gs.query(index, "red square", refine=0)
+    side = index.proposals.low_res_size
+    level = len(index) * (side * side * 4 + 4 + 1)  # logits, iou, done of every row
+    assert index.box_cache.nbytes == level and index.nbytes == before + level
+
+
+class _RacingDecoder:
+    """Decodes boxes as rows of ``value``; every call waits until ``parties`` calls are in."""
+
+    def __init__(self, parties: int, side: int = 4) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.calls = 0
+        self.side = side
+
+    def __call__(self, boxes: torch.Tensor, value: float) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        self.barrier.wait()  # both threads have missed the same rows: a real race
+        m = boxes.shape[0]
+        return torch.full((m, self.side, self.side), value), torch.full((m,), value)
+
+
+def test_racing_threads_get_the_first_write_and_done_rows_never_change() -> None:
+    cache, boxes = BoxDecodeCache(), torch.zeros(6, 4)
+    decoder = _RacingDecoder(parties=2)
+    regions = torch.tensor([1, 3, 3])
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(
+            lambda v: cache.rows(0, regions, boxes, 4, lambda b: decoder(b, v)), (1.0, 2.0)
+        ))  # fmt: skip
+    assert decoder.calls == 2  # both missed; only one write is kept
+    (la, ia), (lb, ib) = got
+    assert torch.equal(la, lb) and torch.equal(ia, ib)
+    assert la.shape == (3, 4, 4) and float(la[0, 0, 0]) in (1.0, 2.0)
+    first = float(ia[0])
+    # a later caller with another decoder sees the kept rows and decodes only new ones
+    logits, iou = cache.rows(0, torch.tensor([3, 5]), boxes, 4, lambda b: (
+        torch.full((b.shape[0], 4, 4), 9.0), torch.full((b.shape[0],), 9.0)
+    ))  # fmt: skip
+    assert iou.tolist() == [first, 9.0]
+    snap = cache.snapshot()[0]
+    assert snap.done.tolist() == [False, True, False, True, False, True]
+    assert cache.nbytes == snap.nbytes == 6 * (16 * 4 + 4 + 1)
+
+
+def test_concurrent_queries_on_one_index_give_the_serial_answer(make_engine) -> None:
+    from .oracle import make_scene
+
+    scene = make_scene()
+    gs = make_engine(scene, prefetch_boxes=False)
+    prompts = ["red square", "green circle", "red square, blue triangle"] * 4
+    knobs = [{"refine": r} for r in (0, 1, 2)] * 4
+    serial_index = gs.index(scene.image)
+    serial = [gs.query(serial_index, p, **k) for p, k in zip(prompts, knobs, strict=True)]
+    shared = gs.index(scene.image)
+    assert shared.box_cache.nbytes == 0  # every query below fills the cache lazily
+    with ThreadPoolExecutor(6) as pool:
+        jobs = zip(prompts, knobs, strict=True)
+        got = list(pool.map(lambda pk: gs.query(shared, pk[0], **pk[1]), jobs))
+    for a, b in zip(serial, got, strict=True):
+        assert len(a) == len(b) > 0
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.class_id, b.class_id)
+        np.testing.assert_allclose(a.confidence, b.confidence)
+    for level, d in serial_index.box_decodes.items():
+        mine = shared.box_decodes[level]
+        assert torch.equal(mine.done, d.done)
+        torch.testing.assert_close(mine.low_res_logits[d.done], d.low_res_logits[d.done])
