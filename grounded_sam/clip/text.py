@@ -1,5 +1,11 @@
 """Text side of CLIP: prompt templates averaged per phrase, cached per phrase.
 
+Thread safety: a :class:`TextEncoder` (and so one ``ClipScorer``) may be shared by threads.
+Its phrase cache is an LRU bounded by entries (:data:`DEFAULT_MAX_CACHED_PHRASES` unless set)
+whose every access takes its lock; encoding runs outside the lock, so two threads that miss
+the same phrase at once may both encode it (identically) and one copy is kept. The
+truncation check (below) is idempotent: racing threads set the same verdict.
+
 CLIP text towers with a causal attention mask read the end-of-text token, and no position
 attends to a later one, so running the tower on the tokens up to the longest prompt's end
 (instead of the 77-token context) gives the same embeddings at a fraction of the cost. That is
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEFAULT_TEMPLATES", "TextEncoder", "check_templates", "fill_template"]
+__all__ = [
+    "DEFAULT_MAX_CACHED_PHRASES",
+    "DEFAULT_TEMPLATES",
+    "TextEncoder",
+    "check_templates",
+    "fill_template",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +54,10 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 _ARTICLES = ("a ", "an ", "the ")
+
+#: Phrase embeddings a :class:`TextEncoder` keeps (about 8 MiB at 512-d float32; labeling runs
+#: with thousands of class names still hit).
+DEFAULT_MAX_CACHED_PHRASES = 4096
 
 
 def check_templates(templates: Sequence[str] | None) -> tuple[str, ...]:
@@ -97,7 +115,8 @@ class TextEncoder:
 
     Each phrase is put into every template, the template embeddings are L2-normalised,
     averaged, and normalised again (the CLIP zero-shot classifier recipe). Results are cached
-    in a dict keyed by the stripped phrase, so a phrase seen before costs no forward pass.
+    in an LRU keyed by the stripped phrase, so a phrase seen before costs no forward pass;
+    beyond ``max_cached`` phrases the least recently used one is forgotten.
 
     Args:
         model: An open_clip model (anything with ``encode_text(tokens) -> (B, D)``).
@@ -105,6 +124,7 @@ class TextEncoder:
         templates: Prompt templates (see :func:`check_templates`); None for the defaults.
         device: Device of the model.
         batch_size: Most prompts (phrases x templates) per text forward.
+        max_cached: Most phrase embeddings kept (>= 1).
     """
 
     def __init__(
@@ -114,26 +134,33 @@ class TextEncoder:
         templates: Sequence[str] | None,
         device: torch.device,
         batch_size: int = 256,
+        max_cached: int = DEFAULT_MAX_CACHED_PHRASES,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if isinstance(max_cached, bool) or not isinstance(max_cached, int) or max_cached < 1:
+            raise ValueError(f"max_cached must be a positive integer, got {max_cached!r}.")
         self.model = model
         self.tokenizer = tokenizer
         self.templates = check_templates(templates)
         self.device = device
         self.batch_size = int(batch_size)
-        self._cache: dict[str, torch.Tensor] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # least recent first
+        self._lock = threading.Lock()
         # None: not verified yet; True/False: truncation to the prompt length holds / not
         self.truncate: bool | None = None if _truncatable(model) else False
 
     @property
     def cached_phrases(self) -> list[str]:
-        """Phrases whose embeddings are cached, in insertion order."""
-        return list(self._cache)
+        """Phrases whose embeddings are cached, least recently used first."""
+        with self._lock:
+            return list(self._cache)
 
     def clear_cache(self) -> None:
         """Forget all cached phrase embeddings."""
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
 
     def encode(self, phrases: Sequence[str]) -> torch.Tensor:
         """Embed phrases.
@@ -154,16 +181,23 @@ class TextEncoder:
             if not isinstance(phrase, str) or not phrase.strip():
                 raise ValueError(f"Phrases must be non-empty strings, got {phrase!r}.")
             keys.append(phrase.strip())
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if missing:
-            self._encode_missing(missing)
-        if not keys:
+        found: dict[str, torch.Tensor] = {}
+        with self._lock:
+            for key in dict.fromkeys(keys):
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    found[key] = self._cache[key]
             dim = next(iter(self._cache.values())).shape[-1] if self._cache else 0
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            found.update(self._encode_missing(missing))
+        if not keys:
             return torch.empty((0, dim), dtype=torch.float32, device=self.device)
-        return torch.stack([self._cache[k] for k in keys])
+        return torch.stack([found[k] for k in keys])
 
     @torch.no_grad()
-    def _encode_missing(self, phrases: list[str]) -> None:
+    def _encode_missing(self, phrases: list[str]) -> dict[str, torch.Tensor]:
+        """Encode phrases and cache them (evicting the least recently used beyond the bound)."""
         n_templates = len(self.templates)
         prompts = [fill_template(t, p) for p in phrases for t in self.templates]
         tokens = self.tokenizer(prompts)  # one batched tokenizer call
@@ -173,9 +207,15 @@ class TextEncoder:
             chunks.append(self._forward(chunk))
         per_template = torch.cat(chunks).view(len(phrases), n_templates, -1)
         embeddings = F.normalize(per_template.mean(dim=1), dim=-1)
-        for phrase, embedding in zip(phrases, embeddings, strict=True):
-            self._cache[phrase] = embedding
+        out = dict(zip(phrases, embeddings, strict=True))
+        with self._lock:
+            for phrase, embedding in out.items():
+                self._cache[phrase] = embedding
+                self._cache.move_to_end(phrase)
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
         logger.debug("Encoded %d phrase(s) x %d template(s)", len(phrases), n_templates)
+        return out
 
     def _forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, context) tokens -> (B, D) float32 L2-normalised embeddings."""

@@ -169,3 +169,44 @@ def test_new_phrases_one_batch_background_once(
     assert forward.sizes == [7 * n]
     enc.encode(["horse"] + background)
     assert forward.sizes == [7 * n, n]
+
+
+def test_cache_is_a_bounded_lru_that_still_hits(scorer: ClipScorer, monkeypatch) -> None:
+    enc = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device, max_cached=3)
+    forward = CallCounter(enc._forward)
+    monkeypatch.setattr(enc, "_forward", forward)
+    n = len(enc.templates)
+    ref = enc.encode(["a", "b", "c"])
+    assert enc.cached_phrases == ["a", "b", "c"] and sum(forward.sizes) == 3 * n
+    enc.encode(["a"])  # a hit: no forward, and "a" is now the most recent
+    assert sum(forward.sizes) == 3 * n and enc.cached_phrases == ["b", "c", "a"]
+    enc.encode(["d"])  # over the bound: the least recently used ("b") goes
+    assert enc.cached_phrases == ["c", "a", "d"] and sum(forward.sizes) == 4 * n
+    torch.testing.assert_close(enc.encode(["c", "a"]), ref[[2, 0]])  # still hits
+    assert sum(forward.sizes) == 4 * n
+    # one call with more phrases than the bound still answers all of them
+    many = enc.encode(["e", "f", "g", "h", "a"])
+    assert many.shape[0] == 5 and len(enc.cached_phrases) == 3
+    torch.testing.assert_close(many[4], ref[0])
+    enc.encode(["b"])
+    assert sum(forward.sizes) == (4 + 4 + 1) * n  # "b" was forgotten, so it is encoded again
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_cache_bound_must_be_a_positive_integer(scorer: ClipScorer, bad) -> None:
+    with pytest.raises(ValueError, match="max_cached must be a positive integer"):
+        TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device, max_cached=bad)
+
+
+def test_threads_share_one_encoder(scorer: ClipScorer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = TextEncoder(scorer.model, scorer.tokenizer, None, scorer.device, max_cached=4)
+    phrases = [["dog", "cat"], ["cat", "bird"], ["fish"], ["dog", "fish", "cow"]] * 3
+    serial = [enc.encode(p) for p in phrases]
+    enc.clear_cache()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(enc.encode, phrases))
+    for a, b in zip(serial, got, strict=True):
+        torch.testing.assert_close(a, b)
+    assert len(enc.cached_phrases) <= 4
