@@ -1,4 +1,11 @@
-"""Serving the web page: load the models once, build the page, queue requests, bind locally."""
+"""Serving the web page: load the models once, build the page, queue requests, bind locally.
+
+What is shared between requests: the engine (one ``GroundedSAM``) and the page's index store
+(one :class:`~grounded_sam.grounding.store.IndexStore`, bounded by ``max_index_bytes``). The
+indexes, the store and the CLIP text cache are thread-safe; the model calls are still run one
+at a time by default (``concurrency_limit=1``: gradio queues the engine's events), which this
+module keeps as the default.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from grounded_sam.app.callbacks import MAX_IMAGE_SIDE, MAX_UPLOAD_SIZE
+from grounded_sam.grounding.store import DEFAULT_MAX_BYTES
 from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_SAM
 
 if TYPE_CHECKING:
@@ -52,6 +60,7 @@ def launch(
     concurrency_limit: int = 1,
     max_queue_size: int | None = 64,
     max_sessions: int = 64,
+    max_index_bytes: int = DEFAULT_MAX_BYTES,
     block: bool = True,
     **engine_kwargs: Any,
 ) -> gr.Blocks:
@@ -71,8 +80,10 @@ def launch(
         concurrency_limit: Engine requests run at once; further requests wait in the queue.
         max_queue_size: Requests that may wait; beyond that users are told the queue is
             full (None: unbounded).
-        max_sessions: Browser sessions whose state (image index) is kept in memory; the
-            oldest is dropped beyond that.
+        max_sessions: Browser sessions whose state (image, result, prompts) is kept in
+            memory; the oldest is dropped beyond that.
+        max_index_bytes: Bound of the index store all sessions share (2 GiB by default);
+            least recently used indexes are dropped beyond it and built again when needed.
         block: Serve until interrupted (True) or return at once with the server running
             in the background (False; stop it with ``.close()`` on the returned Blocks).
         **engine_kwargs: Passed to ``GroundedSAM.from_pretrained`` (``threshold``,
@@ -102,6 +113,7 @@ def launch(
         concurrency_limit=concurrency_limit,
         max_queue_size=max_queue_size,
         max_sessions=max_sessions,
+        max_index_bytes=max_index_bytes,
         block=block,
     )
 
@@ -117,6 +129,7 @@ def serve(
     concurrency_limit: int = 1,
     max_queue_size: int | None = 64,
     max_sessions: int = 64,
+    max_index_bytes: int = DEFAULT_MAX_BYTES,
     block: bool = True,
 ) -> gr.Blocks:
     """Serve the page for an already loaded engine (arguments as in :func:`launch`).
@@ -137,7 +150,11 @@ def serve(
         )
     limit = max_file_size if isinstance(max_file_size, str) else f"{int(max_file_size)}b"
     demo = build_app(
-        gs, max_image_side=max_image_side, max_upload=limit, concurrency_limit=concurrency_limit
+        gs,
+        max_image_side=max_image_side,
+        max_upload=limit,
+        concurrency_limit=concurrency_limit,
+        max_index_bytes=max_index_bytes,
     )
     demo.queue(max_size=max_queue_size, default_concurrency_limit=concurrency_limit)
     # Optional niceties that only some gradio 6 releases have: no run history kept in the

@@ -16,6 +16,7 @@ import gradio as gr
 
 from grounded_sam import limits
 from grounded_sam.app import callbacks as cb
+from grounded_sam.grounding.store import DEFAULT_MAX_BYTES, IndexStore
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -180,21 +181,32 @@ def build_app(
     max_upload: str = cb.MAX_UPLOAD_SIZE,
     concurrency_limit: int = 1,
     title: str = "grounded_sam",
+    max_index_bytes: int = DEFAULT_MAX_BYTES,
+    index_store: IndexStore | None = None,
 ) -> gr.Blocks:
     """Build the page for an engine.
 
+    The page's tabs share one :class:`~grounded_sam.grounding.store.IndexStore`: each tab
+    holds the key of its image's index, the store holds the indexes (bounded by bytes), so a
+    picture opened in several tabs is indexed once.
+
     Args:
-        gs: The loaded engine, shared by all tabs (each tab keeps its own index).
+        gs: The loaded engine, shared by all tabs.
         max_image_side: Largest accepted image side in pixels.
         max_upload: Upload size limit shown on the page (enforce it with
             ``launch(max_file_size=...)``).
         concurrency_limit: How many engine requests run at once (others wait in the queue).
         title: Browser tab title.
+        max_index_bytes: Bound of the page's index store in bytes (2 GiB by default; least
+            recently used indexes are dropped beyond it and built again when needed).
+        index_store: A store to use instead (e.g. one a server shares with the page);
+            ``max_index_bytes`` is then ignored.
 
     Returns:
         The ``gr.Blocks``; call ``.queue().launch(...)`` or use
         :func:`grounded_sam.app.server.launch`.
     """
+    store = index_store if index_store is not None else IndexStore(max_index_bytes)
     threshold_default = float(gs.threshold)
     threshold_min = min(0.1, threshold_default)
     top_k_default = int(gs.top_k) if gs.top_k is not None else 20
@@ -385,7 +397,8 @@ def build_app(
     # -- layout ---------------------------------------------------------------------------
 
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
-        session = gr.State(cb.Session(), delete_callback=_close_session)
+        # gr.State deep-copies this template per tab; the copies share `store`.
+        session = gr.State(cb.Session(store=store), delete_callback=_close_session)
         gr.Markdown("## grounded_sam: type a phrase, get masks", elem_id="gs-title")
         gr.Markdown(cb.models_markdown(gs), elem_id="gs-models")
         with gr.Row(equal_height=False):

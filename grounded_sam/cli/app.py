@@ -52,6 +52,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=1,
         help="model requests run at once; further requests wait in the queue",
     )
+    group.add_argument(
+        "--max-index-memory",
+        type=positive_int,
+        default=2048,
+        metavar="MIB",
+        help="memory in MiB for the image indexes all sessions share (least recently used "
+        "ones are dropped beyond it and built again when needed)",
+    )
     add_query_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
@@ -73,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         max_file_size=args.max_file_size,
         max_image_side=args.max_image_side,
         concurrency_limit=args.concurrency_limit,
+        max_index_bytes=args.max_index_memory * 1024**2,
     )
     return 0

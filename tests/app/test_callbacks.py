@@ -215,9 +215,10 @@ def test_describe_region_under_a_click() -> None:
 def test_inspect_click_mode(tiny_gs) -> None:
     session = cb.Session()
     _synthetic_result(session)
-    session.index = object()  # inspecting needs no engine work
+    # inspecting needs no engine work: no index (none is built for it)
     message, changed = cb.click(session, tiny_gs, 12, 15, "Inspect region")
     assert not changed and "**cup**" in message
+    assert session.index is None and len(session.store) == 0
 
 
 def test_render_and_opacity() -> None:
@@ -443,3 +444,69 @@ def test_find_similar_mode_boxes_an_example_and_shows_look_alikes(
     assert result.kind == "text" and result.phrases == [cb.SIMILAR_LABEL]
     assert len(result.dets) > 0 and set(result.dets.data["class_name"]) == {cb.SIMILAR_LABEL}
     assert len(cb.region_table(indexed)) == len(result.dets)
+
+
+# -- one index store for every tab ---------------------------------------------------------------
+
+
+def test_tabs_share_one_store_and_one_picture_is_indexed_once(
+    tiny_gs, photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from copy import deepcopy
+
+    from grounded_sam.grounding.store import IndexStore
+
+    calls = []
+    real_index = tiny_gs.index
+    monkeypatch.setattr(tiny_gs, "index", lambda image, **kw: calls.append(1) or real_index(image))
+    store = IndexStore(10**9)
+    template = cb.Session(store=store)
+    first, second = deepcopy(template), deepcopy(template)  # what gr.State does per tab
+    assert first.store is second.store is store and first.lock is not second.lock
+    try:
+        cb.set_image(first, tiny_gs, photo)
+        info = cb.set_image(second, tiny_gs, photo)
+        assert len(calls) == 1 and "indexed before, index reused" in info
+        assert first.index is second.index and len(store) == 1
+        assert (first.index_builds, second.index_builds) == (1, 0)
+        # evicted (another tab's images pushed it out): built again when next needed
+        store.clear()
+        assert first.index is None and "dropped from memory" in cb.index_markdown(first)
+        status = cb.text_query(first, tiny_gs, "dog", 0.0, "low", 5)
+        assert "from the cached index" in status and len(calls) == 2 and first.index_builds == 2
+        assert second.index is first.index  # the rebuilt index is shared again
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_index_over_the_stores_bound_is_a_user_error(tiny_gs, photo: Path) -> None:
+    from grounded_sam.grounding.store import IndexStore
+
+    session = cb.Session(store=IndexStore(1000))
+    with pytest.raises(cb.UserError, match="more than the index store's bound"):
+        cb.set_image(session, tiny_gs, photo)
+    assert session.index is None
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"threshold": 1.5}, "threshold must be in"),
+        ({"top_k": 2.5}, "top_k must be an integer"),
+        ({"top_k": 10**6}, "top_k must be"),
+        ({"negative": 5}, "negative must be phrases"),
+    ],
+)
+def test_bad_knobs_fail_with_the_query_options_message(
+    indexed: cb.Session, tiny_gs, knobs: dict, message: str
+) -> None:
+    from grounded_sam.grounding.options import QueryOptions
+
+    args = {"threshold": 0.3, "top_k": 5, **knobs}
+    with pytest.raises(ValueError, match=message) as api:  # the Python API's own message
+        QueryOptions(**{**args, "top_k": args["top_k"]})
+    with pytest.raises(cb.UserError) as page:
+        cb.text_query(indexed, tiny_gs, "dog", args["threshold"], "low", args["top_k"],
+                      negative=args.get("negative"))  # fmt: skip
+    assert str(page.value) == str(api.value)

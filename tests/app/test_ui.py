@@ -97,7 +97,8 @@ def test_gradio_is_imported_only_when_serving() -> None:
     # no module-level gradio import (checked on the source, without a slow fresh interpreter).
     import ast
 
-    for name in ("__init__.py", "callbacks.py", "server.py"):
+    for name in ("__init__.py", "callbacks.py", "server.py", "session.py", "queries.py",
+                 "render.py", "exports.py"):  # fmt: skip
         tree = ast.parse((APP_DIR / name).read_text())
         for node in tree.body:
             names = []
@@ -205,3 +206,41 @@ def test_query_handler_messages(tiny_gs, indexed: cb.Session) -> None:
     paths = [Path(b.value["path"] if isinstance(b.value, dict) else b.value) for b in buttons]
     assert all(b.interactive is True for b in buttons) and all(p.is_file() for p in paths)
     assert [p.suffix for p in paths] == [".zip", ".png", ".json"]
+
+
+def test_page_sessions_share_one_bounded_index_store(tiny_gs, monkeypatch) -> None:
+    from copy import deepcopy
+
+    from grounded_sam.grounding.store import DEFAULT_MAX_BYTES, IndexStore
+
+    def template(demo: gr.Blocks) -> cb.Session:
+        (state,) = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+        return state.value
+
+    default = template(ui.build_app(tiny_gs)).store
+    assert default.max_bytes == DEFAULT_MAX_BYTES == 2 * 1024**3
+    small = template(ui.build_app(tiny_gs, max_index_bytes=12345))
+    assert small.store.max_bytes == 12345 and deepcopy(small).store is small.store
+    mine = IndexStore(99)
+    assert template(ui.build_app(tiny_gs, index_store=mine)).store is mine
+    # the server's and the CLI's bound reach the page
+    built = {}
+    real = ui.build_app
+    monkeypatch.setattr(ui, "build_app", lambda gs, **kw: built.update(kw) or real(gs, **kw))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: None)
+    server.serve(tiny_gs, max_index_bytes=4096, block=False)
+    assert built["max_index_bytes"] == 4096
+
+
+def test_cli_max_index_memory_reaches_the_server(tiny_gs, monkeypatch) -> None:
+    from grounded_sam.cli import app as cli_app
+    from grounded_sam.cli.main import build_parser
+
+    served = {}
+    monkeypatch.setattr(cli_app, "load_engine", lambda args: tiny_gs)
+    monkeypatch.setattr(server, "serve", lambda gs, **kw: served.update(kw))
+    args = build_parser().parse_args(["app", "--max-index-memory", "64"])
+    assert args.run(args) == 0 and served["max_index_bytes"] == 64 * 1024**2
+    args = build_parser().parse_args(["app"])
+    args.run(args)
+    assert served["max_index_bytes"] == 2 * 1024**3
