@@ -82,6 +82,28 @@ def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
     return path
 
 
+def synthetic_result(session: cb.Session) -> None:
+    """Two known regions: a big square and a small square inside it."""
+    h, w = 40, 60
+    image = np.full((h, w, 3), 90, dtype=np.uint8)
+    masks = np.zeros((2, h, w), dtype=bool)
+    masks[0, 5:35, 5:45] = True
+    masks[1, 10:20, 10:20] = True
+    from grounded_sam.results import make_detections
+
+    dets = make_detections(
+        masks=masks,
+        xyxy=np.array([[5, 5, 45, 35], [10, 10, 20, 20]], dtype=np.float32),
+        confidence=np.array([0.9, 0.6], dtype=np.float32),
+        class_id=np.array([0, 1]),
+        phrases=["table", "cup"],
+        clip_score=np.array([0.31, 0.27], dtype=np.float32),
+        sam_iou=np.array([0.95, 0.88], dtype=np.float32),
+    )
+    session.image = image
+    session.result = cb.Result(image, dets, "text", "table, cup", ["table", "cup"], 0.01)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests that use the ``browser`` fixture when their module says why.
 
