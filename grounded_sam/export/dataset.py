@@ -33,11 +33,10 @@ import json
 import logging
 import os
 import shutil
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,7 +44,12 @@ import supervision as sv
 from tqdm import tqdm
 
 from grounded_sam.batch import iter_results
-from grounded_sam.export.files import atomic_copy, atomic_write_json, atomic_write_text
+from grounded_sam.export.files import (
+    atomic_copy,
+    atomic_write_json,
+    atomic_write_text,
+    flat_names,
+)
 from grounded_sam.export.lock import dataset_lock
 from grounded_sam.export.records import detections_to_records, records_to_detections
 from grounded_sam.export.single_part import join_parts_of_masks
@@ -654,39 +658,6 @@ def _export_saved(out: Path, run_file: Path, fmt: str) -> list[Path]:
     return _export(out, entries, config["classes"], fmt, config, copy_images=False)
 
 
-def _flat_names(rels: Sequence[str]) -> list[str]:
-    """Unique, unambiguous flat file names for images at relative paths ``rels``.
-
-    Nested folders are joined with ``"__"``; control characters and undecodable bytes
-    (surrogates) become ``"_"``. Top-level names are reserved first (a top-level file always
-    keeps its own, cleaned name), then every nested or cleaned name that collides with one
-    already taken (case-insensitively, also by stem for YOLO/VOC) gets ``_1``, ``_2``, ...
-    """
-    cleaned = []
-    for rel in rels:
-        p = PurePosixPath(rel)
-        stem = "__".join([*p.parent.parts, p.stem]) if p.parent.parts else p.stem
-        clean = _clean_name(stem)
-        cleaned.append((clean, _clean_name(p.suffix), not p.parent.parts and clean == stem))
-    used: set[str] = set()
-    names = [""] * len(cleaned)
-    order = sorted(range(len(cleaned)), key=lambda i: not cleaned[i][2])  # top level first
-    for i in order:
-        stem, suffix, _ = cleaned[i]
-        candidate, k = stem, 1
-        while candidate.lower() in used:
-            candidate = f"{stem}_{k}"
-            k += 1
-        used.add(candidate.lower())
-        names[i] = candidate + suffix
-    return names
-
-
-def _clean_name(text: str) -> str:
-    """``text`` with control characters and lone surrogates replaced by ``"_"``."""
-    return "".join("_" if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
-
-
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -702,7 +673,7 @@ def _export(
 ) -> list[Path]:
     """Write the dataset for ``entries`` (sorted by rel) in ``fmt``; returns files written."""
     images_dir = out / "images"
-    names = _flat_names([e.rel for e in entries])
+    names = flat_names([e.rel for e in entries])
     targets = [images_dir / n for n in names]
     if copy_images:
         images_dir.mkdir(parents=True, exist_ok=True)

@@ -297,7 +297,7 @@ def test_grounding_options_reach_the_engine_and_the_run_config(
 
 
 def test_flat_names_are_unambiguous() -> None:
-    from grounded_sam.export.dataset import _flat_names
+    from grounded_sam.export.files import flat_names as _flat_names
 
     rels = sorted(["sub/a.jpg", "sub__a.jpg", "a\nb.jpg", "x/b__c.jpg", "x__b/c.jpg", "A.png"])
     rels += ["\udcff.jpg", "a.jpg"]
