@@ -19,7 +19,7 @@ from typing import Any
 
 from grounded_sam.export.files import atomic_copy, flat_names
 from grounded_sam.labeling.formats.coco import write_coco
-from grounded_sam.labeling.formats.common import Writer, prune
+from grounded_sam.labeling.formats.common import ExportJob, Writer, prune
 from grounded_sam.labeling.formats.voc import write_voc
 from grounded_sam.labeling.formats.yolo import write_yolo
 from grounded_sam.labeling.lock import dataset_lock
@@ -135,7 +135,7 @@ def write_dataset(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        return _WRITERS[fmt](out, staging, entries, targets, classes, config)
+        return _WRITERS[fmt](ExportJob(out, staging, entries, targets, classes, config))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

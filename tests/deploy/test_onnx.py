@@ -30,17 +30,7 @@ from .onnx_runtime import (  # noqa: E402, F401  (fixture, helpers)
 )
 
 CPU = torch.device("cpu")
-MEASURED: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report_measured():
-    """Print the measured maxima after the module's tests (run with -s).
-
-    Not a test: every value is asserted against its tolerance by the test that measures it.
-    """
-    yield
-    print("\nONNX vs PyTorch, max |diff| / 1 - mask IoU:", json.dumps(MEASURED, indent=1))
+MEASURED: dict[str, float] = {}  # printed by conftest.report_measured (-s)
 
 
 @pytest.fixture(scope="module")

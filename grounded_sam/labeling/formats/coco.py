@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from grounded_sam.export.files import atomic_write_json
-from grounded_sam.labeling.formats.common import chunks, detection_dataset
-from grounded_sam.labeling.state import LabeledImage
+from grounded_sam.labeling.formats.common import ExportJob, detection_dataset
 
 __all__ = ["write_coco"]
 
 
-def write_coco(
-    out: Path,
-    staging: Path,
-    entries: Sequence[LabeledImage],
-    targets: Sequence[Path],
-    classes: list[str],
-    config: Mapping[str, Any],
-) -> list[Path]:
-    """Write ``out/annotations.json`` (see :class:`~grounded_sam.labeling.formats.common.Writer`).
+def write_coco(job: ExportJob) -> list[Path]:
+    """Write ``out/annotations.json`` (a :data:`~grounded_sam.labeling.formats.common.Writer`).
 
     supervision's ``as_coco`` writes the images, categories and ids chunk by chunk; each
     annotation's segmentation is then the saved RLE itself, with ``area``, ``iscrowd`` 0,
@@ -34,9 +25,9 @@ def write_coco(
     categories: list[dict[str, Any]] = []
     licenses: list[dict[str, Any]] = []
     next_image, next_ann = 1, 1
-    for i, (chunk, chunk_targets) in enumerate(chunks(entries, targets)):
-        ds, _ = detection_dataset(chunk, chunk_targets, classes, crowd=True)
-        part = staging / f"part{i}.json"
+    for i, (chunk, chunk_targets) in enumerate(job.chunks()):
+        ds, _ = detection_dataset(chunk, chunk_targets, job.classes, crowd=True)
+        part = job.staging / f"part{i}.json"
         next_image, next_ann = ds.as_coco(
             annotations_path=str(part),
             starting_image_id=next_image,
@@ -59,16 +50,16 @@ def write_coco(
     if not categories:
         categories = [
             {"id": k + 1, "name": c, "supercategory": "common-objects"}
-            for k, c in enumerate(classes)
+            for k, c in enumerate(job.classes)
         ]
     result = {
         "info": {
             "description": "Labeled by grounded_sam (text-prompted SAM + CLIP)",
-            "grounded_sam": dict(config),
+            "grounded_sam": dict(job.config),
         },
         "licenses": licenses,
         "categories": categories,
         "images": images,
         "annotations": annotations,
     }
-    return [atomic_write_json(out / "annotations.json", result)]
+    return [atomic_write_json(job.out / "annotations.json", result)]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -14,46 +15,42 @@ from grounded_sam.export.records import records_to_detections
 from grounded_sam.export.single_part import join_parts_of_masks
 from grounded_sam.labeling.state import LabeledImage
 
-__all__ = ["CHUNK", "Writer", "chunks", "detection_dataset", "move_all", "prune"]
+__all__ = ["CHUNK", "ExportJob", "Writer", "detection_dataset", "move_all", "prune"]
 
 CHUNK = 64
 """Images per ``DetectionDataset`` during export (bounds the masks held in memory)."""
 
 
-class Writer(Protocol):
-    """A format writer (``write_coco``, ``write_yolo``, ``write_voc``)."""
+@dataclass(frozen=True)
+class ExportJob:
+    """One format's export of a dataset: what every writer is given.
 
-    def __call__(
-        self,
-        out: Path,
-        staging: Path,
-        entries: Sequence[LabeledImage],
-        targets: Sequence[Path],
-        classes: list[str],
-        config: Mapping[str, Any],
-    ) -> list[Path]:
-        """Write one format's files of a dataset.
+    Attributes:
+        out: DATASET_DIR.
+        staging: An empty folder in the state folder, for files before they move in.
+        entries: The images, sorted by ``rel``.
+        targets: Each image's file in ``out/images`` (same order).
+        classes: Class names, in category order.
+        config: The run's config (COCO stores it in ``info``).
+    """
 
-        Args:
-            out: DATASET_DIR.
-            staging: An empty folder in the state folder, for files before they move in.
-            entries: The images, sorted by ``rel``.
-            targets: Each image's file in ``out/images`` (same order).
-            classes: Class names, in category order.
-            config: The run's config (COCO stores it in ``info``).
+    out: Path
+    staging: Path
+    entries: Sequence[LabeledImage]
+    targets: Sequence[Path]
+    classes: list[str]
+    config: Mapping[str, Any]
 
-        Returns:
-            The annotation files and folders written.
-        """
-        ...
+    def chunks(self) -> Iterator[tuple[list[LabeledImage], list[Path]]]:
+        """``(entries, targets)`` in chunks of :data:`CHUNK` images."""
+        for start in range(0, len(self.entries), CHUNK):
+            stop = start + CHUNK
+            yield list(self.entries[start:stop]), list(self.targets[start:stop])
 
 
-def chunks(
-    entries: Sequence[LabeledImage], targets: Sequence[Path]
-) -> Iterator[tuple[list[LabeledImage], list[Path]]]:
-    """``(entries, targets)`` in chunks of :data:`CHUNK` images."""
-    for start in range(0, len(entries), CHUNK):
-        yield list(entries[start : start + CHUNK]), list(targets[start : start + CHUNK])
+Writer = Callable[[ExportJob], list[Path]]
+"""A format writer (``write_coco``, ``write_yolo``, ``write_voc``): returns the annotation files
+and folders written."""
 
 
 def detection_dataset(

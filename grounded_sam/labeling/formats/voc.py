@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from grounded_sam.labeling.formats.common import chunks, detection_dataset, move_all
-from grounded_sam.labeling.state import LabeledImage
+from grounded_sam.labeling.formats.common import ExportJob, detection_dataset, move_all
 
 __all__ = ["write_voc"]
 
 
-def write_voc(
-    out: Path,
-    staging: Path,
-    entries: Sequence[LabeledImage],
-    targets: Sequence[Path],
-    classes: list[str],
-    config: Mapping[str, Any],
-) -> list[Path]:
+def write_voc(job: ExportJob) -> list[Path]:
     """Write ``annotations/*.xml`` (see ``formats.common.Writer``); ``config`` is not stored."""
-    xml_dir = staging / "annotations"
-    for chunk, chunk_targets in chunks(entries, targets):
-        ds, _ = detection_dataset(chunk, chunk_targets, classes, one_part=True)
+    xml_dir = job.staging / "annotations"
+    for chunk, chunk_targets in job.chunks():
+        ds, _ = detection_dataset(chunk, chunk_targets, job.classes, one_part=True)
         ds.as_pascal_voc(annotations_directory_path=str(xml_dir))
-    move_all(xml_dir, out / "annotations", ".xml")
-    return [out / "annotations"]
+    move_all(xml_dir, job.out / "annotations", ".xml")
+    return [job.out / "annotations"]

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from grounded_sam.export.files import atomic_write_text
-from grounded_sam.labeling.formats.common import chunks, detection_dataset, move_all
-from grounded_sam.labeling.state import LabeledImage
+from grounded_sam.labeling.formats.common import ExportJob, detection_dataset, move_all
 
 __all__ = ["write_yolo"]
 
 
-def write_yolo(
-    out: Path,
-    staging: Path,
-    entries: Sequence[LabeledImage],
-    targets: Sequence[Path],
-    classes: list[str],
-    config: Mapping[str, Any],
-) -> list[Path]:
+def write_yolo(job: ExportJob) -> list[Path]:
     """Write ``labels/``, ``scores/`` and ``data.yaml`` (see ``formats.common.Writer``).
 
     One label line per detection (a polygon, normalised xy); ``scores/<stem>.txt`` holds the
@@ -28,11 +18,11 @@ def write_yolo(
     """
     from supervision.dataset.formats.yolo import detections_to_yolo_annotations
 
-    labels, scores = staging / "labels", staging / "scores"
+    labels, scores = job.staging / "labels", job.staging / "scores"
     labels.mkdir()
     scores.mkdir()
-    for chunk, chunk_targets in chunks(entries, targets):
-        ds, dets_list = detection_dataset(chunk, chunk_targets, classes, one_part=True)
+    for chunk, chunk_targets in job.chunks():
+        ds, dets_list = detection_dataset(chunk, chunk_targets, job.classes, one_part=True)
         ds.as_yolo(annotations_directory_path=str(labels))
         for entry, target, dets in zip(chunk, chunk_targets, dets_list, strict=True):
             lines: list[str] = []
@@ -50,10 +40,10 @@ def write_yolo(
             if len(written) != len(lines):
                 raise RuntimeError(f"YOLO export of {entry.rel}: label/score lines differ.")
             (scores / f"{target.stem}.txt").write_text("".join(s + "\n" for s in lines))
-    move_all(labels, out / "labels", ".txt")
-    move_all(scores, out / "scores", ".txt")
+    move_all(labels, job.out / "labels", ".txt")
+    move_all(scores, job.out / "scores", ".txt")
     import yaml
 
-    data = {"nc": len(classes), "names": list(classes), "train": "images", "val": "images"}
-    yaml_path = atomic_write_text(out / "data.yaml", yaml.safe_dump(data, sort_keys=False))
-    return [out / "labels", out / "scores", yaml_path]
+    data = {"nc": len(job.classes), "names": list(job.classes), "train": "images", "val": "images"}
+    yaml_path = atomic_write_text(job.out / "data.yaml", yaml.safe_dump(data, sort_keys=False))
+    return [job.out / "labels", job.out / "scores", yaml_path]
