@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     from grounded_sam import EverythingSettings, GroundedSAM
     from grounded_sam.distributed import label_dataset
     from grounded_sam.distributed.shards import list_shards
-    from grounded_sam.export.dataset import STATE_DIRNAME, label_folder
+    from grounded_sam.labeling import STATE_DIRNAME, label_folder
     from tests.cli.conftest import synthetic_image
 
     torch.set_num_threads(1)  # one CPU per process, as each Ray actor gets

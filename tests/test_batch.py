@@ -88,7 +88,7 @@ def test_index_many_and_bad_inputs(tiny_gs, images):
 
 def test_a_folder_is_listed_as_label_lists_it(tmp_path):
     """segment_many / index_many and ``grounded-sam label`` take the same files of a folder."""
-    from grounded_sam.export.dataset import find_images
+    from grounded_sam.labeling import find_images
 
     names = ["a.jpg", "b.TIF", "c.tiff", "d.txt", ".e.png", "sub/f.webp", ".hid/g.png"]
     for name in [*names, "sub-x/h.png"]:

@@ -426,18 +426,14 @@ def check_images_exist(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique with a numeric suffix when two images share one."""
-    seen: dict[str, int] = {}
-    stems = []
-    for p in paths:
-        stem = p.stem
-        if stem in seen:
-            seen[stem] += 1
-            stem = f"{stem}_{seen[p.stem]}"
-        else:
-            seen[stem] = 0
-        stems.append(stem)
-    return stems
+    """File stems, unique case-insensitively: a repeated stem gets ``_1``, ``_2``, ...
+
+    Folders are ignored (``a/x.jpg``, ``b/x.png``, ``x_1.jpg`` -> ``x``, ``x_1``, ``x_1_1``);
+    the names a labeled dataset gives its images (:func:`grounded_sam.export.files.flat_stems`).
+    """
+    from grounded_sam.export.files import flat_stems
+
+    return flat_stems([Path(p).name for p in paths])
 
 
 def format_table(dets: sv.Detections) -> str:

@@ -52,5 +52,5 @@ QUERY: dict[str, int | float | None] = {
     "max_regions": 100,
 }
 
-#: ``grounded_sam.export.dataset.FORMATS``.
+#: ``grounded_sam.labeling.FORMATS``.
 DATASET_FORMATS = ("coco", "yolo", "voc")

@@ -70,7 +70,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the written files."""
-    from grounded_sam.export.onnx import export_sam_onnx
+    from grounded_sam.deploy.onnx import export_sam_onnx
     from grounded_sam.sam.loading import DEFAULT_SAM
 
     out = check_out_dir(args.out)

@@ -21,7 +21,8 @@ from grounded_sam.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from grounded_sam.export.dataset import LabelReport
+    from grounded_sam.grounding.options import QueryOptions
+    from grounded_sam.labeling import LabelReport
 
 __all__ = ["add_parser", "run"]
 
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from grounded_sam import parse_prompt
-    from grounded_sam.export.dataset import label_images, labeling_config, prepare_labeling
+    from grounded_sam.labeling import label_images, labeling_config, prepare_labeling
 
     try:
         classes = parse_prompt(args.classes)
@@ -191,8 +192,9 @@ def run(args: argparse.Namespace) -> int:
             "The class list (--classes) is empty: give comma-separated class names, e.g. "
             "--classes 'date, fig, hazelnut'."
         ) from None
+    options = _query_options(args)
     if args.ray is not None:
-        return _run_ray(args, classes)
+        return _run_ray(args, classes, options)
     if "://" in args.images_dir:
         raise ValueError(
             f"{args.images_dir} is a URI: URIs and text files of image paths are labeled with "
@@ -206,13 +208,7 @@ def run(args: argparse.Namespace) -> int:
         proposal_settings=proposal_settings(args),
         crop_style=args.crop_style,
         max_regions=args.max_regions,
-        threshold=args.threshold,
-        top_k=args.top_k or None,
-        refine=args.refine,
-        min_region_area=args.min_region_area,
-        negative=args.negative,
-        calibration=args.calibration,
-        keep_parts=args.keep_parts,
+        options=options,
     )
 
     def on_failure(rel: str, reason: str) -> None:
@@ -230,13 +226,20 @@ def run(args: argparse.Namespace) -> int:
         restart=args.restart,
         progress=not (args.no_progress or args.quiet),
         on_failure=on_failure,
-        **query_kwargs(args),
+        options=options,
     )
     elapsed = time.perf_counter() - t0
     return _summary(args, classes, report, elapsed)
 
 
-def _run_ray(args: argparse.Namespace, classes: list[str]) -> int:
+def _query_options(args: argparse.Namespace) -> QueryOptions:
+    """The query knobs of every image, from the parsed options (validated once, here)."""
+    from grounded_sam.grounding.options import QueryOptions
+
+    return QueryOptions().replace(**query_kwargs(args))
+
+
+def _run_ray(args: argparse.Namespace, classes: list[str], options: QueryOptions) -> int:
     """``label --ray``: the same job on Ray Data (grounded_sam.distributed)."""
     from tqdm import tqdm
 
@@ -266,7 +269,7 @@ def _run_ray(args: argparse.Namespace, classes: list[str]) -> int:
         progress=not (args.no_progress or args.quiet),
         verbose=args.verbose > 0,
         on_failure=on_failure,
-        **query_kwargs(args),
+        options=options,
     )
     if report.labeled:
         print(

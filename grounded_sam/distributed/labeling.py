@@ -6,7 +6,7 @@ and builds a Ray Dataset: ``read_binary_files`` (any filesystem pyarrow opens) f
 actor loads the models once and writes one Parquet shard per batch under
 ``OUT/.grounded_sam_state/shards``. The driver only streams small status rows for its
 progress bar; at the end it reads the shards and writes COCO / YOLO / VOC through
-:func:`grounded_sam.export.dataset.export_labeled`, the exporter of the single-machine path.
+:func:`grounded_sam.labeling.export_labeled`, the exporter of the single-machine path.
 
 Ray is imported here, lazily, and nowhere else in the package.
 """
@@ -29,17 +29,13 @@ from tqdm import tqdm
 from grounded_sam.distributed.shards import ShardRow, read_rows
 from grounded_sam.distributed.sources import ImageListing, list_images
 from grounded_sam.distributed.worker import EngineLoader, ImageLabeler
-from grounded_sam.export.dataset import (
-    FORMATS,
-    STATE_DIRNAME,
-    LabeledImage,
-    LabelReport,
-    begin_run,
-    export_labeled,
-    labeling_config,
-)
-from grounded_sam.export.lock import dataset_lock
+from grounded_sam.grounding.options import QueryOptions
 from grounded_sam.inputs import parse_prompt
+from grounded_sam.labeling.config import labeling_config
+from grounded_sam.labeling.export import check_format, export_labeled
+from grounded_sam.labeling.lock import dataset_lock
+from grounded_sam.labeling.run import LabelReport
+from grounded_sam.labeling.state import STATE_DIRNAME, LabeledImage, begin_run
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -64,7 +60,7 @@ NO_RESULT = "no result: the worker labeling it died {n} time(s) (see the Ray log
 
 @dataclass
 class RayLabelReport(LabelReport):
-    """What a Ray labeling run did (:class:`~grounded_sam.export.dataset.LabelReport` plus timing).
+    """What a Ray labeling run did (:class:`~grounded_sam.labeling.LabelReport` plus timing).
 
     Attributes:
         seconds: Wall time of the whole run (listing, Ray start-up, model loading, export).
@@ -102,12 +98,11 @@ def import_ray() -> Any:
 def _engine_defaults() -> dict[str, Any]:
     from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_INDEX_SETTINGS, DEFAULT_SAM, GroundedSAM
 
-    params = inspect.signature(GroundedSAM.__init__).parameters
     return {
         "sam": DEFAULT_SAM,
         "clip": DEFAULT_CLIP,
         "proposal_settings": DEFAULT_INDEX_SETTINGS,
-        **{k: params[k].default for k in ("threshold", "top_k", "refine", "max_regions")},
+        "max_regions": inspect.signature(GroundedSAM.__init__).parameters["max_regions"].default,
     }
 
 
@@ -135,13 +130,7 @@ def label_dataset(
     crop_style: str = "masked",
     proposal_settings: EverythingSettings | None = None,
     max_regions: int | None = None,
-    threshold: float | None = None,
-    top_k: int | None | str = "default",
-    refine: int | None = None,
-    min_region_area: int = 0,
-    negative: str | Sequence[str] | None = None,
-    calibration: str = "joint",
-    keep_parts: bool = False,
+    options: QueryOptions | None = None,
     engine: Callable[[], GroundedSAM] | None = None,
     address: str | None = None,
     concurrency: int | tuple[int, int] | None = None,
@@ -153,6 +142,7 @@ def label_dataset(
     progress: bool = True,
     verbose: bool = False,
     on_failure: Callable[[str, str], None] | None = None,
+    **knobs: Any,
 ) -> RayLabelReport:
     """Label images on a Ray cluster and export the same dataset as ``label_folder``.
 
@@ -172,13 +162,8 @@ def label_dataset(
         crop_style: CLIP crop style.
         proposal_settings: Region-proposal settings of the index.
         max_regions: Proposals scored with CLIP per image.
-        threshold: Minimum confidence.
-        top_k: Maximum instances per class and image (None: no limit).
-        refine: Mask refinement passes.
-        min_region_area: Remove mask islands/holes smaller than this many pixels.
-        negative: Negative phrases (a region that best matches one is never labeled).
-        calibration: ``"joint"`` or ``"per_phrase"`` (see ``GroundedSAM.query``).
-        keep_parts: Keep parts of a larger same-class mask as their own instances.
+        options: The query knobs of every image (None: the engine's defaults, those of
+            :class:`~grounded_sam.grounding.options.QueryOptions`).
         engine: Advanced: a picklable zero-argument callable that builds the engine on a
             worker, instead of ``from_pretrained`` with the model options above (which
             still name the run's settings in the saved config).
@@ -198,21 +183,24 @@ def label_dataset(
         progress: Show a progress bar (stderr): images done, failed, rate.
         verbose: Show Ray's own progress bars and the workers' logs.
         on_failure: Called with ``(relative path, reason)`` for each failed image.
+        **knobs: Changes to ``options`` (any ``QueryOptions`` field, e.g. ``threshold=0.5``),
+            as for ``GroundedSAM.query``.
 
     Returns:
         A :class:`RayLabelReport`.
 
     Raises:
         ImportError: Ray Data is not installed (the message says what to install).
-        ValueError: Unknown format, empty class list, no images, or ``out_dir`` holds a
-            run with other settings (and ``restart`` is False).
+        ValueError: Unknown format, empty class list, a bad knob, a class that is also a
+            negative phrase, no images, or ``out_dir`` holds a run with other settings (and
+            ``restart`` is False).
+        TypeError: An unknown knob.
         FileNotFoundError: ``source`` does not exist.
-        grounded_sam.export.lock.DatasetBusyError: Another run labels into ``out_dir``.
+        grounded_sam.labeling.lock.DatasetBusyError: Another run labels into ``out_dir``.
     """
     t0 = time.perf_counter()
     ray = import_ray()
-    if fmt not in FORMATS:
-        raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    check_format(fmt)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     class_list = parse_prompt(classes)
@@ -226,15 +214,7 @@ def label_dataset(
     clip = clip if clip is not None else d["clip"]
     settings = proposal_settings if proposal_settings is not None else d["proposal_settings"]
     max_regions = max_regions if max_regions is not None else d["max_regions"]
-    query = {
-        "threshold": threshold if threshold is not None else d["threshold"],
-        "top_k": top_k if top_k != "default" else d["top_k"],
-        "refine": refine if refine is not None else d["refine"],
-        "min_region_area": min_region_area,
-        "negative": negative,
-        "calibration": calibration,
-        "keep_parts": keep_parts,
-    }
+    options = (QueryOptions() if options is None else options).replace(**knobs)
     config = labeling_config(
         class_list,
         sam=sam,
@@ -242,7 +222,7 @@ def label_dataset(
         proposal_settings=settings,
         crop_style=crop_style,
         max_regions=max_regions,
-        **query,
+        options=options,
     )
     with dataset_lock(out):
         out.mkdir(parents=True, exist_ok=True)
@@ -266,9 +246,9 @@ def label_dataset(
                     crop_style=crop_style,
                     proposal_settings=settings,
                     max_regions=max_regions,
-                    threshold=query["threshold"],
-                    top_k=query["top_k"],
-                    refine=query["refine"],
+                    threshold=options.threshold,
+                    top_k=options.top_k,
+                    refine=options.refine,
                 )
             started = _init_ray(ray, address, verbose)
             try:
@@ -283,7 +263,7 @@ def label_dataset(
                     report.reused,
                     engine=engine,
                     classes=class_list,
-                    query=query,
+                    options=options,
                     shard_dir=shard_dir,
                     concurrency=concurrency,
                     batch_size=batch_size,
@@ -372,7 +352,7 @@ def _run(
     *,
     engine: Callable[[], GroundedSAM],
     classes: list[str],
-    query: dict[str, Any],
+    options: QueryOptions,
     shard_dir: Path,
     concurrency: int | tuple[int, int],
     batch_size: int,
@@ -405,7 +385,7 @@ def _run(
     fn_constructor_kwargs = {
         "engine": engine,
         "classes": classes,
-        "query": query,
+        "options": options,
         "root": listing.root,
         "shard_dir": os.fspath(shard_dir),
         "run_id": run_id,

@@ -3,7 +3,7 @@
 Listing goes through ``pyarrow.fs`` (a dependency of Ray Data), so any filesystem pyarrow
 can open works: local paths, ``file://``, ``s3://``, ``gs://``, ``hdfs://``, ... The rules are
 those of ``grounded-sam label``: recursive, the extensions of
-:data:`grounded_sam.export.dataset.IMAGE_EXTENSIONS` in any case, hidden files and folders
+:data:`grounded_sam.inputs.IMAGE_EXTENSIONS` in any case, hidden files and folders
 skipped, sorted by path relative to the root.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grounded_sam.export.dataset import IMAGE_EXTENSIONS
 from grounded_sam.export.files import atomic_write
+from grounded_sam.inputs import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     import pyarrow.fs

@@ -2,10 +2,12 @@
 
 Ray Data constructs :class:`ImageLabeler` once per actor (so the models are loaded on the
 worker, never pickled from the driver) and calls it with batches of ``{"path", "bytes"}``.
-Each image is decoded, indexed once and queried with all classes through
-:func:`grounded_sam.export.dataset.label_image` (the same per-image step as
-``grounded-sam label``); the batch's rows, failed images included, are written as one
-Parquet shard before the call returns. This module does not import Ray.
+The batch's images are decoded, then go through the many-images loop of ``segment_many``
+and ``grounded-sam label`` (:func:`grounded_sam.batch.iter_results`: SAM encoder batched on
+CUDA), each indexed once and queried with all classes by
+:func:`grounded_sam.labeling.run.label_image` (the same per-image step as ``grounded-sam
+label``); the batch's rows, failed images included, are written as one Parquet shard before
+the call returns. This module does not import Ray.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from grounded_sam.batch import iter_results
 from grounded_sam.distributed.shards import row_from_records, write_shard
-from grounded_sam.export.dataset import label_image
 from grounded_sam.inputs import check_image_size, load_image
+from grounded_sam.labeling.run import label_image, one_line
 
 if TYPE_CHECKING:
+    from grounded_sam.grounding.options import QueryOptions
     from grounded_sam.pipeline import GroundedSAM
 
 __all__ = ["EngineLoader", "ImageLabeler", "decode_image"]
@@ -85,11 +89,6 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         ) from exc
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 class ImageLabeler:
     """Labels batches of images on one Ray actor and writes each batch as a shard.
 
@@ -97,7 +96,7 @@ class ImageLabeler:
         engine: Zero-argument callable that loads the engine on the worker (e.g.
             :class:`EngineLoader`).
         classes: Parsed class names.
-        query: ``threshold``, ``top_k``, ``refine``, ``min_region_area`` for every image.
+        options: The query knobs of every image.
         root: Root of the job's listing; an image's ``rel`` is its path relative to it.
         shard_dir: Local or shared folder the shards are written to.
         run_id: Id of the driver run (part of every shard name).
@@ -107,13 +106,13 @@ class ImageLabeler:
         self,
         engine: Callable[[], GroundedSAM],
         classes: Sequence[str],
-        query: Mapping[str, Any],
+        options: QueryOptions,
         root: str,
         shard_dir: str,
         run_id: str,
     ) -> None:
         self.classes = list(classes)
-        self.query = dict(query)
+        self.options = options
         self.root = root
         self.shard_dir = shard_dir
         self.run_id = run_id
@@ -127,23 +126,35 @@ class ImageLabeler:
             ``{"rel": (B,) str, "error": (B,) str}`` (error "" for a labeled image), for
             the driver's progress; the results themselves are in the shard just written.
         """
-        rows = []
-        for path, data in zip(batch["path"], batch["bytes"], strict=True):
+        by_position: dict[int, dict[str, Any]] = {}
+        decoded: list[tuple[int, str, str, int, np.ndarray]] = []
+        for i, (path, data) in enumerate(zip(batch["path"], batch["bytes"], strict=True)):
             path = str(path)
             rel = posixpath.relpath(path, self.root) if self.root else path
-            stage = "decode"
             try:
-                image = decode_image(data, rel)
-                stage = "label"
-                records = label_image(self.gs, image, self.classes, **self.query)
+                decoded.append((i, rel, path, len(data), decode_image(data, rel)))
             except Exception as exc:  # one image must not take the batch down
-                logger.debug("Failed on %s:\n%s", rel, traceback.format_exc())
-                error = _one_line(exc)
-                rows.append(row_from_records(rel, path, len(data), None, error=error, stage=stage))
+                by_position[i] = self._failed(rel, path, len(data), exc, "decode")
+
+        def work(image: np.ndarray, embedding: Any) -> list[dict[str, Any]]:
+            return label_image(self.gs, image, self.classes, self.options, embedding=embedding)
+
+        items = iter_results(self.gs, [d[-1] for d in decoded], work, show_progress=False)
+        for (i, rel, path, size, image), item in zip(decoded, items, strict=True):
+            if item.ok:
+                by_position[i] = row_from_records(rel, path, size, image.shape[:2], item.result)
             else:
-                rows.append(row_from_records(rel, path, len(data), image.shape[:2], records))
+                by_position[i] = self._failed(rel, path, size, item.result, "label")
+        rows = [by_position[i] for i in range(len(by_position))]
         write_shard(self.shard_dir, self.run_id, rows)
         return {
             "rel": np.array([r["rel"] for r in rows], dtype=object),
             "error": np.array([r["error"] or "" for r in rows], dtype=object),
         }
+
+    @staticmethod
+    def _failed(rel: str, path: str, size: int, exc: BaseException, stage: str) -> dict[str, Any]:
+        """The row of an image that failed at ``stage`` ("decode" or "label")."""
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        logger.debug("Failed on %s:\n%s", rel, trace)
+        return row_from_records(rel, path, size, None, error=one_line(exc), stage=stage)

@@ -1,16 +1,18 @@
-"""Turning results into files: overlays, per-instance JSON and masks, labeled datasets.
+"""Turning results into files: overlays, per-instance JSON and masks.
 
-Shared by the command line, the web app and notebooks:
+Shared by the command line, the web app, labeling and notebooks:
 
 * :mod:`grounded_sam.export.annotate` draws masks, boxes and "label confidence" text;
 * :mod:`grounded_sam.export.records` converts ``sv.Detections`` to JSON-ready records (masks
   as COCO RLE) and back, and writes per-instance binary PNG masks;
-* :mod:`grounded_sam.export.dataset` labels folders of images (resumable) and exports COCO,
-  YOLO and Pascal VOC datasets through supervision's ``DetectionDataset``.
+* :mod:`grounded_sam.export.files` writes files atomically and names the results of many
+  images uniquely.
+
+Labeled datasets (COCO, YOLO, VOC) are :mod:`grounded_sam.labeling`; ONNX graphs for
+deployment are :mod:`grounded_sam.deploy.onnx`.
 """
 
 from grounded_sam.export.annotate import annotate_detections
-from grounded_sam.export.dataset import export_dataset, label_folder
 from grounded_sam.export.records import (
     detections_to_json,
     detections_to_records,
@@ -24,8 +26,6 @@ __all__ = [
     "detections_to_json",
     "detections_to_records",
     "everything_to_detections",
-    "export_dataset",
-    "label_folder",
     "records_to_detections",
     "save_instance_masks",
 ]

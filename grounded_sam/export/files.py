@@ -1,7 +1,12 @@
-"""Atomic file writes: write a temporary file next to the target, then ``os.replace`` it.
+"""Atomic file writes, and unique file names for the results of many images.
 
-A reader (or a resumed run) therefore sees either the old file or the complete new one,
-never a half-written file, even if the process is killed mid-write.
+Writes go to a temporary file next to the target, then ``os.replace`` it: a reader (or a
+resumed run) therefore sees either the old file or the complete new one, never a half-written
+file, even if the process is killed mid-write.
+
+:func:`flat_names` / :func:`flat_stems` give every image of a run its own output name (the
+labeled dataset's ``images/`` and ``grounded-sam segment --out``), unique even when images
+in different folders, or with different extensions, share a name.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
-from pathlib import Path
+import unicodedata
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -24,6 +30,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_png",
     "atomic_write_text",
+    "flat_names",
+    "flat_stems",
     "safe_name",
 ]
 
@@ -80,3 +88,54 @@ def safe_name(text: str, max_len: int = 40) -> str:
     """A file-name-safe slug of ``text`` (``"red car/2"`` -> ``"red_car_2"``)."""
     slug = _UNSAFE.sub("_", text).strip("._")
     return slug[:max_len] or "x"
+
+
+def flat_stems(rels: Sequence[str]) -> list[str]:
+    """Unique, unambiguous flat file stems for files at relative posix paths ``rels``.
+
+    Nested folders are joined with ``"__"``; control characters and undecodable bytes
+    (surrogates) become ``"_"``. Top-level names are reserved first (a top-level file keeps
+    its own, cleaned stem unless an earlier top-level file has the same stem), then every
+    name that collides with one already taken (case-insensitively: ``a.jpg`` and ``A.png``
+    collide) gets ``_1``, ``_2``, ... until it is free.
+
+    Args:
+        rels: Relative paths such as ``"sub/a.jpg"`` (give ``Path(p).name`` to ignore
+            folders).
+
+    Returns:
+        One stem per path, in the same order, no two equal case-insensitively (so results
+        named ``stem + ".json"``, ``stem + ".txt"``, ... never overwrite each other).
+    """
+    return [stem for stem, _ in _flat(rels)]
+
+
+def flat_names(rels: Sequence[str]) -> list[str]:
+    """:func:`flat_stems` with each file's extension (``"sub/a.jpg"`` -> ``"sub__a.jpg"``)."""
+    return [stem + suffix for stem, suffix in _flat(rels)]
+
+
+def _flat(rels: Sequence[str]) -> list[tuple[str, str]]:
+    cleaned = []
+    for rel in rels:
+        p = PurePosixPath(rel)
+        stem = "__".join([*p.parent.parts, p.stem]) if p.parent.parts else p.stem
+        clean = _clean_name(stem)
+        cleaned.append((clean, _clean_name(p.suffix), not p.parent.parts and clean == stem))
+    used: set[str] = set()
+    out = [("", "")] * len(cleaned)
+    order = sorted(range(len(cleaned)), key=lambda i: not cleaned[i][2])  # top level first
+    for i in order:
+        stem, suffix, _ = cleaned[i]
+        candidate, k = stem, 1
+        while candidate.lower() in used:
+            candidate = f"{stem}_{k}"
+            k += 1
+        used.add(candidate.lower())
+        out[i] = (candidate, suffix)
+    return out
+
+
+def _clean_name(text: str) -> str:
+    """``text`` with control characters and lone surrogates replaced by ``"_"``."""
+    return "".join("_" if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)

@@ -18,17 +18,17 @@ import sys
 import time
 
 from grounded_sam.cli.main import main
-from grounded_sam.export import dataset
+from grounded_sam.labeling import run
 
-_save_state = dataset._save_state
+_save_result = run.save_result
 
 
-def _paced_save_state(out_dir, entry) -> None:
-    _save_state(out_dir, entry)
+def _paced_save_result(out_dir, entry) -> None:
+    _save_result(out_dir, entry)
     time.sleep(float(os.environ.get("GS_TEST_PAUSE_AFTER_IMAGE", "1")))
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    dataset._save_state = _paced_save_state
+    run.save_result = _paced_save_result
     sys.exit(main())

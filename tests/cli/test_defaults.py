@@ -6,7 +6,7 @@ import inspect
 
 from grounded_sam.cli import defaults
 from grounded_sam.clip.loading import DEFAULT_CLIP
-from grounded_sam.export.dataset import FORMATS
+from grounded_sam.labeling import FORMATS
 from grounded_sam.pipeline import DEFAULT_INDEX_SETTINGS, GroundedSAM
 from grounded_sam.sam.everything import EverythingSettings
 from grounded_sam.sam.loading import DEFAULT_SAM

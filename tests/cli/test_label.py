@@ -15,7 +15,7 @@ import supervision as sv
 from PIL import Image
 from pycocotools.coco import COCO
 
-from grounded_sam.export.dataset import STATE_DIRNAME
+from grounded_sam.labeling import STATE_DIRNAME
 from tests.cli.conftest import PACED_ENTRY, error_lines, popen_cli, run_cli, synthetic_image
 
 CLASSES = "date, fig, hazelnut"

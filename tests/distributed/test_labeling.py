@@ -19,7 +19,7 @@ import pytest
 
 from grounded_sam.distributed import RAY_MISSING, label_dataset
 from grounded_sam.distributed.shards import list_shards, read_rows
-from grounded_sam.export.dataset import STATE_DIRNAME, export_dataset, label_folder
+from grounded_sam.labeling import STATE_DIRNAME, export_dataset, label_folder
 from tests.cli.conftest import ENTRY, cli_env, error_lines
 from tests.distributed.conftest import CLASSES
 
@@ -290,7 +290,7 @@ def test_uri_without_ray_points_to_ray(tmp_path, capsys) -> None:
 
 
 def test_a_busy_dataset_folder_is_refused_before_ray_starts(folder, tmp_path) -> None:
-    from grounded_sam.export.lock import DatasetBusyError, dataset_lock
+    from grounded_sam.labeling.lock import DatasetBusyError, dataset_lock
 
     pytest.importorskip("ray")
     with dataset_lock(tmp_path / "out"), pytest.raises(DatasetBusyError, match="in use"):

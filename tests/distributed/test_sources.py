@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grounded_sam.export.dataset import find_images
+from grounded_sam.labeling import find_images
 from tests.cli.conftest import synthetic_image
 
 pytest.importorskip("pyarrow", reason="pyarrow comes with ray[data]")

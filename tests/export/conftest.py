@@ -1,13 +1,9 @@
-"""Known detections for export tests: a stand-in engine that 'finds' fixed shapes."""
+"""Known detections for export tests (and the stand-in engine of tests/labeling)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 import supervision as sv
-from PIL import Image
 
 from grounded_sam.results import make_detections
 
@@ -36,44 +32,3 @@ def scene_detections(h: int, w: int, phrases: list[str]) -> sv.Detections:
         clip_score=np.array([0.31, 0.28, 0.25], dtype=np.float32),
         sam_iou=np.array([0.95, 0.9, 0.85], dtype=np.float32),
     )
-
-
-class FakeIndex:
-    def __init__(self, image: np.ndarray) -> None:
-        self.image = image
-
-
-class FakeEngine:
-    """Duck-typed GroundedSAM: index() keeps the image, query() returns scene_detections."""
-
-    def __init__(self) -> None:
-        self.indexed = 0
-        self.queries: list[list[str]] = []
-
-    def index(self, image: np.ndarray) -> FakeIndex:
-        self.indexed += 1
-        return FakeIndex(image)
-
-    def query(self, index: FakeIndex, prompt: list[str], **kwargs: object) -> sv.Detections:
-        self.queries.append(list(prompt))
-        h, w = index.image.shape[:2]
-        return scene_detections(h, w, list(prompt))
-
-
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    """4 readable images (nested folder, upper-case extension, a name clash) + 1 corrupt."""
-    root = tmp_path / "images"
-    (root / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-
-    def save(rel: str, h: int, w: int) -> None:
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / rel)
-
-    save("a.jpg", 64, 80)
-    save("b.PNG", 72, 96)
-    save("sub/a.png", 64, 64)
-    save("sub/c.webp", 60, 90)
-    (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
-    (root / "notes.txt").write_text("not an image")
-    return root

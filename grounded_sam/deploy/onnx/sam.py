@@ -1,6 +1,6 @@
 """SAM (v1, ``SamModel``) as ONNX: the graphs and the manifest of the ``sam`` family.
 
-See :mod:`grounded_sam.export.onnx` for the files and their inputs and outputs.
+See :mod:`grounded_sam.deploy.onnx` for the files and their inputs and outputs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
+from grounded_sam.deploy.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
 from grounded_sam.sam.transforms import PIXEL_MEAN, PIXEL_STD
 
 __all__ = ["SamOnnxDecoder", "SamOnnxEncoder", "export_sam_graphs", "sam_manifest", "sizes"]
@@ -35,7 +35,7 @@ class SamOnnxDecoder(nn.Module):
     The prompt encoding is written out with ``torch.where`` / arithmetic masks (no Python
     branching on which prompts exist) on the model's own weights, so one graph serves points,
     boxes (as two corner points), point + box and mask input, for any number of prompts.
-    Its outputs equal ``SamPredictor.decode`` (checked in tests/export/test_onnx.py).
+    Its outputs equal ``SamPredictor.decode`` (checked in tests/deploy/test_onnx.py).
 
     Args:
         model: ``transformers.SamModel`` (float32, eval).
@@ -115,7 +115,7 @@ class SamOnnxDecoder(nn.Module):
 
 
 def sam_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
-    """The ``sam`` family's manifest (see :func:`grounded_sam.export.onnx.export_sam_onnx`)."""
+    """The ``sam`` family's manifest (see :func:`grounded_sam.deploy.onnx.export_sam_onnx`)."""
     size = sizes(model)
     side, emb_side, low, channels = (size[k] for k in ("side", "emb_side", "low", "channels"))
     return {

@@ -39,19 +39,19 @@
   without keeping the aspect ratio, [0, 1] then ImageNet mean/std, no padding), coordinate
   transform, prompt rules, postprocessing.
 
-Every graph is checked with onnxruntime against our PyTorch predictors in tests/export
+Every graph is checked with onnxruntime against our PyTorch predictors in tests/deploy
 (test_onnx.py: SAM; test_onnx_families.py: HQ-SAM and SAM 2).
 
-Modules: :mod:`~grounded_sam.export.onnx.exporter` (:func:`export_sam_onnx`, the family
-table), one module per family (:mod:`~grounded_sam.export.onnx.sam`,
-:mod:`~grounded_sam.export.onnx.hq`, :mod:`~grounded_sam.export.onnx.sam2`: graphs and
-manifest), :mod:`~grounded_sam.export.onnx.graph` (what every family shares).
+Modules: :mod:`~grounded_sam.deploy.onnx.exporter` (:func:`export_sam_onnx`, the family
+table), one module per family (:mod:`~grounded_sam.deploy.onnx.sam`,
+:mod:`~grounded_sam.deploy.onnx.hq`, :mod:`~grounded_sam.deploy.onnx.sam2`: graphs and
+manifest), :mod:`~grounded_sam.deploy.onnx.graph` (what every family shares).
 """
 
-from grounded_sam.export.onnx.exporter import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
-from grounded_sam.export.onnx.hq import SamHQOnnxDecoder, SamHQOnnxEncoder
-from grounded_sam.export.onnx.sam import SamOnnxDecoder, SamOnnxEncoder
-from grounded_sam.export.onnx.sam2 import Sam2OnnxDecoder, Sam2OnnxEncoder
+from grounded_sam.deploy.onnx.exporter import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
+from grounded_sam.deploy.onnx.hq import SamHQOnnxDecoder, SamHQOnnxEncoder
+from grounded_sam.deploy.onnx.sam import SamOnnxDecoder, SamOnnxEncoder
+from grounded_sam.deploy.onnx.sam2 import Sam2OnnxDecoder, Sam2OnnxEncoder
 
 __all__ = [
     "ONNX_OPSET",

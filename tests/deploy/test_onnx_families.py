@@ -7,7 +7,7 @@ prompt encoder + mask decoder (random weights, random kept features). SAM 2's si
 dynamic fallback (done in the graph) is checked on a model whose token-0 masks are partly
 unstable, so both branches run in one batch.
 
-Tolerances, as for SAM (tests/export/test_onnx.py): logits within 1e-3 + 1e-4 |ref| (tiny
+Tolerances, as for SAM (tests/deploy/test_onnx.py): logits within 1e-3 + 1e-4 |ref| (tiny
 logits reach ~90 (HQ) / ~330 (SAM 2)), IoU predictions within 1e-4, upscaled masks IoU >=
 0.999, encoder outputs within 1e-4 + 1e-4 |ref|. Every reference is checked to be non-trivial
 (masks neither empty nor full). Run with -s to print the measured maxima.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from grounded_sam.export.onnx import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
+from grounded_sam.deploy.onnx import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
 from grounded_sam.sam.predictor import ImageEmbedding
 
 ort = pytest.importorskip("onnxruntime")
@@ -36,7 +36,7 @@ from .onnx_runtime import (  # noqa: E402, F401  (fixture, helpers)
 
 CPU = torch.device("cpu")
 FAMILIES = ("sam_hq", "sam2")
-MEASURED: dict[str, float] = {}
+MEASURED: dict[str, float] = {}  # printed by conftest.report_measured (-s)
 
 
 def _save_tiny(family, directory):
@@ -270,8 +270,8 @@ def test_full_size_decoder(family, tmp_path):
 def test_full_size_encoder(family, tmp_path):
     """The released encoders (HQ-SAM ViT-B; SAM 2.1 Hiera-tiny + FPN, transformers' default
     configs) with seeded random weights export and match PyTorch (~25-50 s each on 2 cores)."""
-    from grounded_sam.export.onnx.hq import SamHQOnnxEncoder
-    from grounded_sam.export.onnx.sam2 import Sam2OnnxEncoder
+    from grounded_sam.deploy.onnx.hq import SamHQOnnxEncoder
+    from grounded_sam.deploy.onnx.sam2 import Sam2OnnxEncoder
     from grounded_sam.sam.tiny import _scale_random
 
     torch.manual_seed(0)
@@ -307,7 +307,7 @@ def test_unknown_family_is_refused_before_writing(tmp_path):
 
 
 def test_failed_export_keeps_earlier_files(tmp_path, monkeypatch):
-    from grounded_sam.export.onnx import exporter
+    from grounded_sam.deploy.onnx import exporter
 
     family_dir = _save_tiny("sam2", tmp_path / "model")
     out = tmp_path / "out"
@@ -346,8 +346,3 @@ def test_hub_sam2_checkpoint_saying_sam2_video_is_exported(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export-onnx", "--sam", str(model_dir), "--out", str(out), "--decoder-only"]) == 0
     assert json.loads((out / MANIFEST_NAME).read_text())["model_type"] == "sam2"
-
-
-def test_report_measured():
-    """Print the measured maxima (run with -s); always passes after the comparisons ran."""
-    print("\nONNX vs PyTorch, max |diff| / 1 - mask IoU:", json.dumps(MEASURED, indent=1))

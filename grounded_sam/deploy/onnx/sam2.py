@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
-from grounded_sam.export.onnx.sam import SamOnnxDecoder
+from grounded_sam.deploy.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
+from grounded_sam.deploy.onnx.sam import SamOnnxDecoder
 from grounded_sam.sam.fast_decoder import stable_single_mask
 from grounded_sam.sam.sam2 import LOGIT_CLAMP, SAM2_MEAN, SAM2_STD
 
@@ -64,7 +64,7 @@ class Sam2OnnxDecoder(SamOnnxDecoder):
     does; the decoder is ``Sam2MaskDecoder.forward`` computing all four masks at once, with
     the single-mask dynamic fallback (:func:`~grounded_sam.sam.fast_decoder.stable_single_mask`)
     applied to output 0. Outputs equal ``Sam2Predictor.decode`` (checked in
-    tests/export/test_onnx_families.py).
+    tests/deploy/test_onnx_families.py).
 
     Args:
         model: ``transformers.Sam2Model`` (float32, eval).
@@ -161,7 +161,7 @@ def export_sam2_graphs(model, out: Path, opset: int, encoder: bool) -> dict[str,
 
 
 def sam2_manifest(model, spec: str, files: dict[str, str], opset: int) -> dict[str, Any]:
-    """The ``sam2`` family's manifest (see :func:`grounded_sam.export.onnx.export_sam_onnx`)."""
+    """The ``sam2`` family's manifest (see :func:`grounded_sam.deploy.onnx.export_sam_onnx`)."""
     size = _sizes(model)
     side, emb, low, ch = size["side"], size["emb_side"], size["low"], size["channels"]
     cfg = model.config.mask_decoder_config

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from grounded_sam.export.dataset import export_dataset, label_images, prepare_labeling
-from grounded_sam.export.lock import LOCK_FILENAME, DatasetBusyError, dataset_lock
-from tests.export.conftest import CLASSES, FakeEngine
-from tests.export.test_dataset import config
+from grounded_sam.labeling import export_dataset, label_images, prepare_labeling
+from grounded_sam.labeling.lock import LOCK_FILENAME, DatasetBusyError, dataset_lock
+from tests.labeling.conftest import CLASSES, FakeEngine, config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 HOLDER = textwrap.dedent(
     """
     import importlib.util, sys, time
-    spec = importlib.util.spec_from_file_location("lock", "grounded_sam/export/lock.py")
+    spec = importlib.util.spec_from_file_location("lock", "grounded_sam/labeling/lock.py")
     lock = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lock)
     with lock.dataset_lock(sys.argv[1]):
@@ -34,10 +33,10 @@ HOLDER = textwrap.dedent(
 LABELER = textwrap.dedent(
     """
     import sys
-    from grounded_sam.export.dataset import label_images, labeling_config, prepare_labeling
-    from grounded_sam.export.lock import DatasetBusyError
+    from grounded_sam.labeling import label_images, labeling_config, prepare_labeling
+    from grounded_sam.labeling.lock import DatasetBusyError
     from grounded_sam import EverythingSettings
-    from tests.export.conftest import CLASSES, FakeEngine
+    from tests.labeling.conftest import CLASSES, FakeEngine
     import os, time
     folder, out, barrier = sys.argv[1], sys.argv[2], sys.argv[3]
     open(os.path.join(barrier, str(os.getpid())), "w").close()

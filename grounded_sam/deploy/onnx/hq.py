@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.graph import two_way, write_graphs
-from grounded_sam.export.onnx.sam import SamOnnxDecoder, sam_manifest, sizes
+from grounded_sam.deploy.onnx.graph import two_way, write_graphs
+from grounded_sam.deploy.onnx.sam import SamOnnxDecoder, sam_manifest, sizes
 from grounded_sam.sam.fast_decoder import hq_features
 
 __all__ = ["SamHQOnnxDecoder", "SamHQOnnxEncoder", "export_hq_graphs", "hq_manifest"]
@@ -48,7 +48,7 @@ class SamHQOnnxDecoder(SamOnnxDecoder):
     :func:`grounded_sam.sam.hq.hq_mask_decoder` (SysCV's order: the two-way transformer's
     updated image tokens are upsampled, the HQ features fuse the embedding and the early ViT
     features) but computes all four SAM masks at once. Outputs equal
-    ``SamHQPredictor.decode`` (checked in tests/export/test_onnx_families.py).
+    ``SamHQPredictor.decode`` (checked in tests/deploy/test_onnx_families.py).
 
     Args:
         model: ``transformers.SamHQModel`` (float32, eval).

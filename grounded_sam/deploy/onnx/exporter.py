@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grounded_sam.export.onnx.hq import export_hq_graphs, hq_manifest
-from grounded_sam.export.onnx.sam import export_sam_graphs, sam_manifest
-from grounded_sam.export.onnx.sam2 import export_sam2_graphs, sam2_manifest
+from grounded_sam.deploy.onnx.hq import export_hq_graphs, hq_manifest
+from grounded_sam.deploy.onnx.sam import export_sam_graphs, sam_manifest
+from grounded_sam.deploy.onnx.sam2 import export_sam2_graphs, sam2_manifest
 
 __all__ = ["MANIFEST_NAME", "ONNX_OPSET", "export_sam_onnx"]
 
@@ -46,7 +46,7 @@ def export_sam_onnx(
     """Write a SAM-family image encoder and prompt decoder as ONNX, plus a JSON manifest.
 
     The family is the config's ``model_type``: ``sam`` (SAM), ``sam_hq`` (HQ-SAM) or ``sam2``
-    (SAM 2 / 2.1); see :mod:`grounded_sam.export.onnx` for each family's graphs. The files are
+    (SAM 2 / 2.1); see :mod:`grounded_sam.deploy.onnx` for each family's graphs. The files are
     written into a temporary folder inside ``out_dir`` and moved into place only when every
     graph was exported, so a failed export leaves earlier files as they were. Existing files
     of the same names are replaced.

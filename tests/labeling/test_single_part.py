@@ -10,11 +10,10 @@ import pytest
 import supervision as sv
 from pycocotools.coco import COCO
 
-from grounded_sam.export.dataset import export_dataset
 from grounded_sam.export.single_part import join_mask_parts, join_parts_of_masks
+from grounded_sam.labeling import export_dataset
 from grounded_sam.results import make_detections
-from tests.export.conftest import CLASSES
-from tests.export.test_dataset import run
+from tests.labeling.conftest import CLASSES, run
 
 
 def parts(mask: np.ndarray) -> int:

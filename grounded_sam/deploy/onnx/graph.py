@@ -108,7 +108,7 @@ def write_graph(
     output a dynamic first axis (``num_prompts``).
 
     The TorchScript exporter (``dynamo=False``) is used: it needs no onnxscript, and its
-    graphs of all three families are checked against PyTorch in tests/export.
+    graphs of all three families are checked against PyTorch in tests/deploy.
     """
     dynamic_axes = None
     if per_prompt:
