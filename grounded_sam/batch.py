@@ -16,25 +16,25 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from grounded_sam.grounding.candidates import parse_negatives
-from grounded_sam.grounding.scoring import check_calibration
+from grounded_sam.grounding.options import QueryOptions
 from grounded_sam.inputs import IMAGE_EXTENSIONS, ImageInput, find_images, load_image, parse_prompt
 
 if TYPE_CHECKING:
     import supervision as sv
 
     from grounded_sam.grounding.index import ImageIndex
-    from grounded_sam.pipeline import GroundedSAM
+    from grounded_sam.sam.predictor import SamPredictor
     from grounded_sam.utils.progress import StageProgress
 
 __all__ = [
     "BatchItem",
+    "Engine",
     "IMAGE_EXTENSIONS",
     "ImageSources",
     "index_many",
@@ -53,6 +53,36 @@ ImageSources: TypeAlias = "str | os.PathLike | Iterable[ImageInput]"
 #: (ViT-H activations at 1024² in float16 stay well below this).
 _BYTES_PER_IMAGE = 3 * 2**30
 _MAX_AUTO_BATCH = 8
+
+
+class Engine(Protocol):
+    """What the loop needs from the engine.
+
+    ``GroundedSAM`` is one; it is typed here without importing it, so that
+    :mod:`grounded_sam.pipeline` may import this module without a cycle.
+    """
+
+    predictor: SamPredictor
+    options: QueryOptions
+
+    @property
+    def device(self) -> torch.device:
+        """Device the SAM model runs on."""
+        ...
+
+    def index(self, image: ImageInput, **kwargs: Any) -> ImageIndex:
+        """The image's index (``embedding=``, ``show_progress=``, ``proposal_settings=``)."""
+        ...
+
+    def query(
+        self,
+        index: ImageIndex,
+        prompt: str | Sequence[str] | None = None,
+        options: QueryOptions | None = None,
+        **knobs: Any,
+    ) -> sv.Detections:
+        """Detections for a prompt from an index."""
+        ...
 
 
 @dataclass
@@ -140,7 +170,7 @@ def _decoded(sources: Sequence[object], depth: int) -> Iterator[tuple[object, An
                 thread.join(0.05)
 
 
-def _can_batch(gs: GroundedSAM) -> bool:
+def _can_batch(gs: Engine) -> bool:
     """Whether the encoder can run several images at once: plain SAM only.
 
     HQ-SAM and SAM 2 keep further encoder features per image; they are encoded one at a time.
@@ -151,7 +181,7 @@ def _can_batch(gs: GroundedSAM) -> bool:
     return isinstance(predictor, SamPredictor) and type(predictor).encode is SamPredictor.encode
 
 
-def _auto_batch_size(gs: GroundedSAM) -> int:
+def _auto_batch_size(gs: Engine) -> int:
     device = getattr(gs, "device", None)
     if not isinstance(device, torch.device) or device.type != "cuda" or not _can_batch(gs):
         return 1
@@ -159,7 +189,7 @@ def _auto_batch_size(gs: GroundedSAM) -> int:
     return int(max(1, min(_MAX_AUTO_BATCH, free // _BYTES_PER_IMAGE)))
 
 
-def _encode_batch(gs: GroundedSAM, arrays: list[np.ndarray]) -> list[Any]:
+def _encode_batch(gs: Engine, arrays: list[np.ndarray]) -> list[Any]:
     """SAM image embeddings of several images in one encoder call (halving on GPU OOM)."""
     from grounded_sam.sam.predictor import ImageEmbedding
 
@@ -194,7 +224,7 @@ def _encode_batch(gs: GroundedSAM, arrays: list[np.ndarray]) -> list[Any]:
 
 
 def iter_results(
-    gs: GroundedSAM,
+    gs: Engine,
     images: ImageSources,
     work: Callable[[np.ndarray, Any], Any],
     *,
@@ -239,7 +269,7 @@ def iter_results(
 
 
 def _run_group(
-    gs: GroundedSAM, group: list[tuple[object, Any]], work: Callable, bar: tqdm
+    gs: Engine, group: list[tuple[object, Any]], work: Callable, bar: tqdm
 ) -> Iterator[BatchItem]:
     readable = [(s, a) for s, a in group if isinstance(a, np.ndarray)]
     embeddings: dict[int, Any] = {}
@@ -269,7 +299,7 @@ def _name(source: object) -> str:
     return type(source).__name__
 
 
-def _index_fn(gs: GroundedSAM, **index_kwargs: Any) -> Callable[[np.ndarray, Any], Any]:
+def _index_fn(gs: Engine, **index_kwargs: Any) -> Callable[[np.ndarray, Any], Any]:
     def run(image: np.ndarray, embedding: Any) -> ImageIndex:
         if embedding is None:
             return gs.index(image, **index_kwargs)
@@ -279,7 +309,7 @@ def _index_fn(gs: GroundedSAM, **index_kwargs: Any) -> Callable[[np.ndarray, Any
 
 
 def index_many(
-    gs: GroundedSAM,
+    gs: Engine,
     images: ImageSources,
     *,
     batch_size: int | None = None,
@@ -307,29 +337,32 @@ def index_many(
 
 
 def segment_items(
-    gs: GroundedSAM,
+    gs: Engine,
     images: ImageSources,
     prompt: str | Sequence[str] | None = None,
     *,
     batch_size: int | None = None,
     show_progress: bool = True,
     stages: Callable[[], StageProgress] | None = None,
+    options: QueryOptions | None = None,
     **query_kwargs: Any,
 ) -> Iterator[BatchItem]:
     """Like :func:`segment_many`, yielding :class:`BatchItem` (with the decoded image).
 
     ``stages``, when given, is called once per image for a
     :class:`~grounded_sam.utils.progress.StageProgress` that shows (and times) that image's
-    indexing stages: SAM encoder, proposals, CLIP regions.
+    indexing stages: SAM encoder, proposals, CLIP regions. ``options`` and ``query_kwargs``
+    are validated once, before any image (as ``GroundedSAM.query`` takes them).
     """
-    if prompt is not None or "exemplars" not in query_kwargs:
-        prompt = parse_prompt(prompt)  # a bad prompt fails once, before any image
-    parse_negatives(query_kwargs.get("negative"), prompt or [])
-    check_calibration(query_kwargs.get("calibration", "joint"))
+    # a bad prompt or knob fails once, before any image
+    opts = (options or gs.options).replace(**query_kwargs)
+    if prompt is not None or opts.exemplars is None:
+        prompt = parse_prompt(prompt)
+    opts.negatives_for(prompt or [])
 
     def run(image: np.ndarray, embedding: Any) -> sv.Detections:
         index = _index_fn(gs, show_progress=stages() if stages is not None else False)
-        return gs.query(index(image, embedding), prompt, **query_kwargs)
+        return gs.query(index(image, embedding), prompt, opts)
 
     yield from iter_results(
         gs, images, run, batch_size=batch_size, show_progress=show_progress, desc="Segmenting"
@@ -337,12 +370,13 @@ def segment_items(
 
 
 def segment_many(
-    gs: GroundedSAM,
+    gs: Engine,
     images: ImageSources,
     prompt: str | Sequence[str] | None = None,
     *,
     batch_size: int | None = None,
     show_progress: bool = True,
+    options: QueryOptions | None = None,
     **query_kwargs: Any,
 ) -> Iterator[tuple[object, sv.Detections | Exception]]:
     """Segment what a prompt names in many images.
@@ -353,7 +387,9 @@ def segment_many(
         prompt: Phrases, as for ``GroundedSAM.query``.
         batch_size: Images per SAM encoder call (see :func:`iter_results`).
         show_progress: Progress bar on stderr.
-        **query_kwargs: Passed to ``GroundedSAM.query`` (``threshold``, ``negative``, ...).
+        options: The query's options (default: the engine's).
+        **query_kwargs: Changes to ``options``, as for ``GroundedSAM.query`` (``threshold``,
+            ``negative``, ...).
 
     Yields:
         ``(source, Detections)``, or ``(source, exception)`` for an image that failed (the
@@ -365,6 +401,7 @@ def segment_many(
         ...         print(path, "failed:", dets)
     """
     for item in segment_items(
-        gs, images, prompt, batch_size=batch_size, show_progress=show_progress, **query_kwargs
-    ):
+        gs, images, prompt, batch_size=batch_size, show_progress=show_progress,
+        options=options, **query_kwargs,
+    ):  # fmt: skip
         yield item.source, item.result

@@ -29,7 +29,6 @@ __all__ = [
     "check_int",
     "check_number",
     "check_phrase",
-    "check_query_knobs",
 ]
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -349,35 +348,6 @@ def check_int(
     number = int(value)
     _check_range(name, number, low, high, why, str(number))
     return number
-
-
-def check_query_knobs(
-    threshold: object, top_k: object, refine: object, min_region_area: object
-) -> tuple[float, int | None, int, int]:
-    """Validate the per-query knobs of ``GroundedSAM.query`` (numpy scalars welcome).
-
-    Args:
-        threshold: Minimum confidence, a number in [0, 1].
-        top_k: Detections per phrase, an integer in [1, ``MAX_TOP_K``] or None.
-        refine: Extra decoder passes, an integer in [0, ``MAX_REFINE``].
-        min_region_area: Pixels, an integer >= 0.
-
-    Returns:
-        ``(threshold, top_k, refine, min_region_area)`` as Python numbers.
-
-    Raises:
-        ValueError: A value of the wrong type (``True`` is not a number here) or out of range;
-            the message names the knob, the bound and why.
-    """
-    thr = check_number("threshold", threshold, 0.0, 1.0)
-    k = (
-        None
-        if top_k is None
-        else check_int("top_k", top_k, 1, limits.MAX_TOP_K, limits.REASONS["top_k"])
-    )
-    ref = check_int("refine", refine, 0, limits.MAX_REFINE, limits.REASONS["refine"])
-    area = check_int("min_region_area", min_region_area, 0)
-    return thr, k, ref, area
 
 
 def _check_range(

@@ -13,44 +13,21 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import supervision as sv
 import torch
 
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
 from grounded_sam.grounding.boxes import region_box_masks
-from grounded_sam.grounding.candidates import parse_negatives, score_candidates
-from grounded_sam.grounding.clicks import (
-    decode_boxes_with_clicks,
-    honours_clicks,
-    keep_clicked_proposals,
-    proposals_honouring_clicks,
-)
-from grounded_sam.grounding.dedup import (
-    DEFAULT_PART_THRESH,
-    decode_until_distinct,
-    deduplicate,
-)
-from grounded_sam.grounding.exemplars import check_exemplars, embed_exemplars, exemplar_scores
+from grounded_sam.grounding.grounder import ClipGrounder, Grounder, RegionScorer
 from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
-from grounded_sam.grounding.scoring import (
-    DEFAULT_BACKGROUND_PHRASES,
-    check_calibration,
-    similarity,
-)
-from grounded_sam.grounding.selection import Selection, select_regions
-from grounded_sam.inputs import (
-    ImageInput,
-    as_points,
-    check_int,
-    check_query_knobs,
-    load_image,
-    parse_prompt,
-)
-from grounded_sam.results import empty_detections, make_detections
+from grounded_sam.grounding.options import QueryOptions
+from grounded_sam.grounding.refine import BoxRefiner
+from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES
+from grounded_sam.inputs import ImageInput, check_int, load_image, parse_prompt
+from grounded_sam.results import grounded_detections, prompt_detections
 from grounded_sam.sam.everything import (
     EverythingSettings,
     generate_proposals,
@@ -58,7 +35,6 @@ from grounded_sam.sam.everything import (
 )
 from grounded_sam.sam.loading import DEFAULT_SAM
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
-from grounded_sam.utils.masks import clean_small_regions, masks_to_boxes
 from grounded_sam.utils.progress import StageProgress
 
 if TYPE_CHECKING:
@@ -74,20 +50,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_INDEX_SETTINGS = EverythingSettings(points_per_side=16, points_per_batch=64)
 
 
-class RegionScorer(Protocol):
-    """What the pipeline needs from a region/text scorer (CLIP, or a stand-in in tests)."""
-
-    logit_scale: float
-
-    def encode_text(self, phrases: list[str]) -> torch.Tensor:
-        """(P, D) L2-normalised phrase embeddings."""
-        ...
-
-    def encode_regions(
-        self, image: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None
-    ) -> torch.Tensor:
-        """(N, D) L2-normalised region embeddings (see ClipScorer.encode_regions)."""
-        ...
+_DEFAULTS = QueryOptions()
 
 
 class GroundedSAM:
@@ -120,6 +83,17 @@ class GroundedSAM:
             :meth:`index`, so that a new phrase needs no SAM decoder pass at all; otherwise
             each region is decoded by the first query that selects it. Either way a region
             is decoded at most once per refine level (kept in the index).
+        grounder: How phrases become candidate regions (None: a
+            :class:`~grounded_sam.grounding.grounder.ClipGrounder` over ``scorer`` with
+            ``background_phrases``).
+
+    Attributes:
+        options: The default :class:`~grounded_sam.grounding.options.QueryOptions` of
+            :meth:`query` (``threshold``, ``top_k`` and ``refine`` from the arguments above;
+            assign ``gs.options = gs.options.replace(...)`` to change them).
+        grounder: The :class:`~grounded_sam.grounding.grounder.Grounder`.
+        refiner: The :class:`~grounded_sam.grounding.refine.BoxRefiner` (box re-prompts,
+            de-duplication, upscaling).
     """
 
     def __init__(
@@ -129,27 +103,43 @@ class GroundedSAM:
         *,
         proposal_settings: EverythingSettings = DEFAULT_INDEX_SETTINGS,
         max_regions: int = 100,
-        threshold: float = 0.3,
-        top_k: int | None = 20,
-        refine: int = 1,
+        threshold: float = _DEFAULTS.threshold,
+        top_k: int | None = _DEFAULTS.top_k,
+        refine: int = _DEFAULTS.refine,
         mask_nms_thresh: float = 0.5,
         background_phrases: Sequence[str] = DEFAULT_BACKGROUND_PHRASES,
         model_ids: tuple[str, str] = ("", ""),
         prefetch_boxes: bool = True,
+        grounder: Grounder | None = None,
     ) -> None:
-        threshold, top_k, refine, _ = check_query_knobs(threshold, top_k, refine, 0)
-        max_regions = check_int("max_regions", max_regions, 1)
+        self.options = QueryOptions(threshold=threshold, top_k=top_k, refine=refine)
         self.predictor = predictor
         self.scorer = scorer
         self.proposal_settings = proposal_settings
-        self.max_regions = max_regions
-        self.threshold = threshold
-        self.top_k = top_k
-        self.refine = refine
+        self.max_regions = check_int("max_regions", max_regions, 1)
         self.mask_nms_thresh = mask_nms_thresh
         self.background_phrases = list(background_phrases)
         self.model_ids = model_ids
         self.prefetch_boxes = prefetch_boxes
+        self.grounder: Grounder = grounder or ClipGrounder(
+            predictor, scorer, tuple(self.background_phrases)
+        )
+        self.refiner = BoxRefiner(predictor, mask_nms_thresh, proposal_settings.points_per_batch)
+
+    @property
+    def threshold(self) -> float:
+        """Default minimum confidence (``options.threshold``)."""
+        return self.options.threshold
+
+    @property
+    def top_k(self) -> int | None:
+        """Default maximum detections per phrase (``options.top_k``; None: no limit)."""
+        return self.options.top_k
+
+    @property
+    def refine(self) -> int:
+        """Default extra decoder passes (``options.refine``)."""
+        return self.options.refine
 
     @property
     def model_fingerprint(self) -> str:
@@ -306,19 +296,8 @@ class GroundedSAM:
         self,
         index: ImageIndex,
         prompt: str | Sequence[str] | None = None,
-        *,
-        threshold: float | None = None,
-        top_k: int | None | Literal["default"] = "default",
-        refine: int | None = None,
-        points: object | None = None,
-        point_labels: object | None = None,
-        min_region_area: int = 0,
-        negative: str | Sequence[str] | None = None,
-        exemplars: object | None = None,
-        exemplar_label: str = "exemplar",
-        calibration: Literal["joint", "per_phrase"] = "joint",
-        keep_parts: bool = False,
-        part_thresh: float = DEFAULT_PART_THRESH,
+        options: QueryOptions | None = None,
+        **knobs: Any,
     ) -> sv.Detections:
         """Answer a text prompt from an index (no image encoder, grid or CLIP image pass).
 
@@ -326,141 +305,59 @@ class GroundedSAM:
             index: From :meth:`index`.
             prompt: A phrase, comma-separated phrases, or a list of phrases (None with
                 ``exemplars`` only).
-            threshold: Minimum confidence in [0, 1] (default :attr:`threshold`).
-            top_k: Maximum detections per phrase, counted after all de-duplication (None for
-                no limit; default :attr:`top_k`).
-            refine: Extra refinement passes (default :attr:`refine`).
-            points: Optional (N, 2) xy points (original pixels) to mix text with clicks: a
-                region is a candidate only if it contains at least one foreground point and
-                no background point; each chosen region is re-prompted with its box plus the
-                points inside the box, and a final mask that misses its clicks is dropped.
-            point_labels: (N,) 1 foreground / 0 background for ``points`` (default all 1).
-            min_region_area: Remove islands and fill holes smaller than this many pixels
-                in the final masks (0: off).
-            negative: Phrases that must not be returned (``"handle, saucer"``): they compete
-                with the phrases in scoring like the background phrases, and a region whose
-                best match is a negative phrase is never returned.
-            exemplars: "More like this": one xyxy box or a list of boxes (original pixels)
-                around example objects; regions that look like them (CLIP image similarity,
-                see :mod:`grounded_sam.grounding.exemplars`) are returned as
-                ``exemplar_label``. Alone or with ``prompt``.
-            exemplar_label: Class name of exemplar matches.
-            calibration: ``"joint"``: one softmax over the phrases, negatives and background
-                phrases (a phrase's confidence drops when a similar phrase is added);
-                ``"per_phrase"``: each phrase against the negatives and background only
-                (independent of the other phrases). The label is the best phrase in both.
-            keep_parts: Keep masks that are parts of a larger mask with the same label.
-            part_thresh: A mask with more than this fraction of its pixels inside a larger
-                same-label mask is a part (dropped unless ``keep_parts``).
+            options: The query's knobs (default :attr:`options`, the engine's defaults).
+            **knobs: Changes to ``options``: any :class:`QueryOptions` field (``threshold``,
+                ``top_k`` (None: no limit), ``refine``, ``min_region_area``, ``negative``,
+                ``calibration``, ``keep_parts``, ``part_thresh``, ``exemplars``,
+                ``exemplar_label``, ``points``, ``point_labels``; see there). Points mix
+                text with clicks: a region is a candidate only if it contains a foreground
+                point and no background point, and it is re-prompted with its box plus the
+                points inside the box. Exemplars ("more like this", xyxy boxes) find regions
+                that look like them (see :mod:`grounded_sam.grounding.exemplars`).
 
         Returns:
             ``sv.Detections`` with ``mask`` (N, H, W) bool, ``xyxy`` (tight box of each mask,
             original pixels), ``confidence`` (see class doc), ``class_id`` (index into the
-            phrases, then the exemplar label) and ``data`` with ``class_name``,
-            ``clip_score``, ``sam_iou`` and ``proposal_index``. Empty when nothing matches.
+            phrases, then the exemplar label), ``data`` with ``class_name``, ``clip_score``,
+            ``sam_iou`` and ``proposal_index``, and ``metadata`` (image size, phrases, model
+            ids; see :mod:`grounded_sam.results`). Empty when nothing matches.
+
+        Raises:
+            TypeError: Not an index, or an unknown knob.
+            ValueError: A bad prompt or knob (the message names it), or an index made with
+                other models.
         """
+        opts = self._options(options, knobs)
         if not isinstance(index, ImageIndex):
             raise TypeError(
                 f"query() takes an ImageIndex from GroundedSAM.index(image), got "
                 f"{type(index).__name__}; use segment(image, prompt) for a one-off."
             )
         index.check_fits(self.model_ids, self.model_fingerprint)
-        if prompt is None and exemplars is None:
-            raise ValueError(_NO_PROMPT)
-        phrases = [] if prompt is None else parse_prompt(prompt)
-        negatives = parse_negatives(negative, phrases)
-        threshold, top_k, refine, min_region_area = check_query_knobs(
-            self.threshold if threshold is None else threshold,
-            self.top_k if isinstance(top_k, str) and top_k == "default" else top_k,
-            self.refine if refine is None else refine,
-            min_region_area,
-        )
-        check_calibration(calibration)
-        ex_boxes = None if exemplars is None else check_exemplars(exemplars, index.size)
-        labels = phrases + ([exemplar_label] if ex_boxes is not None else [])
-        if len(index) == 0:
-            return _with_phrases(empty_detections(index.size))
-        allowed = clicks = None
-        if points is not None:
-            pts, lab = as_points(points, point_labels, index.size)
-            clicks = torch.from_numpy(pts), torch.from_numpy(lab)
-            allowed = proposals_honouring_clicks(index.frame_masks, *clicks, index.size)
-        text = self.scorer.encode_text(phrases + negatives + self.background_phrases).to(
-            index.region_embeddings.device
-        )
-        cosine = similarity(index.region_embeddings, text)
-        logit_scale = float(self.scorer.logit_scale)
-        clip_cos = cosine[:, : len(phrases)]
-        ex_score = None
-        if ex_boxes is not None:
-            ex_emb = embed_exemplars(self.predictor, self.scorer, index, ex_boxes)
-            ex_score, ex_cos = exemplar_scores(index.region_embeddings, ex_emb, logit_scale)
-            clip_cos = torch.cat([clip_cos, ex_cos[:, None]], dim=1)
-        scores, rejected = score_candidates(
-            cosine, len(phrases), len(negatives), logit_scale, calibration, ex_score
-        )
-        allowed = ~rejected if allowed is None else allowed & ~rejected
-        chosen = select_regions(scores, threshold, None, allowed)
-        if len(chosen) == 0:
-            return _with_phrases(empty_detections(index.size))
-        # All tensors below live on the model's device. Candidates are re-prompted (box, plus
-        # the clicks inside it) in rounds until top_k distinct objects per phrase are found;
-        # empty masks, parts and duplicates are removed at the decoder's resolution, and only
-        # the survivors are upscaled.
-        vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
-        low_clicks = None  # the clicks in the low-res frame
-        if clicks is not None:
-            to_low_res = torch.tensor([vw / index.size[1], vh / index.size[0]])
-            low_clicks = clicks[0] * to_low_res, clicks[1]
-        decoded: dict[str, torch.Tensor] = {}
-
-        def decode(rows: torch.Tensor) -> None:
-            logits, iou = self._reprompt(index, chosen.take(rows), refine, clicks, low_clicks)
-            if not decoded:
-                decoded["low_res"] = logits.new_zeros(len(chosen), *logits.shape[1:])
-                decoded["iou"] = iou.new_zeros(len(chosen))
-            decoded["low_res"][rows], decoded["iou"][rows] = logits, iou
-
-        def distinct(rows: torch.Tensor) -> torch.Tensor:
-            small = decoded["low_res"][rows][:, :vh, :vw] > self.predictor.mask_threshold
-            kept = deduplicate(small, chosen.take(rows), self.mask_nms_thresh, keep_parts,
-                               part_thresh, low_clicks)  # fmt: skip
-            return rows[kept]
-
-        keep = decode_until_distinct(chosen, top_k, decode, distinct)
-        low_res, sam_iou = decoded["low_res"], decoded["iou"]
-        chosen, sam_iou = chosen.take(keep), sam_iou[keep]
-        masks = _upscale_binary(self.predictor, index, low_res[keep])
-        if min_region_area > 0:
-            masks = _clean_masks(masks, min_region_area)
-        filled = masks.flatten(1).any(1)
-        if clicks is not None:
-            filled &= honours_clicks(masks, *clicks).to(filled.device)
-        masks, sam_iou, chosen = masks[filled], sam_iou[filled], chosen.take(filled)
-        score, phrase, region = chosen.score, chosen.phrase, chosen.region
-        clip_score = clip_cos[region, phrase]
-        return make_detections(
-            masks=masks.cpu().numpy(),
-            xyxy=_tight_boxes(masks).cpu().numpy(),
-            confidence=score.cpu().numpy(),
-            class_id=phrase.cpu().numpy(),
-            phrases=labels,
-            clip_score=clip_score.cpu().numpy(),
-            sam_iou=sam_iou.cpu().numpy(),
-            proposal_index=region.cpu().numpy(),
-        )
+        phrases = _phrases(prompt, opts)
+        opts.check_for_image(index.size)
+        candidates = self.grounder.ground(index, phrases, opts)
+        return grounded_detections(self.refiner.refine(index, candidates, opts), self.model_ids)
 
     def segment(
-        self, image: ImageInput, prompt: str | Sequence[str] | None = None, **kwargs: Any
+        self,
+        image: ImageInput,
+        prompt: str | Sequence[str] | None = None,
+        options: QueryOptions | None = None,
+        **knobs: Any,
     ) -> sv.Detections:
-        """Index an image and answer one prompt: ``query(index(image), prompt)``.
+        """Index an image and answer one prompt: ``query(index(image), prompt, ...)``.
+
+        A bad prompt or knob, a negative that is also a phrase, and points or exemplar boxes
+        outside the image fail before the image is indexed.
 
         Args:
             image: A path, a PIL image, or an (H, W, 3) uint8 RGB array (for many images
                 use :meth:`segment_many`).
             prompt: A phrase, comma-separated phrases, or a list of phrases (None with
                 ``exemplars=`` only).
-            **kwargs: Passed to :meth:`query` (``negative``, ``exemplars``, ``calibration``,
+            options: As for :meth:`query`.
+            **knobs: As for :meth:`query` (``negative``, ``exemplars``, ``calibration``,
                 ``keep_parts``, ``threshold``, ...).
 
         Returns:
@@ -471,16 +368,13 @@ class GroundedSAM:
                 "segment() takes one image; for a list of images or a folder use "
                 "segment_many(images, prompt), which yields (source, detections) pairs."
             )
-        # fail on a bad prompt before the expensive part
-        if prompt is None and kwargs.get("exemplars") is None:
-            raise ValueError(_NO_PROMPT)
-        phrases = None if prompt is None else parse_prompt(prompt)
-        parse_negatives(kwargs.get("negative"), phrases or [])
-        check_calibration(kwargs.get("calibration", "joint"))
-        if kwargs.get("exemplars") is not None:  # a bad box fails before the expensive part
+        opts = self._options(options, knobs)
+        phrases = _phrases(prompt, opts)
+        opts.negatives_for(phrases)
+        if opts.per_image:  # a bad point or box fails before the expensive part
             image = load_image(image)
-            check_exemplars(kwargs["exemplars"], image.shape[:2])
-        return self.query(self.index(image), phrases, **kwargs)
+            opts.check_for_image(image.shape[:2])
+        return self.query(self.index(image), phrases or None, opts)
 
     def index_many(
         self, images: ImageSources, *, show_progress: bool = True, **kwargs: Any
@@ -544,24 +438,7 @@ class GroundedSAM:
             mask_input=mask_input,
             multimask_output=multimask_output,
         )
-        masks = pred.masks.reshape(-1, *pred.masks.shape[-2:])
-        iou = pred.iou_predictions.reshape(-1)
-        logits = pred.low_res_logits.reshape(-1, *pred.low_res_logits.shape[-2:])
-        n_gran = pred.iou_predictions.shape[-1]
-        prompt_index = np.repeat(np.arange(len(iou) // n_gran), n_gran)
-        granularity = np.tile(np.arange(n_gran), len(iou) // n_gran)
-        return make_detections(
-            masks=masks,
-            xyxy=_tight_boxes(torch.from_numpy(masks)).numpy(),
-            confidence=np.clip(iou, 0.0, 1.0),
-            class_id=np.zeros(len(iou), dtype=int),
-            phrases=["prompt"],
-            clip_score=np.full(len(iou), np.nan, dtype=np.float32),
-            sam_iou=iou,
-            prompt_index=prompt_index,
-            granularity=granularity,
-            low_res_logits=logits.astype(np.float32),
-        )
+        return prompt_detections(pred, self.model_ids)
 
     def everything(
         self,
@@ -611,43 +488,11 @@ class GroundedSAM:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _reprompt(
-        self,
-        index: ImageIndex,
-        chosen: Selection,
-        refine: int,
-        clicks: tuple[torch.Tensor, torch.Tensor] | None,
-        low_clicks: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Box re-prompt of chosen regions, with the clicks inside each box when given.
-
-        ``clicks``: ``(points (K, 2) original pixels, labels (K,))``; ``low_clicks``: the same
-        clicks scaled to the low-res frame.
-
-        Returns:
-            ``(low_res_logits (M, L, L), iou (M,))``.
-        """
-        if clicks is None:  # decoded once per region, kept in the index
-            return region_box_masks(
-                self.predictor, index, chosen.region, refine,
-                self.proposal_settings.points_per_batch,
-            )  # fmt: skip
-        boxes = index.proposals.boxes[chosen.region]
-        chunk = self.proposal_settings.points_per_batch
-        low_res, iou = decode_boxes_with_clicks(
-            self.predictor, index.embedding, boxes, *clicks, refine, chunk
-        )
-        vh, vw = self.predictor.transform.low_res_valid_size(index.embedding.input_size)
-        props = index.proposals
-        low_res = keep_clicked_proposals(
-            low_res,
-            props.low_res_logits[chosen.region],
-            props.crop_index[chosen.region] == 0,
-            *low_clicks,
-            (vh, vw),
-            self.predictor.mask_threshold,
-        )
-        return low_res, iou
+    def _options(self, options: QueryOptions | None, knobs: dict[str, Any]) -> QueryOptions:
+        """``options`` (default :attr:`options`) with ``knobs`` changed, validated once."""
+        if options is not None and not isinstance(options, QueryOptions):
+            raise TypeError(f"options must be a QueryOptions, got {type(options).__name__}.")
+        return (options or self.options).replace(**knobs)
 
 
 _NO_PROMPT = (
@@ -656,40 +501,18 @@ _NO_PROMPT = (
 )
 
 
-def _with_phrases(dets: sv.Detections) -> sv.Detections:
-    dets.data["proposal_index"] = np.zeros(0, dtype=int)
-    return dets
+def _phrases(prompt: str | Sequence[str] | None, options: QueryOptions) -> list[str]:
+    """The prompt's phrases ([] for an exemplar-only query).
 
-
-def _tight_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, 4) float xyxy boxes around masks, x2/y2 exclusive (pixel edges)."""
-    boxes = masks_to_boxes(masks).float()
-    nonempty = masks.flatten(1).any(1) if masks.numel() else torch.zeros(0, dtype=torch.bool)
-    boxes[:, 2:] += nonempty[:, None].float()
-    return boxes
-
-
-def _upscale_binary(
-    predictor: SamPredictor, index: ImageIndex, low_res: torch.Tensor
-) -> torch.Tensor:
-    """(M, L, L) logits -> (M, H, W) bool masks, upscaled one at a time.
-
-    The float logits of all M masks at full resolution would be 4x the masks themselves
-    (gigabytes on large images).
+    Raises:
+        ValueError: No prompt and no exemplars, or an empty prompt.
+        TypeError: A prompt that is neither a string nor a list of strings.
     """
-    h, w = index.size
-    out = torch.empty((low_res.shape[0], h, w), dtype=torch.bool, device=low_res.device)
-    for i in range(low_res.shape[0]):
-        full = predictor.upscale(index.embedding, low_res[i : i + 1, None])[0, 0]
-        out[i] = full > predictor.mask_threshold
-    return out
-
-
-def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
-    arr = masks.cpu().numpy()
-    for i in range(len(arr)):
-        arr[i], _ = clean_small_regions(arr[i], area)
-    return torch.from_numpy(arr).to(masks.device)
+    if prompt is None:
+        if options.exemplars is None:
+            raise ValueError(_NO_PROMPT)
+        return []
+    return parse_prompt(prompt)
 
 
 def _stage_progress(show_progress: bool | StageProgress) -> StageProgress:

@@ -190,11 +190,13 @@ def test_phrases_normalised():
 
 
 def test_numpy_scalars_are_numbers():
-    from grounded_sam.inputs import check_int, check_number, check_query_knobs
+    from grounded_sam.grounding.options import QueryOptions
+    from grounded_sam.inputs import check_int, check_number
 
     assert check_number("threshold", np.float32(0.25), 0, 1) == pytest.approx(0.25)
     assert check_int("top_k", np.int64(2), 1) == 2
-    assert check_query_knobs(np.float64(0.1), np.int32(3), np.uint8(1), np.int16(5)) == (
+    opts = QueryOptions(np.float64(0.1), np.int32(3), np.uint8(1), np.int16(5))
+    assert (opts.threshold, opts.top_k, opts.refine, opts.min_region_area) == (
         pytest.approx(0.1),
         3,
         1,
@@ -218,10 +220,10 @@ def test_numpy_scalars_are_numbers():
     ],
 )
 def test_bad_knobs(knobs, match):
-    from grounded_sam.inputs import check_query_knobs
+    from grounded_sam.grounding.options import QueryOptions
 
-    with pytest.raises(ValueError, match=match):
-        check_query_knobs(*knobs)
+    with pytest.raises(ValueError, match=match):  # (threshold, top_k, refine, min_region_area)
+        QueryOptions(*knobs)
 
 
 def test_permission_denied_is_a_permission_error(tmp_path, monkeypatch):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from grounded_sam.grounding.boxes import decode_boxes
+from grounded_sam.inputs import as_points
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+
+if TYPE_CHECKING:
+    from grounded_sam.grounding.options import QueryOptions
 
 __all__ = [
     "clicks_in_boxes",
@@ -13,10 +19,32 @@ __all__ = [
     "honours_clicks",
     "keep_clicked_proposals",
     "proposals_honouring_clicks",
+    "user_clicks",
 ]
 
 PAD_LABEL = -1
 """SAM's "not a point" label, used to pad the clicks of a box that has fewer inside it."""
+
+
+def user_clicks(
+    options: QueryOptions, image_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A query's clicks as tensors, or None when it has none.
+
+    Args:
+        options: The query's options (``points``, ``point_labels``).
+        image_size: (H, W) of the image; a click outside it is refused.
+
+    Returns:
+        ``(points (K, 2) float32 xy original pixels, labels (K,) long 1 / 0)`` on the CPU.
+
+    Raises:
+        ValueError: A click outside the image.
+    """
+    if options.points is None:
+        return None
+    points, labels = as_points(options.points, options.point_labels, image_size)
+    return torch.from_numpy(points), torch.from_numpy(labels)
 
 
 def clicks_in_boxes(

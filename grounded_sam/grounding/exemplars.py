@@ -27,37 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from grounded_sam.grounding.index import ImageIndex
-from grounded_sam.inputs import as_boxes
 from grounded_sam.sam.everything import Proposals
 from grounded_sam.sam.predictor import SamPredictor
 
-__all__ = ["check_exemplars", "embed_exemplars", "exemplar_scores"]
-
-
-def check_exemplars(exemplars: object, image_size: tuple[int, int]) -> np.ndarray:
-    """Validate exemplar boxes.
-
-    Args:
-        exemplars: One xyxy box or a list of them, original pixels.
-        image_size: (H, W).
-
-    Returns:
-        (E, 4) float32 xyxy.
-
-    Raises:
-        ValueError: Wrong shape, a box outside the image, or a box with no area.
-    """
-    try:
-        boxes = as_boxes(exemplars, image_size)
-    except ValueError as exc:
-        raise ValueError(f"Bad exemplar: {exc}") from None
-    flat = (boxes[:, 2] - boxes[:, 0] < 1) | (boxes[:, 3] - boxes[:, 1] < 1)
-    if flat.any():
-        raise ValueError(
-            f"Exemplar box {boxes[flat][0].tolist()} has no area: draw a box of at least one "
-            "pixel around an example object, as [x1, y1, x2, y2]."
-        )
-    return boxes
+__all__ = ["embed_exemplars", "exemplar_scores"]
 
 
 def embed_exemplars(
@@ -72,7 +45,7 @@ def embed_exemplars(
         predictor: SAM predictor (decodes each box on the index's kept embedding).
         scorer: Region scorer with ``encode_regions(image, boxes, frame_masks)``.
         index: The image's index.
-        boxes: (E, 4) xyxy exemplar boxes, original pixels (from :func:`check_exemplars`).
+        boxes: (E, 4) float32 xyxy exemplar boxes inside the image, original pixels.
 
     Returns:
         (E, D) L2-normalised embeddings.

@@ -177,11 +177,12 @@ class QueryOptions:
             "refine",
             check_int("refine", self.refine, 0, limits.MAX_REFINE, limits.REASONS["refine"]),
         )
+        area = check_int("min_region_area", self.min_region_area, 0)  # "must be >= 0"
         put(
             "min_region_area",
             check_int(
                 "min_region_area",
-                self.min_region_area,
+                area,
                 0,
                 limits.MAX_IMAGE_PIXELS,
                 "larger than any accepted image",

@@ -17,7 +17,7 @@ BAD = [
     ({"top_k": 0}, "top_k must be in"),
     ({"top_k": "default"}, "top_k must be an integer"),
     ({"refine": limits.MAX_REFINE + 1}, "refine must be in"),
-    ({"min_region_area": -1}, "min_region_area must be in"),
+    ({"min_region_area": -1}, "min_region_area must be >= 0, got -1"),  # as query() said
     ({"min_region_area": 2**63}, "min_region_area must be in"),
     ({"negative": 5}, "negative must be phrases"),
     ({"calibration": "both"}, "calibration must be one of"),
