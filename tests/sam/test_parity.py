@@ -40,6 +40,12 @@ EMBED_TOL = (1e-4, 0.0)
 # Mask logits (|x| up to ~20 once a mask prompt is fed back; low-res and upscaled) and predicted
 # IoUs: measured max |diff| ~1e-4 at |x| ~20, i.e. relative ~5e-6.
 LOGIT_TOL = (1e-4, 1e-4)
+# A second pass fed each side's OWN first-pass logits (SAM's refinement loop, as a user runs it)
+# chains two passes: the first pass's difference (within LOGIT_TOL) enters the mask encoder and
+# adds to the second pass's own, so the bound is the sum of the two passes' bounds. Measured
+# max |diff| 2.4e-4 on an AMX Xeon (kernel-dependent), ~1e-4 elsewhere. The same second pass
+# fed the SAME mask input on both sides is one pass and is held to LOGIT_TOL.
+CHAINED_LOGIT_TOL = (2 * LOGIT_TOL[0], 2 * LOGIT_TOL[1])
 # Thresholded masks: only pixels whose logit lies within tolerance of 0 may flip.
 MASK_IOU_MIN = 0.99
 # Against Meta's model exactly as shipped, the decoder LayerNorms use eps 1e-5 where transformers
@@ -281,7 +287,13 @@ def test_mask_logit_prompt_matches_reference(predictor, scene):
     # the mask prompt must change the answer, or this would not test it
     assert np.abs(refined[0]["low"] - first["low"]).max() > 1e-2
     for result in refined:
-        check(result)
+        check(result, CHAINED_LOGIT_TOL)
+    # one pass, same mask input on both sides: the single-pass bound
+    for with_point in (True, False):
+        same = run_both(predictor, scene, True, meta_mask, meta_mask,
+                        **(prompt if with_point else {}))  # fmt: skip
+        assert_nontrivial(same["masks"])
+        check(same)
 
 
 @pytest.mark.parametrize("multimask", [True, False])
