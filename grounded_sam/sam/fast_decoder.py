@@ -60,34 +60,15 @@ order): fp32 max |delta logit| ~1e-4 on a full-size random decoder (see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from grounded_sam.sam.types import SharedImage
+
 __all__ = ["FastMaskDecoder", "SharedImage", "hq_features", "stable_single_mask"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SharedImage:
-    """Prompt-independent decoder work for one image embedding (no mask input).
-
-    Attributes:
-        keys: (1, N, C) image tokens entering layer 0 (embedding + no-mask dense embedding),
-            N = E*E.
-        pe: (1, N, C) image positional encoding.
-        t2i_k: (h, N, d) layer-0 token->image keys, per head.
-        t2i_v: (h, N, d) layer-0 token->image values, per head.
-        i2t_q: (h, N, d) layer-0 image->token queries, per head (already scaled).
-    """
-
-    keys: torch.Tensor
-    pe: torch.Tensor
-    t2i_k: torch.Tensor
-    t2i_v: torch.Tensor
-    i2t_q: torch.Tensor
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:

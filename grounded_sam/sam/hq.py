@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from grounded_sam.sam.fast_decoder import hq_features
-from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.sam.types import ImageEmbedding
 
 __all__ = ["SamHQPredictor"]
 

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.predictor import SamPredictor
 from grounded_sam.sam.transforms import SamTransform
+from grounded_sam.sam.types import ImageEmbedding
 
 __all__ = ["Sam2Predictor", "Sam2Transform"]
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from grounded_sam.deploy.onnx import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
-from grounded_sam.sam.predictor import ImageEmbedding
+from grounded_sam.sam.types import ImageEmbedding
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
