@@ -9,8 +9,9 @@ import torch
 
 from grounded_sam import limits
 from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
+from grounded_sam.sam import families
+from grounded_sam.sam.families import SamFamily
 from grounded_sam.sam.fast_decoder import FastMaskDecoder
-from grounded_sam.sam.transforms import SamTransform
 from grounded_sam.sam.types import DecoderOutput, ImageEmbedding, Prediction, SharedImage
 
 # the value types live in grounded_sam.sam.types; re-exported here for older imports
@@ -46,22 +47,29 @@ class SamPredictor:
     """
 
     mask_threshold: float = 0.0
-    #: (count, what) of the extra encoder features a kept embedding must carry for this family.
-    FEATURES: tuple[int, str] = (0, "none (SAM's decoder takes the image embedding alone)")
+    #: Registry name of the family this class drives (see :mod:`grounded_sam.sam.families`).
+    FAMILY = "sam"
 
     def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
-        self.transform = SamTransform(int(model.config.vision_config.image_size))
+        self.transform = self.family.transform(model.config)
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
         self._setup_decoder(model, compile)
 
+    @property
+    def family(self) -> SamFamily:
+        """This predictor's family record: transform, decoder head, encoder features."""
+        return families.get(self.FAMILY)
+
     def _setup_decoder(self, model, compile: bool | str = False) -> None:
         """The many-prompt decoder and its per-image caches (shared by every SAM family)."""
         self._image_pe: torch.Tensor | None = None
         try:  # a stand-in model without SAM's decoder layout decodes its own way
-            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder)
+            self._fast: FastMaskDecoder | None = FastMaskDecoder(
+                model.mask_decoder, head=self.family.head
+            )
         except (AttributeError, TypeError, ValueError):
             self._fast = None
         # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
@@ -178,7 +186,7 @@ class SamPredictor:
 
     def _check_embedding(self, embedding: ImageEmbedding) -> None:
         """Refuse an embedding that lacks the encoder features this family's decoder needs."""
-        count, what = self.FEATURES
+        count, what = self.family.encoder_features, self.family.features_doc
         if len(embedding.features) != count:
             raise ValueError(
                 f"This embedding does not fit this model: it carries {len(embedding.features)} "
