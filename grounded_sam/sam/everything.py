@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from grounded_sam import limits
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
-from grounded_sam.sam.proposals import Proposals
+from grounded_sam.sam.proposals import MaskFrame, Proposals
 from grounded_sam.sam.stability import SUBPIXELS, subpixel_stability
 from grounded_sam.utils.grid import build_all_layer_point_grids, generate_crop_boxes
 from grounded_sam.utils.masks import (
@@ -49,7 +49,13 @@ from grounded_sam.utils.masks import (
     xyxy_to_xywh,
 )
 
-__all__ = ["EverythingSettings", "Proposals", "generate_proposals", "proposals_to_records"]
+__all__ = [
+    "EverythingSettings",
+    "MaskFrame",
+    "Proposals",
+    "generate_proposals",
+    "proposals_to_records",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -327,8 +333,7 @@ def generate_proposals(
         stability_score=data["stability"],
         point_coords=data["points"],
         original_size=(H, W),
-        low_res_size=predictor.transform.low_res_size,
-        _target_length=predictor.transform.target_length,
+        frame=MaskFrame.of(predictor.transform),
     )
 
 

@@ -33,6 +33,7 @@ def test_pipeline_end_to_end(request, model_dir, cls, stability, tiny_model_spec
     """index -> save -> load -> query gives the same detections; predict and everything run;
     a saved index whose extra features are broken is refused with the field named."""
     from grounded_sam import EverythingSettings, GroundedSAM, ImageIndex
+    from grounded_sam.sam.proposals import MaskFrame
 
     gs = GroundedSAM.from_pretrained(
         sam=str(request.getfixturevalue(model_dir)),
@@ -50,6 +51,7 @@ def test_pipeline_end_to_end(request, model_dir, cls, stability, tiny_model_spec
     path = index.save(tmp_path / "family.gsindex")
     loaded = ImageIndex.load(path)
     assert len(loaded.embedding.features) == families.get(cls.FAMILY).encoder_features
+    assert loaded.proposals.frame == index.proposals.frame == MaskFrame.of(gs.predictor.transform)
     for got, kept in zip(loaded.embedding.features, index.embedding.features, strict=True):
         torch.testing.assert_close(got, kept)
     a, b = gs.query(index, "a square"), gs.query(loaded, "a square")

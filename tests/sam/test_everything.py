@@ -473,7 +473,7 @@ def test_full_masks_and_boxes(crop_proposals, scene_230x150):
 
     crop = p.crop_boxes[p.crop_index].float()
     input_size = torch.tensor([p.crop_input_sizes[k] for k in p.crop_index.tolist()]).float()
-    stride = p._target_length / p.low_res_size
+    stride = p.frame.target_length / p.low_res_size
     px = stride * (crop[:, 2:] - crop[:, :2]) / input_size.flip(1)  # (x, y) per low-res pixel
     error = (masks_to_boxes(full).float() - p.boxes).abs()
     assert (error <= px.repeat(1, 2) + 1).all(), (error, px)
@@ -482,16 +482,16 @@ def test_full_masks_and_boxes(crop_proposals, scene_230x150):
 
 
 def test_full_masks_only_for_requested(crop_proposals, monkeypatch):
-    from grounded_sam.sam.transforms import SamTransform
+    from grounded_sam.sam.proposals import MaskFrame
 
     upsampled = []
-    original = SamTransform.postprocess_masks
+    original = MaskFrame.upscale_logits
 
-    def counting(self, low_res, input_size, original_size):
+    def counting(self, low_res, input_size, size):
         upsampled.append(int(low_res.shape[0]))
-        return original(self, low_res, input_size, original_size)
+        return original(self, low_res, input_size, size)
 
-    monkeypatch.setattr(SamTransform, "postprocess_masks", counting)
+    monkeypatch.setattr(MaskFrame, "upscale_logits", counting)
     crop_proposals.full_masks(torch.tensor([1]))
     assert sum(upsampled) == 1
     upsampled.clear()
