@@ -27,7 +27,7 @@ from grounded_sam.grounding.options import QueryOptions
 from grounded_sam.grounding.refine import BoxRefiner
 from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES
 from grounded_sam.inputs import ImageInput, check_int, load_image, parse_prompt
-from grounded_sam.results import grounded_detections, prompt_detections
+from grounded_sam.results import grounded_detections, model_metadata, prompt_detections
 from grounded_sam.sam.everything import (
     EverythingSettings,
     generate_proposals,
@@ -319,8 +319,9 @@ class GroundedSAM:
             ``sv.Detections`` with ``mask`` (N, H, W) bool, ``xyxy`` (tight box of each mask,
             original pixels), ``confidence`` (see class doc), ``class_id`` (index into the
             phrases, then the exemplar label), ``data`` with ``class_name``, ``clip_score``,
-            ``sam_iou`` and ``proposal_index``, and ``metadata`` (image size, phrases, model
-            ids; see :mod:`grounded_sam.results`). Empty when nothing matches.
+            ``sam_iou`` and ``proposal_index``, ``metadata`` (image width and height, the
+            phrases, the SAM id and family and the CLIP id; see :mod:`grounded_sam.results`)
+            and ``tracker_id`` None. Empty when nothing matches.
 
         Raises:
             TypeError: Not an index, or an unknown knob.
@@ -337,7 +338,8 @@ class GroundedSAM:
         phrases = _phrases(prompt, opts)
         opts.check_for_image(index.size)
         candidates = self.grounder.ground(index, phrases, opts)
-        return grounded_detections(self.refiner.refine(index, candidates, opts), self.model_ids)
+        found = self.refiner.refine(index, candidates, opts)
+        return grounded_detections(found, model_metadata(self.predictor, self.model_ids))
 
     def segment(
         self,
@@ -426,7 +428,8 @@ class GroundedSAM:
             Detections, one per mask, ordered by prompt then granularity: ``confidence`` is
             SAM's predicted IoU; ``data`` has ``class_name`` ("prompt"), ``sam_iou``,
             ``clip_score`` (NaN), ``prompt_index``, ``granularity`` (0 whole .. 2 sub-part
-            with multimask output) and ``low_res_logits`` ((N, L, L) float32).
+            with multimask output) and ``low_res_logits`` ((N, L, L) float32); ``metadata``
+            as for :meth:`query`, with the phrases ``["prompt"]``.
         """
         embedding = image.embedding if isinstance(image, ImageIndex) else None
         source = embedding or self.predictor.encode(load_image(image))
@@ -438,7 +441,7 @@ class GroundedSAM:
             mask_input=mask_input,
             multimask_output=multimask_output,
         )
-        return prompt_detections(pred, self.model_ids)
+        return prompt_detections(pred, model_metadata(self.predictor, self.model_ids))
 
     def everything(
         self,

@@ -1,8 +1,22 @@
 """Building ``supervision.Detections`` results.
 
-Every result of the engine is an ``sv.Detections`` whose ``metadata`` says what it answers
-(:func:`detection_metadata`): ``image_size`` (H, W), ``phrases`` (the label names
-``class_id`` indexes) and ``model_ids`` (``{"sam": ..., "clip": ...}``).
+Every result of the engine is an ``sv.Detections``, built here only. Besides the per-detection
+fields (``xyxy``, ``mask``, ``confidence``, ``class_id`` and ``data``, see
+:meth:`grounded_sam.GroundedSAM.query` and :meth:`~grounded_sam.GroundedSAM.predict`), its
+``metadata`` says what the result answers (:func:`detection_metadata`), for example::
+
+    {
+        "image_size": {"width": 640, "height": 480},  # of the original image, in pixels
+        "phrases": ["dog", "frisbee"],                  # the names class_id indexes
+        "model_ids": {"sam": "facebook/sam-vit-base", "sam_family": "sam",
+                      "clip": "ViT-B-16:laion2b_s34b_b88k"},
+    }
+
+``metadata`` is extra information: the JSON and dataset files written from a result
+(:mod:`grounded_sam.export.records`) do not change with it. ``tracker_id`` is always None:
+results are per image, nothing tracks objects across frames yet.
+
+Thread safety: pure functions of their arguments.
 """
 
 from __future__ import annotations
@@ -26,7 +40,9 @@ __all__ = [
     "empty_detections",
     "grounded_detections",
     "make_detections",
+    "model_metadata",
     "prompt_detections",
+    "sam_family",
     "tight_boxes",
 ]
 
@@ -34,24 +50,52 @@ DATA_KEYS = ("class_name", "clip_score", "sam_iou")
 """Keys always present in ``Detections.data`` of text-prompted results."""
 
 
-def detection_metadata(
-    image_size: tuple[int, int], phrases: Sequence[str], model_ids: tuple[str, str] = ("", "")
-) -> dict[str, Any]:
-    """``Detections.metadata`` of a result.
+def sam_family(predictor: object) -> str:
+    """The SAM family of a predictor: ``"sam"``, ``"sam_hq"``, ``"sam2"`` ("" if unknown).
+
+    The predictor's own ``family`` (a name, or a record with a ``name``) when it has one, else
+    its model config's ``model_type``.
+    """
+    family = getattr(predictor, "family", None)
+    if family is not None:
+        return str(getattr(family, "name", family))
+    config = getattr(getattr(predictor, "model", None), "config", None)
+    model_type = str(getattr(config, "model_type", "") or "")
+    return "sam2" if model_type == "sam2_video" else model_type
+
+
+def model_metadata(predictor: object, model_ids: tuple[str, str] = ("", "")) -> dict[str, str]:
+    """The ``model_ids`` entry of ``metadata``: which models made a result.
 
     Args:
-        image_size: (H, W) of the image.
-        phrases: The label names ``class_id`` indexes.
-        model_ids: (sam, clip) names of the models.
+        predictor: The SAM predictor (for its family).
+        model_ids: (sam, clip) names as given to ``GroundedSAM.from_pretrained``.
 
     Returns:
-        ``{"image_size": (H, W), "phrases": [...], "model_ids": {"sam": ..., "clip": ...}}``.
+        ``{"sam": ..., "sam_family": ..., "clip": ...}``.
     """
     sam, clip = model_ids
+    return {"sam": str(sam), "sam_family": sam_family(predictor), "clip": str(clip)}
+
+
+def detection_metadata(
+    image_size: tuple[int, int], phrases: Sequence[str], models: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """``Detections.metadata`` of a result (see the module docstring).
+
+    Args:
+        image_size: (H, W) of the original image (as ``ImageIndex.size``).
+        phrases: The label names ``class_id`` indexes.
+        models: From :func:`model_metadata` (None: unknown, empty names).
+
+    Returns:
+        ``{"image_size": {"width": W, "height": H}, "phrases": [...], "model_ids": {...}}``.
+    """
+    h, w = (int(v) for v in image_size)
     return {
-        "image_size": (int(image_size[0]), int(image_size[1])),
-        "phrases": list(phrases),
-        "model_ids": {"sam": sam, "clip": clip},
+        "image_size": {"width": w, "height": h},
+        "phrases": [str(p) for p in phrases],
+        "model_ids": dict(models or model_metadata(None)),
     }
 
 
@@ -133,12 +177,12 @@ def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
-def grounded_detections(found: Refined, model_ids: tuple[str, str] = ("", "")) -> sv.Detections:
+def grounded_detections(found: Refined, models: Mapping[str, str] | None = None) -> sv.Detections:
     """The result of a text / exemplar query from the refiner's masks.
 
     Args:
         found: From :meth:`grounded_sam.grounding.refine.BoxRefiner.refine`.
-        model_ids: (sam, clip) names, for ``metadata``.
+        models: From :func:`model_metadata`, for ``metadata``.
 
     Returns:
         Detections with ``mask`` (N, H, W) bool, ``xyxy`` (tight box of each mask, original
@@ -155,18 +199,18 @@ def grounded_detections(found: Refined, model_ids: tuple[str, str] = ("", "")) -
         phrases=found.candidates.labels,
         clip_score=found.candidates.raw_score.cpu().numpy(),
         sam_iou=found.sam_iou.cpu().numpy(),
-        metadata=detection_metadata(masks.shape[1:], found.candidates.labels, model_ids),
+        metadata=detection_metadata(masks.shape[1:], found.candidates.labels, models),
         proposal_index=chosen.region.cpu().numpy(),
     )
 
 
-def prompt_detections(pred: Prediction, model_ids: tuple[str, str] = ("", "")) -> sv.Detections:
+def prompt_detections(pred: Prediction, models: Mapping[str, str] | None = None) -> sv.Detections:
     """The result of SAM's geometric prompts (``GroundedSAM.predict``).
 
     Args:
         pred: SAM's prediction: ``masks`` (B, G, H, W) bool, ``iou_predictions`` (B, G),
             ``low_res_logits`` (B, G, L, L) for B prompts with G granularities each.
-        model_ids: (sam, clip) names, for ``metadata``.
+        models: From :func:`model_metadata`, for ``metadata``.
 
     Returns:
         Detections, one per mask, ordered by prompt then granularity: ``confidence`` is SAM's
@@ -185,7 +229,7 @@ def prompt_detections(pred: Prediction, model_ids: tuple[str, str] = ("", "")) -
         phrases=["prompt"],
         clip_score=np.full(len(iou), np.nan, dtype=np.float32),
         sam_iou=iou,
-        metadata=detection_metadata(masks.shape[1:], ["prompt"], model_ids),
+        metadata=detection_metadata(masks.shape[1:], ["prompt"], models),
         prompt_index=np.repeat(np.arange(len(iou) // n_gran), n_gran),
         granularity=np.tile(np.arange(n_gran), len(iou) // n_gran),
         low_res_logits=logits.astype(np.float32),

@@ -9,10 +9,10 @@ from grounded_sam.cli.common import (
     HelpFormatter,
     add_model_options,
     add_proposal_options,
-    add_query_options,
     load_engine,
     positive_int,
 )
+from grounded_sam.cli.options import add_query_options
 
 __all__ = ["add_parser", "run"]
 
@@ -60,7 +60,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="memory in MiB for the image indexes all sessions share (least recently used "
         "ones are dropped beyond it and built again when needed)",
     )
-    add_query_options(parser)
+    add_query_options(parser, ("detection",))  # the page has its own grounding controls
     add_proposal_options(parser)
     add_model_options(parser)
     parser.set_defaults(run=run)

@@ -21,17 +21,14 @@ __all__ = [
     "PROG",
     "ArgumentParser",
     "HelpFormatter",
-    "add_grounding_options",
     "add_model_options",
     "add_proposal_options",
-    "add_query_options",
     "check_out_dir",
     "load_engine",
     "say",
     "stage_progress",
     "proposal_settings",
     "format_table",
-    "query_kwargs",
     "unique_stems",
 ]
 
@@ -206,103 +203,6 @@ def add_proposal_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_query_options(parser: argparse.ArgumentParser) -> None:
-    """--threshold, --top-k, --refine, --min-region-area."""
-    d = _engine_defaults()
-    group = parser.add_argument_group("detection")
-    group.add_argument(
-        "--threshold",
-        type=probability,
-        default=d["threshold"],
-        help="minimum confidence (calibrated CLIP probability) of a detection",
-    )
-    group.add_argument(
-        "--top-k",
-        type=non_negative_int,
-        default=d["top_k"] if d["top_k"] is not None else 0,
-        help="at most this many detections per phrase (0: no limit)",
-    )
-    group.add_argument(
-        "--refine",
-        type=non_negative_int,
-        default=d["refine"],
-        help="extra SAM passes that refine each mask's edges (0: box prompt only)",
-    )
-    group.add_argument(
-        "--min-region-area",
-        type=non_negative_int,
-        default=0,
-        help="remove mask islands and fill holes smaller than this many pixels (0: off)",
-    )
-
-
-def box_xyxy(text: str) -> list[float]:
-    """A box ``x1,y1,x2,y2`` in pixels."""
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"expected a box as x1,y1,x2,y2 in pixels, got {text!r}")
-    return values
-
-
-def add_grounding_options(parser: argparse.ArgumentParser, exemplars: bool = False) -> None:
-    """--negative, --calibration, --keep-parts (and --exemplar / --exemplar-label)."""
-    group = parser.add_argument_group("grounding")
-    group.add_argument(
-        "--negative",
-        metavar="PHRASES",
-        default=None,
-        help="comma-separated phrases to exclude, e.g. 'handle, saucer': a region that best "
-        "matches one of them is never returned",
-    )
-    group.add_argument(
-        "--calibration",
-        default="joint",
-        choices=("joint", "per_phrase"),
-        help="joint: one softmax over all phrases + background (a similar phrase lowers "
-        "another's confidence); per_phrase: each phrase vs the background only",
-    )
-    group.add_argument(
-        "--keep-parts",
-        action="store_true",
-        help="also return masks that are parts of a larger mask with the same label",
-    )
-    if exemplars:
-        group.add_argument(
-            "--exemplar",
-            metavar="X1,Y1,X2,Y2",
-            type=box_xyxy,
-            action="append",
-            default=None,
-            help="box around an example object: find all regions like it (repeatable; "
-            "several are averaged; --prompt becomes optional)",
-        )
-        group.add_argument(
-            "--exemplar-label",
-            default="exemplar",
-            help="class name given to regions found by --exemplar",
-        )
-
-
-def query_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for ``GroundedSAM.query`` from the parsed detection options."""
-    out = {
-        "threshold": args.threshold,
-        "top_k": args.top_k or None,
-        "refine": args.refine,
-        "min_region_area": args.min_region_area,
-    }
-    for key in ("negative", "calibration", "keep_parts"):
-        if hasattr(args, key):
-            out[key] = getattr(args, key)
-    if getattr(args, "exemplar", None):
-        out["exemplars"] = args.exemplar
-        out["exemplar_label"] = args.exemplar_label
-    return out
-
-
 def proposal_settings(args: argparse.Namespace) -> EverythingSettings:
     """The index's proposal settings from the parsed region-proposal options."""
     from grounded_sam import EverythingSettings
@@ -370,14 +270,13 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
     # Before the heavier imports: offline and not cached fails here, naming both models.
     require_hub_models([sam_hub_model(args.sam), clip_hub_model(args.clip)])
     from grounded_sam import GroundedSAM
+    from grounded_sam.cli.options import query_options
 
     _quiet_weight_loading(args.verbose)
     kwargs: dict[str, Any] = {}
     if hasattr(args, "points_per_side") and hasattr(args, "max_regions"):
         kwargs["proposal_settings"] = proposal_settings(args)
         kwargs["max_regions"] = args.max_regions
-    if hasattr(args, "threshold"):
-        kwargs.update(threshold=args.threshold, top_k=args.top_k or None, refine=args.refine)
     t0 = time.perf_counter()
     gs = GroundedSAM.from_pretrained(
         sam=args.sam,
@@ -387,6 +286,8 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
         crop_style=args.crop_style,
         **kwargs,
     )
+    if hasattr(args, "threshold"):  # the command's query flags are the engine's defaults
+        gs.options = query_options(args, gs.options)
     say(args, f"models ready in {time.perf_counter() - t0:.1f}s on {gs.device}")
     return gs
 

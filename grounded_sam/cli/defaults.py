@@ -2,11 +2,15 @@
 
 ``--help`` must answer in well under a second, so the command modules build their parsers
 from these plain values instead of importing :mod:`grounded_sam.pipeline` (torch,
-transformers, supervision: seconds). ``tests/cli/test_defaults.py`` checks that every value
-equals the engine's own default, so the two cannot drift apart.
+transformers, supervision: seconds). The query knobs' defaults are read from
+:class:`~grounded_sam.grounding.options.QueryOptions` (torch-free), the one place they are
+declared; ``tests/cli/test_defaults.py`` checks that every other value equals the engine's own
+default, so the two cannot drift apart.
 """
 
 from __future__ import annotations
+
+from grounded_sam.grounding.options import query_fields
 
 __all__ = [
     "DATASET_FORMATS",
@@ -44,11 +48,10 @@ INDEX_PROPOSALS: dict[str, int | float] = {
     "crop_n_layers": 0,
 }
 
-#: Defaults of ``GroundedSAM.__init__``'s query knobs (``top_k`` None is shown as 0).
+#: Defaults of ``GroundedSAM.__init__``'s query knobs: those of
+#: :class:`~grounded_sam.grounding.options.QueryOptions` (torch-free), plus ``max_regions``.
 QUERY: dict[str, int | float | None] = {
-    "threshold": 0.3,
-    "top_k": 20,
-    "refine": 1,
+    **{f.name: f.default for f in query_fields() if f.name in ("threshold", "top_k", "refine")},
     "max_regions": 100,
 }
 

@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import (
     HelpFormatter,
-    add_grounding_options,
     add_model_options,
     add_proposal_options,
-    add_query_options,
     load_engine,
     positive_int,
     proposal_settings,
-    query_kwargs,
 )
+from grounded_sam.cli.options import add_query_options, query_options
 
 if TYPE_CHECKING:
     from grounded_sam.grounding.options import QueryOptions
@@ -103,7 +101,6 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_query_options(parser)
-    add_grounding_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
     _add_ray_options(parser)
@@ -192,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             "The class list (--classes) is empty: give comma-separated class names, e.g. "
             "--classes 'date, fig, hazelnut'."
         ) from None
-    options = _query_options(args)
+    options = query_options(args)  # validated once, here, before anything loads
     if args.ray is not None:
         return _run_ray(args, classes, options)
     if "://" in args.images_dir:
@@ -230,13 +227,6 @@ def run(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - t0
     return _summary(args, classes, report, elapsed)
-
-
-def _query_options(args: argparse.Namespace) -> QueryOptions:
-    """The query knobs of every image, from the parsed options (validated once, here)."""
-    from grounded_sam.grounding.options import QueryOptions
-
-    return QueryOptions().replace(**query_kwargs(args))
 
 
 def _run_ray(args: argparse.Namespace, classes: list[str], options: QueryOptions) -> int:

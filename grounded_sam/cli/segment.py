@@ -12,19 +12,17 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import (
     HelpFormatter,
-    add_grounding_options,
     add_model_options,
     add_proposal_options,
-    add_query_options,
     check_images_exist,
     check_out_dir,
     format_table,
     load_engine,
-    query_kwargs,
     say,
     stage_progress,
     unique_stems,
 )
+from grounded_sam.cli.options import add_query_options, query_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,8 +78,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--opacity", type=float, default=0.5, help="mask fill opacity of the overlay, 0 to 1"
     )
-    add_query_options(parser)
-    add_grounding_options(parser, exemplars=True)
+    add_query_options(parser, per_image=True)
     add_proposal_options(parser)
     add_model_options(parser)
     parser.set_defaults(run=run)
@@ -93,15 +90,15 @@ def run(args: argparse.Namespace) -> int:
     from grounded_sam import parse_prompt
     from grounded_sam.batch import segment_items
     from grounded_sam.export.records import detections_to_json
-    from grounded_sam.grounding.candidates import parse_negatives
 
-    if args.prompt is None and not args.exemplar:
+    options = query_options(args)
+    if args.prompt is None and options.exemplars is None:
         raise ValueError(
             "Give --prompt PHRASES, --exemplar X1,Y1,X2,Y2 around an example object, or both."
         )
     phrases = None if args.prompt is None else parse_prompt(args.prompt)
-    labels = (phrases or []) + ([args.exemplar_label] if args.exemplar else [])
-    parse_negatives(args.negative, phrases or [])
+    labels = (phrases or []) + ([options.exemplar_label] if options.exemplars else [])
+    options.negatives_for(phrases or [])
     if args.out is None and not args.json:
         raise ValueError("Give --out DIR for the result files, or --json to print the JSON.")
     if not 0.0 <= args.opacity <= 1.0:
@@ -125,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         phrases,
         show_progress=not args.quiet,
         stages=new_stages,
-        **query_kwargs(args),
+        options=options,
     )  # a progress bar over the images, one per indexing stage, on stderr (-q: none)
     for item in items:  # the shared many-images loop (decoding overlapped with model work)
         path, image, dets = item.source, item.image, item.result

@@ -12,15 +12,14 @@ from grounded_sam.cli.common import (
     HelpFormatter,
     add_model_options,
     add_proposal_options,
-    add_query_options,
     check_images_exist,
     check_out_dir,
     format_table,
     load_engine,
-    query_kwargs,
     say,
     stage_progress,
 )
+from grounded_sam.cli.options import add_query_options, query_options
 
 __all__ = ["add_parser", "run"]
 
@@ -89,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}.")
+    query_options(args)  # a bad combination fails before the models load
     out = check_out_dir(args.out)
     (path,) = check_images_exist([args.image])
     image = load_image(path)
@@ -108,14 +108,14 @@ def run(args: argparse.Namespace) -> int:
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:  # pragma: no cover - Windows
             pass
-    kwargs = query_kwargs(args)
+    options = query_options(args)
     while True:
         line = _read_phrase(interactive)
         if line is None or line.strip().lower() in QUIT:
             break
         t0 = time.perf_counter()
         try:
-            dets = gs.query(index, line, **kwargs)
+            dets = gs.query(index, line, options)
         except (ValueError, TypeError) as exc:
             sys.stderr.write(f"grounded-sam: error: {' '.join(str(exc).split())}\n")
             continue

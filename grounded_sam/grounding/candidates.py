@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from grounded_sam.grounding.scoring import best_is_negative, negative_scores, score_phrases
-from grounded_sam.inputs import parse_prompt
 
-__all__ = ["parse_negatives", "score_candidates"]
+__all__ = ["score_candidates"]
 
 
 def score_candidates(
@@ -17,7 +14,7 @@ def score_candidates(
     n_phrases: int,
     n_negatives: int,
     logit_scale: float,
-    calibration: str = "joint",
+    calibration: str,
     exemplar_score: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Calibrated scores per label, and the regions a negative phrase vetoes.
@@ -52,30 +49,3 @@ def score_candidates(
         by_exemplar = scores.argmax(dim=1) == n_phrases
         rejected = torch.where(by_exemplar, neg >= scores[:, n_phrases], rejected)
     return scores, rejected
-
-
-def parse_negatives(negative: str | Sequence[str] | None, phrases: Sequence[str]) -> list[str]:
-    """Split negative phrases like a prompt; a phrase cannot be both wanted and negative.
-
-    Args:
-        negative: ``"handle, saucer"``, a list of phrases, or None.
-        phrases: The query's (parsed) phrases.
-
-    Returns:
-        The negative phrases (empty for None).
-
-    Raises:
-        ValueError: A negative phrase is also one of the query's phrases.
-    """
-    if negative is None or (isinstance(negative, str) and not negative.strip()):
-        return []
-    if not isinstance(negative, str) and len(negative) == 0:
-        return []
-    negatives = parse_prompt(negative)
-    wanted = {p.lower() for p in phrases}
-    both = [n for n in negatives if n.lower() in wanted]
-    if both:
-        raise ValueError(
-            f"{both[0]!r} is both a phrase and a negative phrase: remove it from one of them."
-        )
-    return negatives

@@ -85,8 +85,8 @@ def deduplicate(
     small: torch.Tensor,
     chosen: Selection,
     nms_thresh: float,
-    keep_parts: bool = False,
-    part_thresh: float = DEFAULT_PART_THRESH,
+    keep_parts: bool,
+    part_thresh: float,
     clicks: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One detection per object among re-prompted masks.

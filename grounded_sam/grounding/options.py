@@ -47,13 +47,35 @@ Box = tuple[float, float, float, float]
 Point = tuple[float, float]
 
 
-def _meta(help: str, *, cli: str | None = None, per_image: bool = False) -> dict[str, Any]:
-    """Field metadata of a knob.
+def _meta(
+    help: str,
+    *,
+    cli: str | None = None,
+    per_image: bool = False,
+    group: str = "detection",
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+) -> dict[str, Any]:
+    """Field metadata of a knob (what :mod:`grounded_sam.cli.options` builds the flags from).
 
-    The help text, the CLI flag (None: not a CLI flag of its own) and whether the knob is per
-    image (points, exemplars: not part of a labeling run's config).
+    Args:
+        help: One line for ``--help`` and the docs.
+        cli: The CLI flag (None: not a CLI flag of its own).
+        per_image: The knob belongs to one image (points, exemplars and the exemplars' label:
+            not part of a labeling run's config, not offered by the commands over many
+            images or over one image at a time).
+        group: The ``--help`` section of the flag: ``"detection"`` or ``"grounding"``.
+        choices: The allowed values of a string knob (the CLI offers exactly these).
+        metavar: How ``--help`` shows the flag's value (None: argparse's default).
     """
-    return {"help": help, "cli": cli, "per_image": per_image}
+    return {
+        "help": help,
+        "cli": cli,
+        "per_image": per_image,
+        "group": group,
+        "choices": choices,
+        "metavar": metavar,
+    }
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,8 @@ class QueryOptions:
             "comma-separated phrases to exclude, e.g. 'handle, saucer': a region that best "
             "matches one of them is never returned",
             cli="--negative",
+            group="grounding",
+            metavar="PHRASES",
         ),
     )
     calibration: str = field(
@@ -122,6 +146,8 @@ class QueryOptions:
             "joint: one softmax over all phrases + background (a similar phrase lowers "
             "another's confidence); per_phrase: each phrase vs the background only",
             cli="--calibration",
+            group="grounding",
+            choices=CALIBRATIONS,
         ),
     )
     keep_parts: bool = field(
@@ -129,6 +155,7 @@ class QueryOptions:
         metadata=_meta(
             "also return masks that are parts of a larger mask with the same label",
             cli="--keep-parts",
+            group="grounding",
         ),
     )
     part_thresh: float = field(
@@ -137,6 +164,7 @@ class QueryOptions:
             "a mask with more than this fraction of its pixels inside a larger mask of the "
             "same label is a part of it",
             cli="--part-thresh",
+            group="grounding",
         ),
     )
     exemplars: tuple[Box, ...] | None = field(
@@ -146,11 +174,18 @@ class QueryOptions:
             "are averaged; --prompt becomes optional)",
             cli="--exemplar",
             per_image=True,
+            group="grounding",
+            metavar="X1,Y1,X2,Y2",
         ),
     )
     exemplar_label: str = field(
         default="exemplar",
-        metadata=_meta("class name given to regions found by --exemplar", cli="--exemplar-label"),
+        metadata=_meta(
+            "class name given to regions found by --exemplar",
+            cli="--exemplar-label",
+            per_image=True,
+            group="grounding",
+        ),
     )
     points: tuple[Point, ...] | None = field(
         default=None,
@@ -252,7 +287,7 @@ class QueryOptions:
 
         Args:
             per_image: Include the per-image prompts (``points``, ``point_labels``,
-                ``exemplars``); a labeling run's config leaves them out.
+                ``exemplars``, ``exemplar_label``); a labeling run's config leaves them out.
 
         Returns:
             ``{name: value}``; :meth:`from_dict` reads it back.

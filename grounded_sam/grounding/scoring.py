@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from grounded_sam.grounding.options import CALIBRATIONS  # declared with the knob, torch-free
+
 __all__ = [
     "CALIBRATIONS",
     "DEFAULT_BACKGROUND_PHRASES",
@@ -59,8 +61,6 @@ def calibrate(cosine: torch.Tensor, n_phrases: int, logit_scale: float) -> torch
     return probs[:, :n_phrases]
 
 
-CALIBRATIONS = ("joint", "per_phrase")
-"""Calibration modes accepted by :func:`score_phrases` (and ``GroundedSAM.query``)."""
 
 
 def score_phrases(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from grounded_sam.grounding.candidates import parse_negatives, score_candidates
+from grounded_sam.grounding.candidates import score_candidates
+from grounded_sam.grounding.options import QueryOptions
 from grounded_sam.grounding.scoring import best_is_negative, calibrate, score_phrases
 
 from .oracle import make_scene
@@ -57,8 +58,9 @@ def test_bad_negatives_are_clear_errors(make_engine):
     gs = make_engine(scene)
     with pytest.raises(ValueError, match="both a phrase and a negative"):
         gs.segment(scene.image, "red square", negative="Red Square")
-    assert parse_negatives(None, ["a"]) == [] and parse_negatives(" ", ["a"]) == []
-    assert parse_negatives("handle,  saucer", ["cup"]) == ["handle", "saucer"]
+    assert QueryOptions(negative=" ").negatives_for(["a"]) == []
+    negatives = QueryOptions(negative="handle,  saucer").negatives_for(["cup"])
+    assert negatives == ["handle", "saucer"]
 
 
 def test_best_is_negative_is_decided_on_similarity():
