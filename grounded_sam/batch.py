@@ -1,10 +1,11 @@
 """Many images per call: one loop shared by ``segment_many``, ``index_many``, labeling and the CLI.
 
 Images are decoded on a background thread while the models work on the previous ones. On
-CUDA the SAM image encoder runs on ``batch_size`` images at once (chosen from free GPU memory
-unless given, halved on an out-of-memory error); on CPU images are encoded one at a time
-(sequential: batching a CPU encoder is not expected to help). A failing image yields its
-error and the loop goes on.
+CUDA the SAM image encoder runs on ``batch_size`` images at once, for every SAM family
+(``predictor.encode_batch``; chosen from free GPU memory unless given, halved on an
+out-of-memory error); on CPU images are encoded one at a time unless ``batch_size`` is given
+(batching a CPU encoder is not faster, and one at a time gives bitwise the results of
+``segment``). A failing image yields its error and the loop goes on.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     import supervision as sv
 
     from grounded_sam.grounding.index import ImageIndex
-    from grounded_sam.sam.predictor import SamPredictor
+    from grounded_sam.sam.backend import SamBackend
+    from grounded_sam.sam.types import ImageEmbedding
     from grounded_sam.utils.progress import StageProgress
 
 __all__ = [
@@ -62,7 +64,7 @@ class Engine(Protocol):
     :mod:`grounded_sam.pipeline` may import this module without a cycle.
     """
 
-    predictor: SamPredictor
+    predictor: SamBackend
     options: QueryOptions
 
     @property
@@ -170,39 +172,18 @@ def _decoded(sources: Sequence[object], depth: int) -> Iterator[tuple[object, An
                 thread.join(0.05)
 
 
-def _can_batch(gs: Engine) -> bool:
-    """Whether the encoder can run several images at once: plain SAM only.
-
-    HQ-SAM and SAM 2 keep further encoder features per image; they are encoded one at a time.
-    """
-    from grounded_sam.sam.predictor import SamPredictor
-
-    predictor = getattr(gs, "predictor", None)
-    return isinstance(predictor, SamPredictor) and type(predictor).encode is SamPredictor.encode
-
-
 def _auto_batch_size(gs: Engine) -> int:
     device = getattr(gs, "device", None)
-    if not isinstance(device, torch.device) or device.type != "cuda" or not _can_batch(gs):
+    if not isinstance(device, torch.device) or device.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(_MAX_AUTO_BATCH, free // _BYTES_PER_IMAGE)))
 
 
-def _encode_batch(gs: Engine, arrays: list[np.ndarray]) -> list[Any]:
+def _encode_batch(gs: Engine, arrays: list[np.ndarray]) -> list[ImageEmbedding]:
     """SAM image embeddings of several images in one encoder call (halving on GPU OOM)."""
-    from grounded_sam.sam.types import ImageEmbedding
-
-    predictor = gs.predictor
     try:
-        with torch.inference_mode():
-            pixels = torch.cat(
-                [
-                    predictor.transform.preprocess(a, predictor.device, predictor.dtype)
-                    for a in arrays
-                ]
-            )
-            emb = predictor._encode_pixels(pixels)
+        return gs.predictor.encode_batch(arrays)
     except torch.cuda.OutOfMemoryError:
         if len(arrays) == 1:
             raise
@@ -210,17 +191,6 @@ def _encode_batch(gs: Engine, arrays: list[np.ndarray]) -> list[Any]:
         half = len(arrays) // 2
         logger.info("Encoder batch of %d ran out of GPU memory; halving it", len(arrays))
         return _encode_batch(gs, arrays[:half]) + _encode_batch(gs, arrays[half:])
-    out = []
-    for i, a in enumerate(arrays):
-        size = (int(a.shape[0]), int(a.shape[1]))
-        out.append(
-            ImageEmbedding(
-                embeddings=emb[i : i + 1],
-                original_size=size,
-                input_size=predictor.transform.input_size(size),
-            )
-        )
-    return out
 
 
 def iter_results(
@@ -240,9 +210,8 @@ def iter_results(
         work: ``work(image, embedding_or_None)`` for one decoded image; its return value is
             the item's result. ``embedding`` is the image's SAM embedding when the encoder
             ran batched, else None (``work`` then encodes it itself).
-        batch_size: Images per SAM encoder call. None: from free GPU memory on CUDA, 1 on
-            CPU (sequential; batching does not speed up a CPU). HQ-SAM and SAM 2 are always
-            encoded one image at a time.
+        batch_size: Images per SAM encoder call (every SAM family). None: from free GPU
+            memory on CUDA, 1 on CPU (sequential; batching does not speed up a CPU).
         show_progress: A progress bar on stderr.
         desc: Its label.
 
@@ -273,7 +242,7 @@ def _run_group(
 ) -> Iterator[BatchItem]:
     readable = [(s, a) for s, a in group if isinstance(a, np.ndarray)]
     embeddings: dict[int, Any] = {}
-    if len(readable) > 1 and _can_batch(gs):
+    if len(readable) > 1:
         try:
             embs = _encode_batch(gs, [a for _, a in readable])
             embeddings = {id(a): e for (_, a), e in zip(readable, embs, strict=True)}

@@ -128,21 +128,47 @@ def test_encoder_batch_is_halved_on_out_of_memory(tiny_gs, images, monkeypatch):
     assert all(isinstance(r, ImageIndex) for _, r in out)
 
 
-def test_other_sam_families_are_encoded_one_image_at_a_time(tiny_gs, images, monkeypatch):
-    from grounded_sam.batch import _can_batch
-    from grounded_sam.sam.predictor import SamPredictor
+@pytest.fixture(scope="module", params=["sam_hq", "sam2"])
+def family_gs(request, tiny_model_specs, tmp_path_factory):
+    """An engine on a tiny HQ-SAM / SAM 2.1 model (the registry's tiny builder)."""
+    from grounded_sam import EverythingSettings, GroundedSAM
+    from grounded_sam.sam import families
 
-    assert _can_batch(tiny_gs)
+    folder = families.get(request.param).save_tiny(tmp_path_factory.mktemp(request.param))
+    return GroundedSAM.from_pretrained(
+        sam=str(folder),
+        clip=tiny_model_specs[1],
+        device="cpu",
+        proposal_settings=EverythingSettings(
+            points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+        ),
+        threshold=0.0,
+    )
 
-    class OtherFamily(SamPredictor):  # e.g. HQ-SAM / SAM 2: encode() keeps extra features
-        def encode(self, image):
-            return SamPredictor.encode(self, image)
 
-    monkeypatch.setattr(tiny_gs.predictor, "__class__", OtherFamily)
-    assert not _can_batch(tiny_gs)
+def test_every_sam_family_is_encoded_in_batches(family_gs, images, monkeypatch):
+    """HQ-SAM and SAM 2 go through predictor.encode_batch as SAM does (no family excluded)."""
+    predictor = family_gs.predictor
     calls = []
-    real = tiny_gs.predictor._encode_pixels
-    monkeypatch.setattr(tiny_gs.predictor, "_encode_pixels",
+    real = predictor._encode_pixels
+    monkeypatch.setattr(predictor, "_encode_pixels",
                         lambda p: calls.append(p.shape[0]) or real(p))  # fmt: skip
-    out = list(tiny_gs.index_many(images[:2], batch_size=2, show_progress=False))
-    assert calls == [1, 1] and all(isinstance(r, ImageIndex) for _, r in out)
+    out = list(family_gs.index_many(images, batch_size=2, show_progress=False))
+    assert calls == [2, 1] and all(isinstance(r, ImageIndex) for _, r in out)
+    for (_, index), img in zip(out, images, strict=True):
+        single = predictor.encode(img)
+        assert len(index.embedding.features) == len(single.features) > 0
+        torch.testing.assert_close(index.embedding.embeddings, single.embeddings,
+                                   atol=1e-4, rtol=1e-4)  # fmt: skip
+
+
+def test_auto_batch_size_is_the_same_for_every_family(family_gs, monkeypatch):
+    """On CUDA the batch comes from free memory whatever the family; on CPU it is 1."""
+    from types import SimpleNamespace
+
+    from grounded_sam.batch import _BYTES_PER_IMAGE, _auto_batch_size
+
+    assert _auto_batch_size(family_gs) == 1  # CPU: one at a time, as segment() encodes
+    cuda = SimpleNamespace(device=torch.device("cuda"), predictor=family_gs.predictor)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (3 * _BYTES_PER_IMAGE, 0))
+    assert _auto_batch_size(cuda) == 3

@@ -3,11 +3,11 @@
 Ray Data constructs :class:`ImageLabeler` once per actor (so the models are loaded on the
 worker, never pickled from the driver) and calls it with batches of ``{"path", "bytes"}``.
 The batch's images are decoded, then go through the many-images loop of ``segment_many``
-and ``grounded-sam label`` (:func:`grounded_sam.batch.iter_results`: SAM encoder batched on
-CUDA), each indexed once and queried with all classes by
-:func:`grounded_sam.labeling.run.label_image` (the same per-image step as ``grounded-sam
-label``); the batch's rows, failed images included, are written as one Parquet shard before
-the call returns. This module does not import Ray.
+and ``grounded-sam label`` (:func:`grounded_sam.batch.iter_results`: the SAM encoder batched
+on CUDA through ``predictor.encode_batch``, for every SAM family), each indexed once and
+queried with all classes by :func:`grounded_sam.labeling.run.label_image` (the same
+per-image step as ``grounded-sam label``); the batch's rows, failed images included, are
+written as one Parquet shard before the call returns. This module does not import Ray.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,12 +282,19 @@ class ImageIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> ImageIndex:
+    def load(
+        cls, path: str | Path, device: torch.device | str = "cpu", predictor: Any = None
+    ) -> ImageIndex:
         """Read an index written by :meth:`save`.
+
+        The embedding's decoder context (the prompt-independent decoder work, see
+        :class:`~grounded_sam.sam.types.DecoderContext`) is not saved; it is rebuilt here when
+        ``predictor`` is given, else each decode of the loaded index builds its own.
 
         Args:
             path: The file.
             device: Where to put its tensors (the device of the models that will query it).
+            predictor: The SAM predictor that will query it (``predictor.prepare``), or None.
 
         Returns:
             The index.
@@ -308,9 +315,12 @@ class ImageIndex:
                 f"{path} is not a grounded_sam index file of version {_FORMAT_VERSION}."
             )
         try:
-            return _from_blob(cls, blob)
+            index = _from_blob(cls, blob)
         except ValueError as exc:
             raise ValueError(f"{path} is not a valid index file: {exc}") from None
+        if predictor is None:
+            return index
+        return replace(index, embedding=predictor.prepare(index.embedding))
 
 
 # -- reading a file: every field checked before use ------------------------------------------

@@ -2,8 +2,23 @@
 
 Implementations: :class:`grounded_sam.sam.predictor.SamPredictor` (SAM),
 :class:`grounded_sam.sam.hq.SamHQPredictor` (HQ-SAM) and
-:class:`grounded_sam.sam.sam2.Sam2Predictor` (SAM 2 / 2.1). Pick one for a loaded model with
+:class:`grounded_sam.sam.sam2.Sam2Predictor` (SAM 2 / 2.1), one per record of the family
+registry (:mod:`grounded_sam.sam.families`). Pick one for a loaded model with
 :func:`grounded_sam.sam.factory.create_predictor`.
+
+Thread-safety contract (what every implementation keeps):
+
+* **Immutable, shareable across threads:** the values it hands out
+  (:class:`~grounded_sam.sam.types.ImageEmbedding` with its
+  :class:`~grounded_sam.sam.types.DecoderContext`, frozen; nothing writes into their tensors
+  afterwards) and its transform (frozen).
+* **No per-image state on the back-end:** the prompt-independent decoder work of an image is
+  the embedding's context (made by :meth:`SamBackend.encode_batch`, or by
+  :meth:`SamBackend.prepare` for an embedding that lacks it), never a cache on the back-end.
+  So ``encode_batch``, ``decode``, ``upscale`` and ``predict`` may be called from several
+  threads at once, on the same or different embeddings.
+* **Not to be changed while in use:** the model's weights, device and dtype, and settings
+  such as HQ-SAM's ``hq_token_only``.
 """
 
 from __future__ import annotations
@@ -38,8 +53,23 @@ class SamBackend(Protocol):
     dtype: torch.dtype
     mask_threshold: float
 
+    def encode_batch(self, images: list[np.ndarray]) -> list[ImageEmbedding]:
+        """(H, W, 3) uint8 RGB images (sizes may differ) -> one kept embedding each.
+
+        One encoder call for all of them; each embedding carries the ``features`` its decoder
+        needs and its decoder context. The result for one image equals ``encode``'s.
+        """
+        ...
+
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """(H, W, 3) uint8 RGB -> the kept embedding (with any ``features`` the decoder needs)."""
+        """(H, W, 3) uint8 RGB -> the kept embedding (``encode_batch([image])[0]``)."""
+        ...
+
+    def prepare(self, embedding: ImageEmbedding) -> ImageEmbedding:
+        """The embedding with this model's decoder context (itself if it has it already).
+
+        For embeddings made otherwise (read from an index file): later decodes reuse it.
+        """
         ...
 
     def decode(

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from grounded_sam.sam.heads import hq_features
 from grounded_sam.sam.predictor import SamPredictor
-from grounded_sam.sam.types import ImageEmbedding
 
 __all__ = ["SamHQPredictor"]
 
@@ -62,29 +60,14 @@ class SamHQPredictor(SamPredictor):
         self._fast.hq_token_only = bool(value)
 
     def _image_encoder(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, 3, S, S) pixels -> (embedding (1, C, E, E), early ViT features (1, E, E, D))."""
+        """(B, 3, S, S) pixels -> (embedding (B, C, E, E), early ViT features (B, E, E, D))."""
         out = self.model.vision_encoder(pixels)
         return out.last_hidden_state, out.intermediate_embeddings[0]
 
-    @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """Run the ViT once; keep the embedding and the early ViT features.
-
-        Args:
-            image: (H, W, 3) uint8 RGB.
-
-        Returns:
-            The kept embedding; ``features`` = ((1, E, E, vit_dim) early ViT features,).
-        """
-        original_size = (int(image.shape[0]), int(image.shape[1]))
-        pixels = self.transform.preprocess(image, self.device, self.dtype)
-        embeddings, vit_features = self._encode_pixels(pixels)
-        return ImageEmbedding(
-            embeddings=embeddings,
-            original_size=original_size,
-            input_size=self.transform.input_size(original_size),
-            features=(vit_features,),
-        )
+    def _encoder_outputs(self, out) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``features`` = (early ViT features (B, E, E, vit_dim),)."""
+        embeddings, vit_features = out
+        return embeddings, (vit_features,)
 
 
 def hq_mask_decoder(

@@ -1,7 +1,27 @@
-"""SAM with a kept image embedding: encode an image once, decode many prompts in batches."""
+"""SAM with a kept image embedding: encode images once, decode many prompts in batches.
+
+:class:`SamPredictor` drives SAM and is the base of every family's predictor (HQ-SAM:
+:mod:`grounded_sam.sam.hq`, SAM 2: :mod:`grounded_sam.sam.sam2`). What is written once here
+for all of them: :meth:`SamPredictor.encode_batch` (a family supplies only its image-encoder
+call, :meth:`~SamPredictor._image_encoder`, and how to split its batched outputs,
+:meth:`~SamPredictor._encoder_outputs`), the decoder context, prompt conversion and decoding.
+
+Thread safety: a predictor holds no per-image state. What it keeps is fixed at construction
+(the model, its transform, the fast decoder, the model-wide positional encoding); the
+prompt-independent decoder work of an image is a frozen
+:class:`~grounded_sam.sam.types.DecoderContext` kept with the image's embedding (built by
+:meth:`SamPredictor.encode_batch`, or by :meth:`SamPredictor.prepare` for an embedding
+without one), never on the predictor. So :meth:`~SamPredictor.decode`,
+:meth:`~SamPredictor.predict` and :meth:`~SamPredictor.encode_batch` may run from several
+threads at once on one predictor, on the same or different embeddings (PyTorch runs
+inference on shared modules concurrently; whether that is faster than one call at a time
+depends on the device). Do not change the model's weights or a setting such as HQ-SAM's
+``hq_token_only`` while another thread decodes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -12,7 +32,7 @@ from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
 from grounded_sam.sam import families
 from grounded_sam.sam.families import SamFamily
 from grounded_sam.sam.fast_decoder import FastMaskDecoder
-from grounded_sam.sam.types import DecoderOutput, ImageEmbedding, Prediction, SharedImage
+from grounded_sam.sam.types import DecoderContext, DecoderOutput, ImageEmbedding, Prediction
 
 # the value types live in grounded_sam.sam.types; re-exported here for older imports
 __all__ = ["ImageEmbedding", "DecoderOutput", "Prediction", "SamPredictor"]
@@ -40,15 +60,18 @@ class SamPredictor:
     Args:
         model: A ``transformers.SamModel`` (already on its device and dtype, in eval mode).
         compile: ``torch.compile`` the image encoder and the mask decoder (True, or the name
-            of a ``torch.compile`` backend). Shapes are kept static: the encoder always sees
-            one padded square image, and decoder batches are padded to a power of two, so each
-            model compiles once per prompt layout and batch bucket (at most 7 buckets up to
-            64 prompts). Worth it on GPUs; the first calls are slow while compiling.
+            of a ``torch.compile`` backend). Shapes are kept static: the encoder sees padded
+            square images (it compiles once per number of images per call), and decoder
+            batches are padded to a power of two, so each model compiles once per prompt
+            layout and batch bucket (at most 7 buckets up to 64 prompts). Worth it on GPUs;
+            the first calls are slow while compiling.
     """
 
     mask_threshold: float = 0.0
     #: Registry name of the family this class drives (see :mod:`grounded_sam.sam.families`).
     FAMILY = "sam"
+    #: The many-prompt decoder (None for a stand-in model that decodes its own way).
+    _fast: FastMaskDecoder | None = None
 
     def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
@@ -64,19 +87,15 @@ class SamPredictor:
         return families.get(self.FAMILY)
 
     def _setup_decoder(self, model, compile: bool | str = False) -> None:
-        """The many-prompt decoder and its per-image caches (shared by every SAM family)."""
+        """The many-prompt decoder and the model-wide positional encoding (set once here)."""
         self._image_pe: torch.Tensor | None = None
         try:  # a stand-in model without SAM's decoder layout decodes its own way
-            self._fast: FastMaskDecoder | None = FastMaskDecoder(
-                model.mask_decoder, head=self.family.head
-            )
+            self._fast = FastMaskDecoder(model.mask_decoder, head=self.family.head)
         except (AttributeError, TypeError, ValueError):
             self._fast = None
-        # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
-        self._shared_for: torch.Tensor | None = None
-        self._shared: SharedImage | None = None
-        self._extras_for: torch.Tensor | None = None
-        self._extras: tuple[torch.Tensor, ...] = ()
+        if self._fast is not None:
+            with torch.inference_mode():  # (1, C, E, E), the same for every image
+                self._image_pe = model.get_image_wide_positional_embeddings()
         self.compiled = bool(compile)
         self._encoder_fn = self._image_encoder
         self._decoder_fn = None if self._fast is None else self._fast.__call__
@@ -85,17 +104,24 @@ class SamPredictor:
             self._encoder_fn = torch.compile(self._encoder_fn, dynamic=False, backend=backend)
             self._decoder_fn = torch.compile(self._decoder_fn, dynamic=False, backend=backend)
 
-    # -- model calls (overridden by stand-ins in tests) ------------------------------------
+    # -- model calls (overridden by families, and by stand-ins in tests) -------------------
 
     def _image_encoder(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The family's image encoder (what ``compile=`` compiles): SAM's ViT -> (1, C, E, E)."""
+        """The family's image encoder (what ``compile=`` compiles): SAM's ViT -> (B, C, E, E)."""
         return self.model.get_image_embeddings(pixels)
 
+    def _encoder_outputs(self, out) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The image encoder's output as ``(embeddings (B, C, E, E), features)``.
+
+        Each of ``features`` is batched along dim 0 too; SAM has none.
+        """
+        return out, ()
+
     def _encode_pixels(self, pixels: torch.Tensor):
-        """Run the image encoder on (1, 3, S, S) normalised pixels (compiled if asked).
+        """Run the image encoder on (B, 3, S, S) normalised pixels (compiled if asked).
 
         Returns:
-            SAM: (1, C, E, E); HQ-SAM and SAM 2: their :meth:`_image_encoder` tuples.
+            What :meth:`_image_encoder` returns (SAM: (B, C, E, E); HQ-SAM and SAM 2: tuples).
         """
         return self._encoder_fn(pixels)
 
@@ -107,12 +133,12 @@ class SamPredictor:
         boxes: torch.Tensor | None,
         mask_input: torch.Tensor | None,
         multimask_output: bool,
-        extras: tuple[torch.Tensor, ...] = (),
+        context: DecoderContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run prompt encoder + mask decoder for B prompts on one image embedding.
 
         Uses :class:`grounded_sam.sam.fast_decoder.FastMaskDecoder`: without mask inputs the
-        prompt-independent image-side work is done once per embedding and kept.
+        prompt-independent image side of layer 0 comes from ``context``.
 
         Args:
             embeddings: (1, C, E, E) image embedding.
@@ -121,7 +147,7 @@ class SamPredictor:
             boxes: (B, 4) xyxy in the input frame, or None.
             mask_input: (B, 1, L, L) logits, or None.
             multimask_output: Three masks per prompt instead of one.
-            extras: The family's per-image decoder inputs (:meth:`_decoder_extras`).
+            context: This image's decoder context (:meth:`decode` always gives one).
 
         Returns:
             ``(logits (B, C, L, L), iou (B, C))``.
@@ -134,7 +160,7 @@ class SamPredictor:
             input_masks=None if mask_input is None else mask_input.to(self.dtype),
         )
         return self._fast_decode(
-            embeddings, sparse, dense, mask_input is None, multimask_output, extras
+            embeddings, sparse, dense, mask_input is None, multimask_output, context
         )
 
     def _fast_decode(
@@ -144,7 +170,7 @@ class SamPredictor:
         dense: torch.Tensor,
         shareable: bool,
         multimask_output: bool,
-        extras: tuple[torch.Tensor, ...] = (),
+        context: DecoderContext,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embeddings -> masks through the many-prompt decoder.
 
@@ -153,24 +179,18 @@ class SamPredictor:
             sparse: (B, 1, T, C) point/box tokens, or None (mask-only prompts).
             dense: (B|1, C, E, E) dense prompt embeddings.
             shareable: No prompt has a mask input, so every dense embedding is the no-mask one
-                and the image side of layer 0 is shared (computed once per embedding).
+                and the image side of layer 0 is ``context.shared`` (computed once per image).
             multimask_output: Three masks per prompt instead of one.
-            extras: The family's per-image upscaling inputs (:meth:`_decoder_extras`).
+            context: The image's decoder context (positional encoding, shared work, extras).
 
         Returns:
             ``(logits (B, C, L, L), iou (B, C))``.
         """
         batch = sparse.shape[0] if sparse is not None else dense.shape[0]
-        if self._image_pe is None:
-            self._image_pe = self.model.get_image_wide_positional_embeddings()
         shared = None
-        if shareable:
-            # every prompt has the same (no-mask) dense embedding: share the image side
+        if shareable:  # every prompt has the same (no-mask) dense embedding
             dense = dense[:1]
-            if self._shared_for is not embeddings:
-                self._shared = self._fast.prepare(embeddings, self._image_pe, dense)
-                self._shared_for = embeddings
-            shared = self._shared
+            shared = context.shared
         elif dense.shape[0] != batch:
             dense = dense.expand(batch, -1, -1, -1)
         sparse = None if sparse is None or sparse.shape[2] == 0 else sparse[:, 0]
@@ -179,8 +199,8 @@ class SamPredictor:
             sparse = None if sparse is None else _pad_rows(sparse, padded)
             dense = dense if dense.shape[0] == 1 else _pad_rows(dense, padded)
         masks, iou = self._decoder_fn(
-            embeddings, self._image_pe, sparse, dense, multimask_output, shared=shared,
-            extras=extras,
+            embeddings, context.image_pe, sparse, dense, multimask_output, shared=shared,
+            extras=context.extras,
         )
         return masks[:batch], iou[:batch]
 
@@ -199,35 +219,124 @@ class SamPredictor:
         """A (B, 1, L, L) mask prompt as the family's prompt encoder takes it."""
         return mask_input.to(self.device)
 
-    def _decoder_extras(self, embedding: ImageEmbedding) -> tuple[torch.Tensor, ...]:
-        """The family's per-image decoder inputs for ``embedding`` (kept for the last one)."""
-        if not embedding.features:
-            return ()
-        if self._extras_for is not embedding.embeddings:
-            self._extras = self._fast.prepare_features(embedding.embeddings, embedding.features)
-            self._extras_for = embedding.embeddings
-        return self._extras
+    # -- the decoder context --------------------------------------------------------------
+
+    def _build_context(
+        self,
+        embeddings: torch.Tensor,
+        features: tuple[torch.Tensor, ...],
+        shared: bool = True,
+    ) -> DecoderContext | None:
+        """The decoder's prompt-independent work for one image (None for a stand-in model).
+
+        Args:
+            embeddings: (1, C, E, E) image embedding.
+            features: Its extra encoder features.
+            shared: Also compute layer 0's shared image side (for prompts without masks).
+        """
+        if self._fast is None:
+            return None
+        work = None
+        if shared:
+            _, dense = self.model.prompt_encoder(
+                input_points=None, input_labels=None, input_boxes=None, input_masks=None
+            )  # the no-mask dense embedding, (1, C, E, E)
+            work = self._fast.prepare(embeddings, self._image_pe, dense)
+        return DecoderContext(
+            image_pe=self._image_pe,
+            shared=work,
+            extras=self._fast.prepare_features(embeddings, features),
+            source=self._fast.decoder,
+        )
+
+    def _fits(self, context: DecoderContext | None, shared: bool = True) -> bool:
+        """Whether a kept context was built by this model (and has the shared part if asked)."""
+        return (
+            context is not None
+            and self._fast is not None
+            and context.source is self._fast.decoder
+            and (context.shared is not None or not shared)
+        )
+
+    @torch.inference_mode()
+    def prepare(self, embedding: ImageEmbedding) -> ImageEmbedding:
+        """The embedding with this model's decoder context (built here if it has none).
+
+        :meth:`encode_batch` already returns prepared embeddings; call this for one that was
+        made otherwise (read from an index file, built by hand), so that every later
+        :meth:`decode` on it reuses the context instead of building one per call.
+
+        Args:
+            embedding: An embedding made by this model.
+
+        Returns:
+            ``embedding`` itself when it already carries this model's context, else a copy
+            (sharing the tensors) with the context built.
+
+        Raises:
+            ValueError: The embedding does not fit this model's family.
+        """
+        self._check_embedding(embedding)
+        if self._fits(embedding.context) or self._fast is None:
+            return embedding
+        context = self._build_context(embedding.embeddings, embedding.features)
+        return dataclasses.replace(embedding, context=context)
 
     # -- public API -----------------------------------------------------------------------
 
     @torch.inference_mode()
+    def encode_batch(self, images: list[np.ndarray]) -> list[ImageEmbedding]:
+        """Run the image encoder once on several images, each with its decoder context.
+
+        The images are preprocessed one by one (each keeps its own size) and encoded in one
+        call; one image is one call of batch 1, so :meth:`encode` gives exactly what it did.
+        Batching pays on a GPU; on a CPU it is about as fast as one image at a time.
+
+        Args:
+            images: (H, W, 3) uint8 RGB arrays (sizes may differ; see
+                :func:`grounded_sam.inputs.load_image`).
+
+        Returns:
+            One kept embedding per image, in order, each reusable by any number of
+            :meth:`decode` calls. The tensors of several images are separate copies (an
+            image's embedding never holds the others' memory).
+
+        Raises:
+            ValueError: No images.
+        """
+        if len(images) == 0:
+            raise ValueError("encode_batch needs at least one image.")
+        pixels = torch.cat([self.transform.preprocess(a, self.device, self.dtype) for a in images])
+        embeddings, features = self._encoder_outputs(self._encode_pixels(pixels))
+        out = []
+        for i, image in enumerate(images):
+            one = slice(i, i + 1)
+            emb, feats = embeddings[one], tuple(f[one] for f in features)
+            if len(images) > 1:  # not views of the batch: each may be kept or saved alone
+                emb, feats = emb.clone(), tuple(f.clone() for f in feats)
+            size = (int(image.shape[0]), int(image.shape[1]))
+            out.append(
+                ImageEmbedding(
+                    embeddings=emb,
+                    original_size=size,
+                    input_size=self.transform.input_size(size),
+                    features=feats,
+                    context=self._build_context(emb, feats),
+                )
+            )
+        return out
+
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """Run the image encoder once.
+        """Run the image encoder once (``encode_batch([image])[0]``).
 
         Args:
             image: (H, W, 3) uint8 RGB (use :func:`grounded_sam.inputs.load_image` first).
 
         Returns:
-            The kept embedding, reusable by any number of :meth:`decode` calls.
+            The kept embedding (with its decoder context), reusable by any number of
+            :meth:`decode` calls.
         """
-        original_size = (int(image.shape[0]), int(image.shape[1]))
-        pixels = self.transform.preprocess(image, self.device, self.dtype)
-        embeddings = self._encode_pixels(pixels)
-        return ImageEmbedding(
-            embeddings=embeddings,
-            original_size=original_size,
-            input_size=self.transform.input_size(original_size),
-        )
+        return self.encode_batch([image])[0]
 
     @torch.inference_mode()
     def decode(
@@ -242,8 +351,11 @@ class SamPredictor:
     ) -> DecoderOutput:
         """Decode a batch of prompts against a kept embedding (no encoder pass).
 
+        The embedding's decoder context is used; one without this model's context (see
+        :meth:`prepare`) gets one built for this call only.
+
         Args:
-            embedding: From :meth:`encode`.
+            embedding: From :meth:`encode` / :meth:`encode_batch` (or :meth:`prepare`).
             points: (B, N, 2) xy in original image pixels, or None.
             labels: (B, N) int, 1 = foreground, 0 = background; required with points.
             boxes: (B, 4) xyxy in original image pixels, or None.
@@ -254,7 +366,8 @@ class SamPredictor:
             Batched low-res logits and predicted IoUs.
 
         Raises:
-            ValueError: No prompt was given, or the batch sizes disagree.
+            ValueError: No prompt was given, the batch sizes disagree, or the embedding was
+                made by another SAM family.
         """
         check_prompts(points, labels, boxes, mask_input)
         self._check_embedding(embedding)
@@ -263,14 +376,13 @@ class SamPredictor:
         lab = None if labels is None else labels.to(self.device, torch.long)
         bxs = None if boxes is None else self.transform.apply_boxes(boxes.to(self.device), size)
         msk = None if mask_input is None else self._model_mask_input(mask_input)
+        context = embedding.context
+        if not self._fits(context, shared=mask_input is None):
+            context = self._build_context(
+                embedding.embeddings, embedding.features, shared=mask_input is None
+            )
         logits, iou = self._run_decoder(
-            embedding.embeddings,
-            pts,
-            lab,
-            bxs,
-            msk,
-            multimask_output,
-            extras=self._decoder_extras(embedding),
+            embedding.embeddings, pts, lab, bxs, msk, multimask_output, context
         )
         return DecoderOutput(low_res_logits=logits.float(), iou_scores=iou.float())
 

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from grounded_sam.sam.predictor import SamPredictor
-from grounded_sam.sam.transforms import Sam2Transform
-from grounded_sam.sam.types import ImageEmbedding
+from grounded_sam.sam.transforms import Sam2Transform  # noqa: F401 - re-exported
 
 __all__ = ["Sam2Predictor", "Sam2Transform"]  # Sam2Transform lives in sam.transforms
 
@@ -55,29 +53,13 @@ class Sam2Predictor(SamPredictor):
     FAMILY = "sam2"
 
     def _image_encoder(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(1, 3, S, S) pixels -> (level 0, level 1, embedding) (``get_image_embeddings``)."""
+        """(B, 3, S, S) pixels -> (level 0, level 1, embedding) (``get_image_embeddings``)."""
         return self.model.get_image_embeddings(pixels)
 
-    @torch.inference_mode()
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """Run the Hiera encoder + FPN once; keep the embedding and high-res features.
-
-        Args:
-            image: (H, W, 3) uint8 RGB.
-
-        Returns:
-            The kept embedding; ``features`` = (level 0 (1, C/8, S/4, S/4), level 1
-            (1, C/4, S/8, S/8)).
-        """
-        original_size = (int(image.shape[0]), int(image.shape[1]))
-        pixels = self.transform.preprocess(image, self.device, self.dtype)
-        s0, s1, embeddings = self._encode_pixels(pixels)
-        return ImageEmbedding(
-            embeddings=embeddings,
-            original_size=original_size,
-            input_size=self.transform.input_size(original_size),
-            features=(s0, s1),
-        )
+    def _encoder_outputs(self, out) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``features`` = (level 0 (B, C/8, S/4, S/4), level 1 (B, C/4, S/8, S/8))."""
+        s0, s1, embeddings = out
+        return embeddings, (s0, s1)
 
     def _model_mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:
         """Clamped to +-32 on the way in: Meta's predictor hands back clamped logits."""

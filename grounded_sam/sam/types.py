@@ -11,7 +11,7 @@ write into the tensors of a value you share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -64,11 +64,14 @@ class DecoderContext:
             (:meth:`~grounded_sam.sam.fast_decoder.FastMaskDecoder.prepare_features`):
             SAM 2's high-resolution levels in 2x2-block layout, HQ-SAM's fused features;
             empty for SAM.
+        source: The mask decoder module it was computed with: a predictor of another model
+            does not use it (it builds its own).
     """
 
     image_pe: torch.Tensor | None
     shared: SharedImage | None = None
     extras: tuple[torch.Tensor, ...] = ()
+    source: object = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
