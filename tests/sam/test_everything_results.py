@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import supervision as sv
+import torch
 
 from grounded_sam.export.records import everything_to_detections
 from grounded_sam.sam.everything import EverythingSettings, generate_proposals
@@ -155,3 +156,31 @@ def test_bad_arguments(crop_proposals, dets):
         everything_records(plain)
     with pytest.raises(ValueError, match="no masks"):
         everything_records(sv.Detections(xyxy=dets.xyxy, data=dict(dets.data)))
+
+
+def test_more_masks_than_the_mask_budget_is_a_clear_error():
+    """Past the call's full-resolution mask budget, the error names the knobs to turn (and
+    comes before any mask is upscaled)."""
+    from grounded_sam import limits
+    from grounded_sam.sam.proposals import MaskFrame
+
+    h, w = 480, 640
+    n = limits.MAX_MASK_PIXELS // (h * w) + 1  # 3496 masks: one more than fits
+    p = Proposals(
+        low_res_logits=torch.zeros(1, 256, 256).expand(n, -1, -1),
+        crop_index=torch.zeros(n, dtype=torch.long),
+        crop_boxes=torch.tensor([[0, 0, w, h]]),
+        crop_input_sizes=[(768, 1024)],
+        boxes=torch.zeros(n, 4),
+        predicted_iou=torch.ones(n),
+        stability_score=torch.ones(n),
+        point_coords=torch.zeros(n, 2),
+        original_size=(h, w),
+        frame=MaskFrame(1024, 256),
+    )
+    with pytest.raises(ValueError, match=rf"{n} automatic masks of a 640x480 image") as err:
+        proposals_to_detections(p)
+    message = str(err.value)
+    assert f"at most {n - 1} masks fit" in message
+    for knob in ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh"):
+        assert knob in message
