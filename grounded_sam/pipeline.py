@@ -27,12 +27,14 @@ from grounded_sam.grounding.options import QueryOptions
 from grounded_sam.grounding.refine import BoxRefiner
 from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES
 from grounded_sam.inputs import ImageInput, check_int, load_image, parse_prompt
-from grounded_sam.results import grounded_detections, model_metadata, prompt_detections
-from grounded_sam.sam.everything import (
-    EverythingSettings,
-    generate_proposals,
-    proposals_to_records,
+from grounded_sam.results import (
+    detection_metadata,
+    grounded_detections,
+    model_metadata,
+    prompt_detections,
 )
+from grounded_sam.sam.everything import EverythingSettings, generate_proposals
+from grounded_sam.sam.everything_results import proposals_to_detections
 from grounded_sam.sam.loading import DEFAULT_SAM
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 from grounded_sam.utils.progress import StageProgress
@@ -447,15 +449,13 @@ class GroundedSAM:
         self,
         image: ImageInput | ImageIndex,
         *,
-        output_mode: Literal["binary_mask", "coco_rle"] = "binary_mask",
         show_progress: bool | StageProgress = False,
         **settings: Any,
-    ) -> list[dict[str, Any]]:
+    ) -> sv.Detections:
         """SAM's automatic "segment everything" masks.
 
         Args:
             image: An image, or an :class:`ImageIndex` (its embedding is reused for crop 0).
-            output_mode: ``"binary_mask"`` (H×W bool arrays) or ``"coco_rle"``.
             show_progress: Progress bars (SAM encoder, grid points) on stderr; a
                 :class:`~grounded_sam.utils.progress.StageProgress` also collects stage times.
             **settings: Any :class:`EverythingSettings` field (``points_per_side``,
@@ -464,9 +464,20 @@ class GroundedSAM:
                 are Meta's (32×32 grid).
 
         Returns:
-            One record per mask with ``segmentation``, ``area``, ``bbox`` (xywh),
-            ``predicted_iou``, ``stability_score``, ``point_coords`` and ``crop_box`` (xywh).
+            Detections, one per mask by decreasing predicted IoU, class-agnostic
+            (``class_id`` None): ``mask`` (N, H, W) bool, ``xyxy`` tight boxes (original
+            pixels, x2/y2 exclusive), ``confidence`` = SAM's predicted IoU clipped to [0, 1];
+            ``data``: ``predicted_iou`` (unclipped), ``stability_score``, ``point_coords``
+            (N, 2) xy, ``crop_box`` (N, 4) xyxy of the crop each mask was decoded in,
+            ``area`` (pixels); ``metadata``: ``image_size``, ``phrases`` ([]) and
+            ``model_ids``. Meta's record dicts (``segmentation``, ``bbox`` XYWH, ...):
+            :func:`grounded_sam.export.records.everything_records`.
         """
+        if "output_mode" in settings:
+            raise TypeError(
+                "everything() returns sv.Detections and has no output_mode: for Meta's "
+                "records use grounded_sam.export.everything_records(dets, output_mode=...)."
+            )
         try:
             cfg = EverythingSettings(**settings)
         except TypeError as exc:
@@ -482,11 +493,13 @@ class GroundedSAM:
             proposals = generate_proposals(
                 self.predictor, arr, cfg, embedding=embedding, show_progress=progress.enabled
             )
-        return proposals_to_records(
+        return proposals_to_detections(
             proposals,
-            output_mode=output_mode,
             min_mask_region_area=cfg.min_mask_region_area,
             nms_thresh=max(cfg.box_nms_thresh, cfg.crop_nms_thresh),
+            metadata=detection_metadata(
+                arr.shape[:2], [], model_metadata(self.predictor, self.model_ids)
+            ),
         )
 
     # -- helpers ----------------------------------------------------------------------------

@@ -155,8 +155,8 @@ def test_query_knobs_through_the_api(tiny_gs, index_files) -> None:
 def test_everything_masks_stay_within_the_mask_budget(tiny_gs, monkeypatch) -> None:
     image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     loose = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    records = tiny_gs.everything(image, **loose)
-    assert len(records) >= 1  # within the budget the masks come back
+    dets = tiny_gs.everything(image, **loose)
+    assert len(dets) >= 1  # within the budget the masks come back
     monkeypatch.setattr(limits, "MAX_MASK_PIXELS", 40 * 50 - 1)  # not even one mask fits
     with pytest.raises(ValueError, match=r"automatic masks of a 50x40 image.*at most 1 masks"):
         tiny_gs.everything(image, **loose)

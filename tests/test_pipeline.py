@@ -158,16 +158,28 @@ def test_predict_points_boxes_and_refinement(tiny_gs, index, image):
         tiny_gs.predict(index, box=[50, 0, 10, 10])
 
 
-def test_everything_records(tiny_gs, index, image):
-    recs = tiny_gs.everything(
-        index, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.3,
-        output_mode="coco_rle",
+def test_everything_detections(tiny_gs, index, image):
+    from grounded_sam.export import everything_records
+
+    dets = tiny_gs.everything(
+        index, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.3
     )
-    assert recs, "tiny model should give at least one mask at these thresholds"
+    assert isinstance(dets, sv.Detections)
+    assert len(dets), "tiny model should give at least one mask at these thresholds"
+    assert dets.mask.shape == (len(dets), *image.shape[:2]) and dets.mask.dtype == bool
+    assert dets.class_id is None
+    assert set(dets.data) == {"predicted_iou", "stability_score", "point_coords", "crop_box",
+                              "area"}  # fmt: skip
+    np.testing.assert_array_equal(dets.confidence, np.clip(dets.data["predicted_iou"], 0, 1))
+    assert dets.metadata["image_size"] == image.shape[:2]
+    assert dets.metadata["model_ids"] == {"sam": tiny_gs.model_ids[0], "clip": tiny_gs.model_ids[1]}
+    recs = everything_records(dets, output_mode="coco_rle")
     json.dumps(recs)
     assert recs[0]["segmentation"]["size"] == list(image.shape[:2])
     with pytest.raises(TypeError, match="Unknown everything"):
         tiny_gs.everything(index, points_per_sid=4)
+    with pytest.raises(TypeError, match="returns sv.Detections and has no output_mode"):
+        tiny_gs.everything(index, output_mode="coco_rle")
     with pytest.raises(ValueError, match="points_per_side"):
         tiny_gs.everything(index, points_per_side=0)
 

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from grounded_sam import load_image
     from grounded_sam.export.annotate import annotate_detections
     from grounded_sam.export.files import atomic_write_json, atomic_write_png
-    from grounded_sam.export.records import everything_to_detections, jsonable
+    from grounded_sam.export.records import everything_records, jsonable
 
     out = check_out_dir(args.out)
     (path,) = check_images_exist([args.image])
@@ -135,11 +135,11 @@ def run(args: argparse.Namespace) -> int:
     gs = load_engine(args)
     t0 = time.perf_counter()
     progress = stage_progress(args)
-    records = gs.everything(image, output_mode="coco_rle", show_progress=progress, **settings)
+    dets = gs.everything(image, show_progress=progress, **settings)
+    records = everything_records(dets, output_mode="coco_rle")
     elapsed = time.perf_counter() - t0
     say(args, f"{path}: {progress.summary()} (total {elapsed:.2f}s)")
     h, w = image.shape[:2]
-    dets = everything_to_detections(records, (h, w))
     out.mkdir(parents=True, exist_ok=True)
     overlay = atomic_write_png(
         out / f"{path.stem}_everything.png",

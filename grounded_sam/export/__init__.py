@@ -16,6 +16,7 @@ from grounded_sam.export.annotate import annotate_detections
 from grounded_sam.export.records import (
     detections_to_json,
     detections_to_records,
+    everything_records,
     everything_to_detections,
     records_to_detections,
     save_instance_masks,
@@ -25,6 +26,7 @@ __all__ = [
     "annotate_detections",
     "detections_to_json",
     "detections_to_records",
+    "everything_records",
     "everything_to_detections",
     "records_to_detections",
     "save_instance_masks",

@@ -19,6 +19,11 @@ One image document (:func:`detections_to_json`)::
     {"image": "path/or/null", "width": W, "height": H, "prompt": "fig, date",
      "phrases": ["fig", "date"], "models": {"sam": ..., "clip": ...},
      "num_instances": N, "instances": [record, ...]}
+
+``GroundedSAM.everything`` results convert to the records of Meta's automatic mask generator
+with :func:`everything_records` (``segmentation``, ``area``, ``bbox`` XYWH, ``predicted_iou``,
+``point_coords``, ``stability_score``, ``crop_box`` XYWH; COCO RLE JSON with
+``output_mode="coco_rle"``) and back with :func:`everything_to_detections`.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ import numpy as np
 import supervision as sv
 
 from grounded_sam.export.files import atomic_write_png, safe_name
+from grounded_sam.sam.everything_results import everything_records
 from grounded_sam.utils.masks import decode_rle, encode_rle
 
 __all__ = [
     "detections_to_json",
     "detections_to_records",
+    "everything_records",
     "everything_to_detections",
     "jsonable",
     "records_to_detections",
@@ -249,7 +256,10 @@ def records_to_detections(
 def everything_to_detections(
     records: Sequence[Mapping[str, Any]], image_size: tuple[int, int]
 ) -> sv.Detections:
-    """Detections (no classes) from ``GroundedSAM.everything`` records, e.g. to draw them.
+    """Detections (no classes) from Meta-style automatic-mask records, e.g. to draw them.
+
+    The inverse of :func:`everything_records` for the boxes and masks (records written by
+    ``grounded-sam everything`` or Meta's ``SamAutomaticMaskGenerator``).
 
     Args:
         records: Records with ``segmentation`` (COCO RLE dict or (H, W) bool array),

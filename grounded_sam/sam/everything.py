@@ -6,6 +6,11 @@ predicted IoU, stability score, crop-edge contact and box NMS while they are sti
 decoder's (B, 3, L, L) logits; only masks that are returned to a caller are ever brought to
 full resolution.
 
+:func:`generate_proposals` returns low-res :class:`~grounded_sam.sam.proposals.Proposals`;
+:mod:`grounded_sam.sam.everything_results` turns them into ``sv.Detections``
+(:func:`proposals_to_detections`, what ``GroundedSAM.everything`` returns) and those into
+Meta's record dicts (:func:`everything_records`).
+
 Differences from Meta's ``SamAutomaticMaskGenerator``, which upsamples every grid mask to the
 original image size before filtering (same grid, crops, thresholds, filter order and NMS
 otherwise; records have the same keys and formats):
@@ -25,13 +30,17 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from grounded_sam import limits
+from grounded_sam.sam.everything_results import (
+    everything_records,
+    proposals_to_detections,
+    proposals_to_records,
+)
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
 from grounded_sam.sam.proposals import MaskFrame, Proposals
 from grounded_sam.sam.stability import SUBPIXELS, subpixel_stability
@@ -39,21 +48,19 @@ from grounded_sam.utils.grid import build_all_layer_point_grids, generate_crop_b
 from grounded_sam.utils.masks import (
     box_area,
     box_nms,
-    clean_small_regions,
-    encode_rle,
     is_box_near_crop_edge,
     masks_to_boxes,
-    masks_to_uncompressed_rle,
     uncrop_boxes,
     uncrop_points,
-    xyxy_to_xywh,
 )
 
 __all__ = [
     "EverythingSettings",
     "MaskFrame",
     "Proposals",
+    "everything_records",
     "generate_proposals",
+    "proposals_to_detections",
     "proposals_to_records",
 ]
 
@@ -335,101 +342,3 @@ def generate_proposals(
         original_size=(H, W),
         frame=MaskFrame.of(predictor.transform),
     )
-
-
-def proposals_to_records(
-    proposals: Proposals,
-    output_mode: Literal["binary_mask", "uncompressed_rle", "coco_rle"] = "binary_mask",
-    min_mask_region_area: int = 0,
-    nms_thresh: float = 0.7,
-) -> list[dict[str, Any]]:
-    """Per-mask records in the format of Meta's ``SamAutomaticMaskGenerator.generate``.
-
-    Masks are brought to full resolution here, for the given proposals only.
-
-    Args:
-        proposals: From :func:`generate_proposals`.
-        output_mode: ``"binary_mask"`` ((H, W) bool arrays), ``"uncompressed_rle"``
-            (``{"size": [H, W], "counts": list[int]}``) or ``"coco_rle"`` (COCO compressed RLE,
-            ``counts`` a str; decode with ``pycocotools.mask.decode``).
-        min_mask_region_area: Fill holes and remove islands smaller than this (pixels, 8-
-            connectivity, at full resolution), then drop masks that became duplicates (box
-            NMS at ``nms_thresh``, preferring masks that needed no change), as Meta's generator
-            does; 0 disables.
-        nms_thresh: IoU for that duplicate removal (Meta uses
-            ``max(box_nms_thresh, crop_nms_thresh)``).
-
-    Returns:
-        One JSON-friendly dict per mask, by decreasing predicted IoU, with ``segmentation``,
-        ``area`` (int pixels), ``bbox`` ([x, y, w, h] floats, original pixels, from the mask's
-        inclusive xyxy box as Meta computes it), ``predicted_iou``, ``stability_score`` (at the
-        decoder's resolution), ``point_coords`` ([[x, y]] original pixels) and ``crop_box``
-        ([x, y, w, h] of the crop the mask was decoded in).
-
-    Raises:
-        ValueError: Unknown ``output_mode`` or out-of-range ``min_mask_region_area`` /
-            ``nms_thresh``; or the full-resolution masks (one byte per pixel) would exceed
-            :data:`grounded_sam.limits.MAX_MASK_PIXELS`.
-    """
-    if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
-        raise ValueError(
-            "output_mode must be 'binary_mask', 'uncompressed_rle' or 'coco_rle', "
-            f"got {output_mode!r}."
-        )
-    if min_mask_region_area < 0:
-        raise ValueError(f"min_mask_region_area must be >= 0, got {min_mask_region_area}.")
-    if not 0.0 <= nms_thresh <= 1.0:
-        raise ValueError(f"nms_thresh must be in [0, 1], got {nms_thresh}.")
-    if len(proposals) == 0:
-        return []
-    H, W = proposals.original_size
-    if len(proposals) * H * W > limits.MAX_MASK_PIXELS:
-        most = max(limits.MAX_MASK_PIXELS // (H * W), 1)
-        raise ValueError(
-            f"{len(proposals)} automatic masks of a {W}x{H} image need "
-            f"{len(proposals) * H * W:,} full-resolution mask pixels, more than one call's "
-            f"budget of {limits.MAX_MASK_PIXELS:,} ({limits.REASONS['mask_pixels']}); at most "
-            f"{most} masks fit at this size: use fewer points_per_side or crop_n_layers, "
-            "raise pred_iou_thresh / stability_score_thresh, or downscale the image."
-        )
-    masks = proposals.full_masks()
-    if min_mask_region_area > 0:
-        np_masks = masks.cpu().numpy()
-        unchanged = np.ones(len(np_masks), dtype=np.float32)
-        for i in range(len(np_masks)):
-            np_masks[i], changed = clean_small_regions(np_masks[i], min_mask_region_area)
-            unchanged[i] = float(not changed)
-        masks = torch.from_numpy(np_masks).to(masks.device)
-        # Prefer masks that needed no clean-up (score 1 over 0), as Meta does; keep the
-        # survivors in their original (predicted-IoU) order.
-        keep = box_nms(
-            masks_to_boxes(masks), torch.from_numpy(unchanged).to(masks.device), nms_thresh
-        )
-        keep = torch.sort(keep).values
-        proposals = proposals.select(keep)
-        masks = masks[keep]
-    bbox = xyxy_to_xywh(masks_to_boxes(masks)).cpu().tolist()
-    crop = xyxy_to_xywh(proposals.crop_boxes[proposals.crop_index]).cpu().tolist()
-    areas = masks.flatten(1).sum(1).cpu().tolist()
-    iou = proposals.predicted_iou.cpu().tolist()
-    stab = proposals.stability_score.cpu().tolist()
-    pts = proposals.point_coords.cpu().tolist()
-    segs: list[Any]
-    if output_mode == "coco_rle":
-        segs = encode_rle(masks)
-    elif output_mode == "uncompressed_rle":
-        segs = masks_to_uncompressed_rle(masks)
-    else:
-        segs = list(masks.cpu().numpy())
-    return [
-        {
-            "segmentation": segs[i],
-            "area": int(areas[i]),
-            "bbox": [float(v) for v in bbox[i]],
-            "predicted_iou": float(iou[i]),
-            "point_coords": [[float(pts[i][0]), float(pts[i][1])]],
-            "stability_score": float(stab[i]),
-            "crop_box": [float(v) for v in crop[i]],
-        }
-        for i in range(len(segs))
-    ]

@@ -59,8 +59,8 @@ def test_pipeline_end_to_end(request, model_dir, cls, stability, tiny_model_spec
     np.testing.assert_array_equal(a.mask, b.mask)
     dets = gs.predict(loaded, points=[[60, 80]], box=[10, 10, 100, 140])
     assert len(dets) == 3 and dets.mask.any() and dets.mask.shape[1:] == image.shape[:2]
-    records = gs.everything(loaded, points_per_side=4, pred_iou_thresh=0.0)
-    assert records and all(r["segmentation"].shape == image.shape[:2] for r in records)
+    found = gs.everything(loaded, points_per_side=4, pred_iou_thresh=0.0)
+    assert len(found) and found.mask.shape[1:] == image.shape[:2] and found.mask.any()
     blob = torch.load(path, weights_only=True)
     blob["features"][0][0, 0, 0, 0] = float("nan")
     torch.save(blob, tmp_path / "bad.gsindex")

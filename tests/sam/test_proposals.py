@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grounded_sam import limits
 from grounded_sam.sam.everything import EverythingSettings, generate_proposals
 from grounded_sam.sam.proposals import MaskFrame, Proposals
 from grounded_sam.sam.sam2 import Sam2Transform
@@ -120,3 +121,67 @@ def test_sam2_frame_masks_at_original_size_are_the_full_masks(sam2_proposals):
     flips = (frame != full).flatten(1).sum(1)
     assert flips.max() <= 2, flips
     assert batched_mask_iou(frame, full).diagonal().min() >= 0.999
+
+
+# -- memory: full masks are upscaled a chunk at a time (issue 22) ------------------------------
+
+
+def _many_proposals(n: int, size: tuple[int, int], frame: MaskFrame) -> Proposals:
+    """n proposals of one whole-image crop; the logits are one shared (broadcast) zero map."""
+    h, w = size
+    side = frame.low_res_size
+    scale = frame.target_length / max(h, w)
+    return Proposals(
+        low_res_logits=torch.zeros(1, side, side).expand(n, -1, -1),
+        crop_index=torch.zeros(n, dtype=torch.long),
+        crop_boxes=torch.tensor([[0, 0, w, h]]),
+        crop_input_sizes=[(round(h * scale), round(w * scale))],
+        boxes=torch.zeros(n, 4),
+        predicted_iou=torch.ones(n),
+        stability_score=torch.ones(n),
+        point_coords=torch.zeros(n, 2),
+        original_size=size,
+        frame=frame,
+    )
+
+
+def test_full_masks_upscale_a_bounded_chunk_at_a_time(monkeypatch):
+    """Issue 22: everything(points_per_side=32, pred_iou_thresh=0, stability_score_thresh=0)
+    on a 640x480 image keeps up to 32 * 32 * 3 = 3072 masks; upscaled all at once through
+    SAM's 1024 x 1024 frame that asked for 12.9 GB of float logits, although the 3072 bool
+    masks (0.94 GB) fit the call's mask budget. Each upscale now holds at most
+    ``UPSCALE_CHUNK_BYTES`` of logits."""
+    import grounded_sam.sam.proposals as proposals_module
+
+    frame, size = MaskFrame(1024, 256, "pad_crop"), (480, 640)
+    assert 3072 * frame.upscale_bytes(size) > 12.8e9  # the issue's all-at-once request
+    assert 3072 * size[0] * size[1] <= limits.MAX_MASK_PIXELS
+    held = []
+
+    def recording(self, low_res, input_size, out_size):  # no maths: only the sizes matter
+        held.append(low_res.shape[0] * self.upscale_bytes(out_size))
+        return torch.zeros(low_res.shape[0], 1, *out_size)
+
+    monkeypatch.setattr(MaskFrame, "upscale_logits", recording)
+    masks = _many_proposals(200, size, frame).full_masks()
+    assert masks.shape == (200, *size)
+    assert len(held) > 1 and max(held) <= proposals_module.UPSCALE_CHUNK_BYTES
+
+
+def test_chunked_full_masks_are_the_same(sam2_proposals, monkeypatch):
+    import grounded_sam.sam.proposals as proposals_module
+
+    whole = sam2_proposals.full_masks()
+    budget = 2 * sam2_proposals.frame.upscale_bytes(sam2_proposals.original_size)
+    monkeypatch.setattr(proposals_module, "UPSCALE_CHUNK_BYTES", budget)
+    calls = []
+    original = MaskFrame.upscale_logits
+
+    def counting(self, low_res, input_size, size):
+        calls.append((int(low_res.shape[0]), low_res.shape[0] * self.upscale_bytes(size)))
+        return original(self, low_res, input_size, size)
+
+    monkeypatch.setattr(MaskFrame, "upscale_logits", counting)
+    assert torch.equal(sam2_proposals.full_masks(), whole)
+    assert sum(n for n, _ in calls) == len(sam2_proposals)
+    assert len(calls) > 2 and max(b for _, b in calls) <= budget  # 2 crops, several chunks
