@@ -191,7 +191,7 @@ def _auto_batch_size(gs: Engine) -> int:
 
 def _encode_batch(gs: Engine, arrays: list[np.ndarray]) -> list[Any]:
     """SAM image embeddings of several images in one encoder call (halving on GPU OOM)."""
-    from grounded_sam.sam.predictor import ImageEmbedding
+    from grounded_sam.sam.types import ImageEmbedding
 
     predictor = gs.predictor
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from grounded_sam.errors import ModelLoadError
 __all__ = [
     "HubModel",
     "cached",
+    "check_readable_file",
     "hub_offline_env",
     "hub_reachable",
     "hub_session",
@@ -81,8 +83,52 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
+def check_readable_file(path: str | os.PathLike, what: str) -> None:
+    """Refuse a model file that is missing, not a regular file, or not readable.
+
+    Only ``stat`` and a non-blocking open (closed at once) are used, so a FIFO or device with
+    a model file's name is refused instead of blocking the load forever, and a file without
+    read permission says so (instead of a later "No such file" or "not found").
+
+    Args:
+        path: The file.
+        what: What it is, for the message (``"the CLIP weights"``).
+
+    Raises:
+        ModelLoadError: Saying which file, what is wrong and what to do.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ModelLoadError(f"Cannot load {what}: {path} does not exist.") from None
+    except PermissionError:
+        raise ModelLoadError(
+            f"Cannot load {what}: permission denied looking up {path} (a folder above it is "
+            "not accessible to this user); fix the folder permissions or copy the model."
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise ModelLoadError(
+            f"Cannot load {what}: {path} is not a regular file (a folder, FIFO, device or "
+            "socket); give the model's weights and config files."
+        )
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except PermissionError:
+        raise ModelLoadError(
+            f"Cannot load {what}: permission denied reading {path}. Make it readable by this "
+            f"user (e.g. chmod a+r '{path}') or use a copy of the model you can read."
+        ) from None
+    except OSError as exc:
+        raise ModelLoadError(f"Cannot load {what}: cannot open {path} ({exc.strerror}).") from None
+
+
 def cached(model: HubModel) -> bool:
-    """Whether every file group of ``model`` has a file in the local Hugging Face cache."""
+    """Whether every file group of ``model`` has a file in the local Hugging Face cache.
+
+    Raises:
+        ModelLoadError: A cached file of the model cannot be read (permission denied), which
+            a download would not fix (see :func:`check_readable_file`).
+    """
     from huggingface_hub import try_to_load_from_cache
 
     def in_cache(name: str) -> bool:
@@ -90,7 +136,10 @@ def cached(model: HubModel) -> bool:
             found = try_to_load_from_cache(model.repo_id, name, cache_dir=model.cache_dir)
         except Exception:  # malformed id etc.: let the real loader report it
             return False
-        return isinstance(found, str) and os.path.isfile(found)
+        if not (isinstance(found, str) and os.path.isfile(found)):
+            return False
+        check_readable_file(found, f"{model.what} (its cached file {name})")
+        return True
 
     return all(any(in_cache(name) for name in group) for group in model.files)
 

@@ -6,10 +6,12 @@ message says what was wrong and what to do, before anything reaches torch.
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
+import stat
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from grounded_sam import limits
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageInput",
     "find_images",
+    "image_file_size",
     "load_image",
     "parse_prompt",
     "as_points",
@@ -38,13 +43,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """Extensions of the images a folder scan picks up (compared case-insensitively)."""
 
 
-def find_images(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
+def find_images(
+    root: str | os.PathLike,
+    exclude: Sequence[str | os.PathLike] = (),
+    skip_dir: Callable[[Path], bool] | None = None,
+) -> list[Path]:
     """All images under ``root``, recursively, in a stable (sorted) order.
+
+    Only regular files (or links to them) are listed: a FIFO, device or socket with an image
+    name is skipped with a warning (reading one would block forever), as is a broken link.
 
     Args:
         root: Folder to scan.
         exclude: Folders to skip (e.g. the output folder when it is inside ``root``).
             Hidden folders (name starting with ".") are skipped too.
+        skip_dir: Called with each subfolder (never ``root``); True skips it and everything
+            under it (e.g. a dataset an earlier labeling run wrote there).
 
     Returns:
         Paths of files whose extension is one of :data:`IMAGE_EXTENSIONS` (any case),
@@ -55,20 +69,61 @@ def find_images(root: str | os.PathLike, exclude: Sequence[str | os.PathLike] = 
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip
-        )
+        kept = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or (here / d).resolve() in skip:
+                continue
+            if skip_dir is not None and skip_dir(here / d):
+                continue
+            kept.append(d)
+        dirnames[:] = kept
         for name in filenames:
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                found.append(here / name)
+                path = here / name
+                kind = _special_kind(path)
+                if kind is None:
+                    found.append(path)
+                else:
+                    logger.warning("Skipping %s: it is %s, not an image file", path, kind)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (``"a FIFO"``, ...); None if it is.
+
+    Uses ``os.stat`` only (follows links, never opens the file, so never blocks).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken link" if os.path.islink(path) else "missing"
+    except OSError as exc:
+        return f"not accessible ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def load_image(source: ImageInput) -> np.ndarray:
     """Load and normalise an image to an RGB uint8 array.
 
     Grayscale, RGBA (composited on white), palette, CMYK and 16-bit images are converted;
-    EXIF orientation is applied so the array is upright as a viewer shows it.
+    EXIF orientation is applied so the array is upright as a viewer shows it. 16- and 32-bit
+    integer images with values above 255 are scaled by 255/65535. Floating-point images (e.g.
+    32-bit float TIFFs) whose finite values all lie in [0, 1] are scaled by 255; other float
+    images are taken as 0-255 values and clipped to that range; NaN becomes 0 and +-inf the
+    nearest end of the range.
+
+    Only regular files are opened: a FIFO, device or socket is refused from its ``stat``
+    alone (reading one could block forever).
 
     Args:
         source: A file path, a ``PIL.Image.Image``, or an ``np.ndarray`` of shape (H, W, 3)
@@ -79,8 +134,8 @@ def load_image(source: ImageInput) -> np.ndarray:
 
     Raises:
         FileNotFoundError: The path does not exist.
-        ValueError: The file is not a readable image, is truncated, has zero pixels, or the
-            array has the wrong shape or dtype.
+        ValueError: The file is not a readable image (or not a regular file), is truncated,
+            has zero pixels, or the array has the wrong shape or dtype.
         TypeError: ``source`` is none of the accepted types.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -100,6 +155,9 @@ def _load_path(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"Image not found: {path}. Check the path and try again.")
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not an image file.")
+    kind = _special_kind(path)  # before opening: reading a FIFO or device blocks forever
+    if kind is not None:
+        raise ValueError(f"{path} is {kind}, not an image file: give a regular image file.")
     try:
         with Image.open(path) as img:
             check_image_size(img.width, img.height, name=str(path))
@@ -122,6 +180,31 @@ def _load_path(path: Path) -> np.ndarray:
         raise ValueError(
             f"{path} could not be decoded ({exc}); the file is probably truncated or corrupt."
         ) from exc
+
+
+def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file as :func:`load_image` returns it, from its header.
+
+    Reads the header and EXIF orientation only (no pixel decoding), so that a file can be
+    checked against the size it had when it was processed.
+
+    Raises:
+        FileNotFoundError: The path does not exist.
+        ValueError: Not a regular file, or not a readable image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Image not found: {path}. Check the path and try again.")
+    kind = _special_kind(path)
+    if kind is not None:
+        raise ValueError(f"{path} is {kind}, not an image file: give a regular image file.")
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path} is not an image file that can be read ({exc}).") from exc
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def check_image_size(width: int, height: int, name: str = "the image") -> None:
@@ -149,8 +232,14 @@ def _from_pil(img: Image.Image, name: str) -> np.ndarray:
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 / 65535.0 if hi > 255 else 1.0
+        finite = arr[np.isfinite(arr)]
+        lo = float(finite.min()) if finite.size else 0.0
+        hi = float(finite.max()) if finite.size else 0.0
+        if img.mode == "F":  # floats: [0, 1] scaled to 0-255, anything else clipped
+            scale = 255.0 if 0.0 <= lo and hi <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0 if hi > 255 else 1.0
+        arr = np.nan_to_num(arr, nan=0.0, posinf=255.0 / scale, neginf=0.0)
         gray = np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
@@ -181,7 +270,7 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
+def parse_prompt(prompt: str | Sequence[str], *, what: str = "prompt") -> list[str]:
     """Split a text prompt into phrases, validated and normalised.
 
     Args:
@@ -189,6 +278,8 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
             or a list of phrases. Each phrase is NFC-normalised, whitespace runs (tabs and
             newlines too) become one space, empty pieces and exact duplicates
             (case-insensitive) are dropped, order is kept.
+        what: What the text is, in error messages (``"class list (--classes)"``: "The class
+            list (--classes) is empty", "More than 128 phrases in the class list ...").
 
     Returns:
         The phrases, at least one and at most :data:`grounded_sam.limits.MAX_PHRASES`.
@@ -202,8 +293,9 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
     if isinstance(prompt, str):
         if len(prompt) > limits.MAX_PROMPT_CHARS:
             raise ValueError(
-                f"The prompt has {len(prompt):,} characters; the limit is "
-                f"{limits.MAX_PROMPT_CHARS:,}."
+                f"The {what} has {len(prompt):,} characters; the limit is "
+                f"{limits.MAX_PROMPT_CHARS:,} ({limits.MAX_PHRASES} phrases of at most "
+                f"{limits.MAX_PHRASE_CHARS} characters)."
             )
         pieces = prompt.split(",")
     elif isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
@@ -216,7 +308,7 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
             pieces.append(item)
     else:
         raise TypeError(
-            f"The prompt must be a string such as 'dog, cat' or a list of strings, got "
+            f"The {what} must be a string such as 'dog, cat' or a list of strings, got "
             f"{type(prompt).__name__}."
         )
     phrases: list[str] = []
@@ -228,12 +320,12 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
             phrases.append(phrase)
             if len(phrases) > limits.MAX_PHRASES:
                 raise ValueError(
-                    f"More than {limits.MAX_PHRASES} phrases in one prompt "
+                    f"More than {limits.MAX_PHRASES} phrases in one {what} "
                     f"({limits.REASONS['phrases']})."
                 )
     if not phrases:
         raise ValueError(
-            "The prompt is empty: give at least one phrase, e.g. 'dog' or 'dog, frisbee'."
+            f"The {what} is empty: give at least one phrase, e.g. 'dog' or 'dog, frisbee'."
         )
     return phrases
 

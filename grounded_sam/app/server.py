@@ -81,7 +81,9 @@ def launch(
         max_queue_size: Requests that may wait; beyond that users are told the queue is
             full (None: unbounded).
         max_sessions: Browser sessions whose state (image, result, prompts) is kept in
-            memory; the oldest is dropped beyond that.
+            memory; the oldest is dropped beyond that. At most twice as many sessions'
+            export folders are kept on disk, none unused for more than 2 hours
+            (:mod:`grounded_sam.app.exports`).
         max_index_bytes: Bound of the index store all sessions share (2 GiB by default);
             least recently used indexes are dropped beyond it and built again when needed.
         block: Serve until interrupted (True) or return at once with the server running
@@ -138,10 +140,15 @@ def serve(
         The ``gr.Blocks`` (running when ``block`` is False).
     """
     require_gradio()
+    from grounded_sam.app.exports import default_folders
     from grounded_sam.app.ui import build_app
 
     if concurrency_limit < 1:
         raise ValueError(f"concurrency_limit must be >= 1, got {concurrency_limit}.")
+    if max_sessions < 1:
+        raise ValueError(f"max_sessions must be >= 1, got {max_sessions}.")
+    # sessions' export folders: at most two per kept session, deleted after 2 h unused
+    default_folders(max_folders=2 * max_sessions)
     if not _is_loopback(host):
         logger.warning(
             "Serving on %s: anyone who can reach this machine on port %d can use the app.",

@@ -25,12 +25,18 @@ from pathlib import Path
 
 import torch
 
+from grounded_sam.clip.checks import (
+    ConfigError,
+    check_local_model,
+    check_model_config,
+    check_positional_embeddings,
+)
 from grounded_sam.clip.regions import CropSettings, CropStyle
 from grounded_sam.clip.scorer import ClipScorer
 from grounded_sam.clip.text import check_templates
 from grounded_sam.device import resolve_device, resolve_dtype
 from grounded_sam.errors import ModelLoadError
-from grounded_sam.hub import HubModel, require_hub_models
+from grounded_sam.hub import HubModel, check_readable_file, require_hub_models
 
 __all__ = ["DEFAULT_CLIP", "ClipSpec", "clip_hub_model", "load_clip", "parse_clip_spec"]
 
@@ -282,6 +288,35 @@ def _explain(exc: BaseException, parsed: ClipSpec) -> str:
     return f"{type(exc).__name__}: {first[:500]}"
 
 
+def _check_before_build(parsed: ClipSpec, spec: str, cache_dir: str | None) -> None:
+    """Bounds and consistency of user-supplied configs and weights, before open_clip runs.
+
+    A ``local-dir:`` folder gets every check of :mod:`grounded_sam.clip.checks`; a weights
+    file given for a built-in architecture is checked against that architecture's config; an
+    ``hf-hub:`` config already in the cache is bounded before open_clip builds from it.
+    """
+    try:
+        if parsed.source == "local-dir":
+            check_local_model(Path(parsed.model_name[len(_LOCAL_DIR) :]))
+        elif parsed.source == "builtin" and parsed.pretrained and Path(parsed.pretrained).is_file():
+            import open_clip
+
+            check_readable_file(parsed.pretrained, "the CLIP weights")
+            rows = check_model_config(open_clip.get_model_config(parsed.model_name) or {})
+            check_positional_embeddings(Path(parsed.pretrained), rows)
+        elif parsed.source == "hf-hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            from grounded_sam.clip.checks import read_config
+
+            repo = parsed.model_name[len(_HF_HUB) :]
+            found = try_to_load_from_cache(repo, "open_clip_config.json", cache_dir=cache_dir)
+            if isinstance(found, str):
+                check_model_config(read_config(Path(found))["model_cfg"])
+    except ConfigError as exc:
+        raise _load_error(spec, str(exc)) from None
+
+
 def load_clip(
     spec: str | os.PathLike[str] = DEFAULT_CLIP,
     device: str | torch.device | None = None,
@@ -312,8 +347,12 @@ def load_clip(
         The ready :class:`ClipScorer` (model in eval mode, on ``device``).
 
     Raises:
-        ModelLoadError: The spec is unknown or malformed, a directory/file is missing, or the
-            weights cannot be found or downloaded; the message says how to use a local copy.
+        ModelLoadError: The spec is unknown or malformed, a directory/file is missing or
+            unreadable, a local config's sizes exceed :data:`grounded_sam.clip.checks.
+            CONFIG_BOUNDS` (checked before anything is built), its weights do not fit it
+            (e.g. a positional embedding of another length, which open_clip would silently
+            resize), or the weights cannot be found or downloaded; the message says how to
+            use a local copy.
         ValueError: Bad device, dtype, crop style or templates.
     """
     torch_device = resolve_device(device)
@@ -325,6 +364,7 @@ def load_clip(
     parsed = parse_clip_spec(spec)
     require_hub_models([clip_hub_model(spec, cache_dir)])  # fails in seconds if offline, not cached
     display = str(spec) if not isinstance(spec, os.PathLike) else parsed.display
+    _check_before_build(parsed, display, None if cache_dir is None else str(cache_dir))
     started = time.perf_counter()
     logger.info("Loading CLIP %s on %s (%s)", parsed.display, torch_device, torch_dtype)
 

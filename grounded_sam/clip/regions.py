@@ -24,6 +24,14 @@ samples per output pixel. Regions more than :data:`MAX_SAMPLES_PER_AXIS` times l
 output are instead sampled from a 2x, 4x, ... area-averaged (box-filtered) copy of the image,
 chosen per region so that at most ``MAX_SAMPLES_PER_AXIS`` samples per axis remain (the same
 area filter, applied in two steps).
+
+Masks get the same treatment in their low-resolution frame: a region that spans more than
+:data:`MAX_MASK_SAMPLES_PER_AXIS` frame pixels per output pixel on some axis is sampled from a
+2x, 4x, ... area-averaged copy of the frame. This bounds the work of degenerate images (a 1 x 1
+image whose 256 x 256 frame maps 8 image pixels to 2048 frame pixels, a 1 x 20000 image whose
+square regions span 24000 rows of a one-row frame), which would otherwise take thousands of
+samples per output pixel: every region costs at most ``out_h * out_w *
+(MAX_MASK_SAMPLES_PER_AXIS**2 + MAX_SAMPLES_PER_AXIS**2 + levels)`` bilinear samples.
 """
 
 from __future__ import annotations
@@ -55,6 +63,10 @@ _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
 #: Most bilinear samples per output pixel and axis taken from one pyramid level.
 MAX_SAMPLES_PER_AXIS = 4
+
+#: Most bilinear samples per output pixel and axis taken from one level of the mask pyramid
+#: (regions of ordinary images never need more than level 0; see the module docstring).
+MAX_MASK_SAMPLES_PER_AXIS = 8
 
 
 def mean_fill_color(mean: tuple[float, ...] | list[float] = _OPENAI_MEAN) -> tuple[int, int, int]:
@@ -309,17 +321,75 @@ class RegionCropper:
         )
         index = torch.arange(n, dtype=torch.float32, device=regions.device).unsqueeze(1)
         scaled = regions.to(torch.float32) * scale
-        rois = torch.cat([index, scaled], dim=1)
         from torchvision.ops import roi_align
 
-        coverage = roi_align(
-            frame, rois, self.out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
-        )
-        # output pixels per mask pixel (> 1 when the mask is upsampled), per region
+        top = self.mask_top_level(image_size, (mh, mw))
+        if top == 0:
+            coverage = roi_align(
+                frame, torch.cat([index, scaled], dim=1), self.out_size,
+                spatial_scale=1.0, sampling_ratio=-1, aligned=True,
+            )  # fmt: skip
+        else:
+            ratio = torch.maximum(
+                (scaled[:, 2] - scaled[:, 0]) / out_w, (scaled[:, 3] - scaled[:, 1]) / out_h
+            )
+            level = torch.ceil(torch.log2((ratio / MAX_MASK_SAMPLES_PER_AXIS).clamp_min(1.0)))
+            level = level.clamp(0, top).to(torch.long).view(n, 1)
+            corner = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=regions.device)
+            dummy = torch.cat([index, corner.expand(n, 4)], 1)  # one sample per output pixel
+            coverage = torch.zeros((n, 1, out_h, out_w), dtype=torch.float32, device=frame.device)
+            for k, pooled in enumerate(_mask_levels(frame, top)):
+                here = level == k
+                rois = torch.where(here, torch.cat([index, scaled / float(2**k)], 1), dummy)
+                sampled = roi_align(
+                    pooled, rois, self.out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+                )
+                coverage = torch.where(here.view(n, 1, 1, 1), sampled, coverage)
+        # output pixels per mask pixel (> 1 when the mask is upsampled), per region; a region
+        # sampled from a coarser level spans more than one frame pixel per output pixel, so its
+        # zoom is 1 at every level
         zoom = torch.minimum(
             out_w / (scaled[:, 2] - scaled[:, 0]), out_h / (scaled[:, 3] - scaled[:, 1])
         ).clamp_min(1.0)
         return ((coverage - 0.5) * zoom.view(n, 1, 1, 1) + 0.5).clamp_(0.0, 1.0)
+
+    def mask_top_level(self, image_size: tuple[int, int], frame_size: tuple[int, int]) -> int:
+        """Highest mask-pyramid level a region of this image can need (0: no pyramid).
+
+        Regions span at most the image plus the context margin on each side (and at least
+        ``min_size``), i.e. ``side * frame / image`` frame pixels on each axis.
+
+        Args:
+            image_size: ``(H, W)`` of the image.
+            frame_size: ``(h, w)`` of the low-resolution mask frame.
+        """
+        out_h, out_w = self.out_size
+        img_h, img_w = image_size
+        side = max(image_size) * (1.0 + 2.0 * float(self.settings.margin)) + 2.0
+        side = max(side, float(self.settings.min_size)) * max(out_w / out_h, out_h / out_w)
+        span = max(side * frame_size[0] / img_h, side * frame_size[1] / img_w)
+        ratio = span / min(out_h, out_w)
+        return max(0, math.ceil(math.log2(max(ratio / MAX_MASK_SAMPLES_PER_AXIS, 1.0))))
+
+
+def _mask_levels(frame: torch.Tensor, top: int) -> list[torch.Tensor]:
+    """``[frame, frame / 2, ..., frame / 2**top]``: area averages over 2x2 blocks.
+
+    Odd sizes are padded by repeating the last row / column (a mask touching the border stays
+    solid up to it), so pixel ``j`` of level ``k`` covers frame pixels ``[j 2**k, (j + 1) 2**k)``.
+
+    Args:
+        frame: ``(n, 1, h, w)`` float32 mask coverage in [0, 1].
+        top: Highest level.
+    """
+    levels = [frame]
+    for _ in range(top):
+        last = levels[-1]
+        h, w = last.shape[-2:]
+        if h % 2 or w % 2:
+            last = F.pad(last, (0, w % 2, 0, h % 2), mode="replicate")
+        levels.append(F.avg_pool2d(last, 2))
+    return levels
 
 
 def _blur_matrix(size: int, sigma: float, radius: int, device: torch.device) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 Writes go to a temporary file next to the target, then ``os.replace`` it: a reader (or a
 resumed run) therefore sees either the old file or the complete new one, never a half-written
-file, even if the process is killed mid-write.
+file, even if the process is killed mid-write. The file gets the permissions a plain ``open``
+would give it (``0o666`` minus the umask; a copy: the source's mode minus the umask, as
+``cp``), not the ``0o600`` of the temporary file.
 
 :func:`flat_names` / :func:`flat_stems` give every image of a run its own output name (the
 labeled dataset's ``images/`` and ``grounded-sam segment --out``), unique even when images
@@ -15,7 +17,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -30,21 +34,45 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_png",
     "atomic_write_text",
+    "current_umask",
     "flat_names",
     "flat_stems",
     "safe_name",
 ]
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and restoring
+    it, under a lock (another thread creating a file at that instant could still see 0o077).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], mode: int = 0o666) -> Path:
     """Run ``write(tmp_path)`` then move the temporary file onto ``path``.
 
     Args:
         path: Final location (its folder is created if missing).
         write: Writes the complete file to the path it is given.
+        mode: Permission bits before the umask is applied (as for ``open``).
 
     Returns:
-        ``path`` as a ``Path``.
+        ``path`` as a ``Path``; its permissions are ``mode & ~umask``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +81,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, mode & ~current_umask())  # mkstemp made it 0o600
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -77,8 +106,9 @@ def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Atomically copy a file (contents and timestamps)."""
-    return atomic_write(dst, lambda p: shutil.copy2(src, p))
+    """Atomically copy a file (contents and timestamps; mode: the source's minus the umask)."""
+    mode = stat.S_IMODE(os.stat(src).st_mode)
+    return atomic_write(dst, lambda p: shutil.copy2(src, p), mode=mode)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -94,10 +124,12 @@ def flat_stems(rels: Sequence[str]) -> list[str]:
     """Unique, unambiguous flat file stems for files at relative posix paths ``rels``.
 
     Nested folders are joined with ``"__"``; control characters and undecodable bytes
-    (surrogates) become ``"_"``. Top-level names are reserved first (a top-level file keeps
-    its own, cleaned stem unless an earlier top-level file has the same stem), then every
-    name that collides with one already taken (case-insensitively: ``a.jpg`` and ``A.png``
-    collide) gets ``_1``, ``_2``, ... until it is free.
+    (surrogates) become ``"_"``. Every file keeps its own (flattened, cleaned) stem unless an
+    earlier file has it (case-insensitively: ``a.jpg`` and ``A.png`` collide; top-level files
+    come first, so a top-level file keeps its own stem unless an earlier top-level file has
+    the same one). Only then does each file that lost its stem get the first free ``_1``,
+    ``_2``, ..., never one that another file owns: ``a.jpg, a.png, a_1.jpg`` give ``a, a_2,
+    a_1`` (``a_1.jpg``'s results are ``a_1.*``, not ``a.png``'s).
 
     Args:
         rels: Relative paths such as ``"sub/a.jpg"`` (give ``Path(p).name`` to ignore
@@ -125,14 +157,21 @@ def _flat(rels: Sequence[str]) -> list[tuple[str, str]]:
     used: set[str] = set()
     out = [("", "")] * len(cleaned)
     order = sorted(range(len(cleaned)), key=lambda i: not cleaned[i][2])  # top level first
-    for i in order:
+    pending = []
+    for i in order:  # every file whose own stem is free keeps it...
         stem, suffix, _ = cleaned[i]
-        candidate, k = stem, 1
-        while candidate.lower() in used:
-            candidate = f"{stem}_{k}"
+        if stem.lower() in used:
+            pending.append(i)
+        else:
+            used.add(stem.lower())
+            out[i] = (stem, suffix)
+    for i in pending:  # ...then the others get the first free "_1", "_2", ...
+        stem, suffix, _ = cleaned[i]
+        k = 1
+        while f"{stem}_{k}".lower() in used:
             k += 1
-        used.add(candidate.lower())
-        out[i] = (candidate, suffix)
+        used.add(f"{stem}_{k}".lower())
+        out[i] = (f"{stem}_{k}", suffix)
     return out
 
 

@@ -65,8 +65,7 @@ def embed_exemplars(
         stability_score=torch.ones(len(boxes), device=logits.device),
         point_coords=torch.zeros(len(boxes), 2, device=logits.device),
         original_size=(h, w),
-        low_res_size=int(logits.shape[-1]),
-        _target_length=predictor.transform.target_length,
+        frame=index.proposals.frame,
     )
     frame = one_crop.frame_masks(tuple(index.frame_masks.shape[-2:]))
     crop_boxes = _frame_boxes(frame, (h, w), box_t.to(frame.device))

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from grounded_sam import limits
-from grounded_sam.sam.everything import EverythingSettings, Proposals
+from grounded_sam.sam.everything import EverythingSettings
 from grounded_sam.sam.predictor import ImageEmbedding
+from grounded_sam.sam.proposals import UPSCALE_MODES, MaskFrame, Proposals
 
 __all__ = ["BoxDecodeCache", "BoxDecodes", "ImageIndex", "weights_fingerprint"]
 
@@ -271,7 +272,8 @@ class ImageIndex:
                 "stability_score": p.stability_score.cpu(),
                 "point_coords": p.point_coords.cpu(),
                 "low_res_size": p.low_res_size,
-                "target_length": p._target_length,
+                "target_length": p.frame.target_length,
+                "upscale": p.frame.upscale,  # absent in older files: "pad_crop"
             },
         }
         tmp = path.with_name(path.name + ".tmp")
@@ -494,8 +496,7 @@ def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
         stability_score=pr["stability_score"].float(),
         point_coords=pr["point_coords"].float(),
         original_size=original_size,
-        low_res_size=sizes["L"],
-        _target_length=target,
+        frame=_mask_frame(blob, target, sizes["L"]),
     )
     return cls(
         image=blob["image"].numpy(),
@@ -513,6 +514,14 @@ def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
         weights_fingerprint=fingerprint,
         box_cache=BoxDecodeCache(_box_decodes(blob, sizes)),
     )
+
+
+def _mask_frame(blob: Mapping[str, Any], target: int, side: int) -> MaskFrame:
+    """The proposals' frame; files written before it was saved were upscaled as SAM's."""
+    upscale = blob["proposals"].get("upscale", "pad_crop")
+    if upscale not in UPSCALE_MODES:
+        raise ValueError(f"field 'proposals.upscale' must be one of {UPSCALE_MODES}")
+    return MaskFrame(target_length=target, low_res_size=side, upscale=upscale)
 
 
 def _box_decodes(blob: Mapping[str, Any], sizes: dict[str, int]) -> dict[int, BoxDecodes]:

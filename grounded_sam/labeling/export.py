@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from grounded_sam.export.files import atomic_copy, flat_names
+from grounded_sam.inputs import image_file_size
 from grounded_sam.labeling.formats.coco import write_coco
 from grounded_sam.labeling.formats.common import ExportJob, Writer, prune
 from grounded_sam.labeling.formats.voc import write_voc
@@ -124,6 +125,9 @@ def write_dataset(
     """
     images_dir = out / "images"
     targets = [images_dir / n for n in flat_names([e.rel for e in entries])]
+    # before anything is written: every file still has the size its labels were made at
+    _check_sizes(out, entries, [e.source for e in entries] if copy_images else targets,
+                 copied=copy_images)  # fmt: skip
     if copy_images:
         images_dir.mkdir(parents=True, exist_ok=True)
         for entry, target in zip(entries, targets, strict=True):
@@ -138,6 +142,36 @@ def write_dataset(
         return _WRITERS[fmt](ExportJob(out, staging, entries, targets, classes, config))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_sizes(
+    out: Path, entries: Sequence[LabeledImage], files: Sequence[Path], copied: bool
+) -> None:
+    """Refuse to export an image whose file no longer has the size its labels were made at.
+
+    An image replaced between labeling and export would otherwise get a COCO entry (and
+    YOLO / VOC sizes) that disagree with its masks. Only file headers are read.
+
+    Raises:
+        ValueError: Naming the image, both sizes and what to do.
+    """
+    for entry, file in zip(entries, files, strict=True):
+        h, w = image_file_size(file)
+        if (h, w) == (entry.height, entry.width):
+            continue
+        if copied:
+            todo = (
+                "run the labeling again with the same options: an image that changed is "
+                "labeled again"
+            )
+        else:
+            todo = (
+                f"put the original {file.name} back in {out / 'images'}, or run the labeling again"
+            )
+        raise ValueError(
+            f"{entry.rel} changed since it was labeled: it is now {w}x{h} px but its labels "
+            f"are for {entry.width}x{entry.height} px; nothing was exported. To fix it, {todo}."
+        )
 
 
 def _same_file(src: Path, dst: Path) -> bool:

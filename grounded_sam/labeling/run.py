@@ -33,7 +33,13 @@ from grounded_sam.labeling.config import engine_config, engine_options
 from grounded_sam.labeling.export import check_format, export_labeled
 from grounded_sam.labeling.lock import dataset_lock
 from grounded_sam.labeling.scan import prepare_labeling
-from grounded_sam.labeling.state import LabeledImage, begin_run, load_result, save_result
+from grounded_sam.labeling.state import (
+    LabeledImage,
+    begin_run,
+    load_result,
+    save_result,
+    source_stamp,
+)
 
 if TYPE_CHECKING:
     from grounded_sam.pipeline import GroundedSAM
@@ -151,7 +157,7 @@ def label_images(
         grounded_sam.labeling.lock.DatasetBusyError: Another run holds ``out_dir``.
     """
     check_format(fmt)
-    class_list = parse_prompt(classes)
+    class_list = parse_prompt(classes, what="class list")
     gs: GroundedSAM | None = engine if hasattr(engine, "index") else None  # type: ignore[assignment]
     if options is None and gs is not None:
         options = engine_options(gs)
@@ -201,6 +207,8 @@ def _label_images(
         else:
             entries.append(entry)
     report.reused = len(entries)
+    # each file's version before it is read: one replaced while it is labeled is noticed
+    stamps = {rel: _stamp(path) for rel, path in todo}
     if report.reused:
         logger.info("Resuming: %d of %d images already labeled", report.reused, len(images))
 
@@ -244,10 +252,13 @@ def _label_images(
             except _IMAGE_FAILURES as exc:
                 fail(rel, one_line(exc))
             else:
-                entry = LabeledImage(rel, path, image.shape[0], image.shape[1], records)
-                save_result(out, entry)
-                entries.append(entry)
-                report.labeled += 1
+                if stamps[rel] is None or _stamp(path) != stamps[rel]:
+                    fail(rel, "the file changed while it was labeled; run again to label it")
+                else:
+                    entry = LabeledImage(rel, path, image.shape[0], image.shape[1], records)
+                    save_result(out, entry, stamps[rel])
+                    entries.append(entry)
+                    report.labeled += 1
             bar.update(1)
     finally:
         if bar is not None:
@@ -255,6 +266,13 @@ def _label_images(
 
     report.exported, report.instances = export_labeled(out, entries, class_list, fmt, config)
     return report
+
+
+def _stamp(path: Path) -> dict[str, int] | None:
+    try:
+        return source_stamp(path)
+    except OSError:
+        return None
 
 
 def label_folder(

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from grounded_sam.inputs import IMAGE_EXTENSIONS, find_images
+from grounded_sam.labeling.state import run_file
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "prepare_labeling"]
+__all__ = ["IMAGE_EXTENSIONS", "find_images", "is_dataset_dir", "prepare_labeling"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_dataset_dir(path: Path) -> bool:
+    """Whether ``path`` is the output folder of a labeling run (it holds the run's state).
+
+    A labeling scan skips such folders (with a log line), so a dataset written inside the
+    images folder, by this run or an earlier one, is never labeled as new images.
+    """
+    if run_file(path).is_file():
+        logger.warning("Skipping %s: it holds a labeled dataset (an earlier labeling run)", path)
+        return True
+    return False
 
 
 def prepare_labeling(images_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
@@ -19,8 +35,9 @@ def prepare_labeling(images_dir: str | os.PathLike, out_dir: str | os.PathLike) 
             folder itself, or a folder that contains the images folder.
 
     Returns:
-        The images to label (see :func:`~grounded_sam.inputs.find_images`); ``out_dir`` is
-        excluded from the scan.
+        The images to label (see :func:`~grounded_sam.inputs.find_images`): ``out_dir``
+        and every other labeled dataset under ``images_dir`` (:func:`is_dataset_dir`) are
+        excluded from the scan, as are FIFOs, devices and sockets.
 
     Raises:
         FileNotFoundError: ``images_dir`` does not exist.
@@ -41,7 +58,7 @@ def prepare_labeling(images_dir: str | os.PathLike, out_dir: str | os.PathLike) 
             f"The output folder {out} contains the images folder {src}: choose a separate "
             "output folder for the dataset."
         )
-    images = find_images(src, exclude=[out_r])
+    images = find_images(src, exclude=[out_r], skip_dir=is_dataset_dir)
     if not images:
         raise ValueError(
             f"No images found in {src} (looked for {', '.join(IMAGE_EXTENSIONS)} in any "

@@ -34,6 +34,7 @@ __all__ = [
     "run_file",
     "save_result",
     "saved_results",
+    "source_stamp",
     "state_dir",
 ]
 
@@ -129,7 +130,12 @@ def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))["config"]
 
 
-def _source_stamp(path: Path) -> dict[str, int]:
+def source_stamp(path: Path) -> dict[str, int]:
+    """What identifies a source file's version: ``{"bytes": size, "mtime_ns": mtime}``.
+
+    Raises:
+        OSError: The file cannot be looked up.
+    """
     st = path.stat()
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -146,7 +152,7 @@ def load_result(out_dir: str | os.PathLike, rel: str, source: Path) -> LabeledIm
         return None
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        if state.get("schema") != SCHEMA or state.get("source") != _source_stamp(source):
+        if state.get("schema") != SCHEMA or state.get("source") != source_stamp(source):
             return None
         return LabeledImage(
             rel, source, int(state["height"]), int(state["width"]), state["instances"]
@@ -156,8 +162,18 @@ def load_result(out_dir: str | os.PathLike, rel: str, source: Path) -> LabeledIm
         return None
 
 
-def save_result(out_dir: str | os.PathLike, entry: LabeledImage) -> None:
-    """Save one image's result atomically (stamped with its source file's size and mtime)."""
+def save_result(
+    out_dir: str | os.PathLike, entry: LabeledImage, stamp: dict[str, int] | None = None
+) -> None:
+    """Save one image's result atomically (stamped with its source file's size and mtime).
+
+    Args:
+        out_dir: DATASET_DIR.
+        entry: The result.
+        stamp: The source's :func:`source_stamp` from before it was read (None: now). A
+            stamp taken before reading makes a file replaced while it was labeled count as
+            changed, so a later run labels it again.
+    """
     atomic_write_json(
         _result_path(Path(out_dir), entry.rel),
         {
@@ -165,7 +181,7 @@ def save_result(out_dir: str | os.PathLike, entry: LabeledImage) -> None:
             "image": entry.rel,
             "height": entry.height,
             "width": entry.width,
-            "source": _source_stamp(entry.source),
+            "source": source_stamp(entry.source) if stamp is None else stamp,
             "instances": entry.records,
         },
     )

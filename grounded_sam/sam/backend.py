@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from grounded_sam.inputs import ImageInput
-from grounded_sam.sam.predictor import DecoderOutput, ImageEmbedding, Prediction
+from grounded_sam.sam.types import DecoderOutput, ImageEmbedding, Prediction
 
 __all__ = ["SamBackend"]
 

@@ -11,9 +11,9 @@ original image size before filtering (same grid, crops, thresholds, filter order
 otherwise; records have the same keys and formats):
 
 * stability scores are counted on a 2x sub-pixel bilinear grid of the low-res logits (see
-  ``_SUBPIXELS``), boxes for the crop-edge filter and NMS come from the low-res masks (exact to
-  about one low-res pixel): masks whose stability or box IoU lies within ~0.01 of a threshold
-  may be kept on one side and dropped on the other;
+  :mod:`grounded_sam.sam.stability`), boxes for the crop-edge filter and NMS come from the
+  low-res masks (exact to about one low-res pixel): masks whose stability or box IoU lies
+  within ~0.01 of a threshold may be kept on one side and dropped on the other;
 * masks that are empty at low resolution are dropped (Meta keeps them when
   ``stability_score_thresh`` is 0, with a NaN stability);
 * proposals and records are ordered by decreasing predicted IoU (Meta's order is the NMS
@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from grounded_sam import limits
 from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.proposals import MaskFrame, Proposals
+from grounded_sam.sam.stability import SUBPIXELS, subpixel_stability
 from grounded_sam.utils.grid import build_all_layer_point_grids, generate_crop_boxes
 from grounded_sam.utils.masks import (
     box_area,
@@ -44,12 +45,17 @@ from grounded_sam.utils.masks import (
     masks_to_boxes,
     masks_to_uncompressed_rle,
     uncrop_boxes,
-    uncrop_masks,
     uncrop_points,
     xyxy_to_xywh,
 )
 
-__all__ = ["EverythingSettings", "Proposals", "generate_proposals", "proposals_to_records"]
+__all__ = [
+    "EverythingSettings",
+    "MaskFrame",
+    "Proposals",
+    "generate_proposals",
+    "proposals_to_records",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,231 +149,6 @@ def _is_real(value: object) -> bool:
     )
 
 
-@dataclass
-class Proposals:
-    """Class-agnostic region proposals of one image, at the decoder's low resolution.
-
-    All tensors are on the predictor's device; N proposals, K crops (crop 0 = whole image).
-
-    Attributes:
-        low_res_logits: (N, L, L) float32 decoder logits, each in the padded input frame of
-            its own crop.
-        crop_index: (N,) long, the crop each proposal was decoded in.
-        crop_boxes: (K, 4) long xyxy crops in original pixels (end exclusive).
-        crop_input_sizes: Per crop, the (h, w) of the crop resized into the input frame.
-        boxes: (N, 4) float32 xyxy boxes in original pixels, inclusive (last pixel inside),
-            from the low-res masks (within about one low-res pixel of the full mask's box).
-        predicted_iou: (N,) float32 SAM's predicted IoU.
-        stability_score: (N,) float32 stability score, counted on a 2x sub-pixel grid of the
-            low-res logits.
-        point_coords: (N, 2) float32 xy of the grid point that produced each mask.
-        original_size: (H, W) of the image.
-        low_res_size: L, the side of the decoder's output.
-    """
-
-    low_res_logits: torch.Tensor
-    crop_index: torch.Tensor
-    crop_boxes: torch.Tensor
-    crop_input_sizes: list[tuple[int, int]]
-    boxes: torch.Tensor
-    predicted_iou: torch.Tensor
-    stability_score: torch.Tensor
-    point_coords: torch.Tensor
-    original_size: tuple[int, int]
-    low_res_size: int
-    _target_length: int = field(default=1024, repr=False)
-
-    def __len__(self) -> int:
-        return int(self.low_res_logits.shape[0])
-
-    def select(self, index: torch.Tensor) -> Proposals:
-        """Proposals at ``index`` ((M,) long or (N,) bool), crops unchanged."""
-        return Proposals(
-            low_res_logits=self.low_res_logits[index],
-            crop_index=self.crop_index[index],
-            crop_boxes=self.crop_boxes,
-            crop_input_sizes=self.crop_input_sizes,
-            boxes=self.boxes[index],
-            predicted_iou=self.predicted_iou[index],
-            stability_score=self.stability_score[index],
-            point_coords=self.point_coords[index],
-            original_size=self.original_size,
-            low_res_size=self.low_res_size,
-            _target_length=self._target_length,
-        )
-
-    def frame_size(self, longest_side: int | None = None) -> tuple[int, int]:
-        """Size (h, w) of a low-res frame of the whole image with the given longest side.
-
-        Args:
-            longest_side: Defaults to L (the decoder's resolution).
-        """
-        side = longest_side or self.low_res_size
-        h, w = self.original_size
-        scale = side / max(h, w)
-        return max(1, round(h * scale)), max(1, round(w * scale))
-
-    def frame_masks(self, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Masks of all proposals in one low-res frame of the whole image.
-
-        Each frame pixel samples its proposal's low-res logits (bilinear) at the pixel's
-        centre, mapped through the same geometry as :meth:`full_masks` (crop offset, resize
-        into the input frame, decoder stride), so the result is the full-resolution mask seen
-        at the frame's resolution; pixels outside a proposal's crop are False.
-
-        Args:
-            size: (h, w) of the frame; defaults to :meth:`frame_size`.
-
-        Returns:
-            (N, h, w) bool; frame pixel (i, j) covers original pixels
-            [i * H/h, (i + 1) * H/h) x [j * W/w, (j + 1) * W/w).
-        """
-        fh, fw = size or self.frame_size()
-        device = self.low_res_logits.device
-        out = torch.zeros(len(self), fh, fw, dtype=torch.bool, device=device)
-        if len(self) == 0:
-            return out
-        H, W = self.original_size
-        # centres of the frame pixels, in original pixels
-        ys = (torch.arange(fh, device=device, dtype=torch.float32) + 0.5) * (H / fh)
-        xs = (torch.arange(fw, device=device, dtype=torch.float32) + 0.5) * (W / fw)
-        for k in torch.unique(self.crop_index).tolist():
-            sel = torch.nonzero(self.crop_index == k).flatten()
-            x0, y0, x1, y1 = self.crop_boxes[k].tolist()
-            rows = torch.nonzero((ys >= y0) & (ys < y1)).flatten()
-            cols = torch.nonzero((xs >= x0) & (xs < x1)).flatten()
-            if rows.numel() == 0 or cols.numel() == 0:
-                continue
-            ih, iw = self.crop_input_sizes[k]
-            # crop pixel -> input-frame pixel (resize) -> normalised low-res coordinate
-            # (grid_sample with align_corners=False: -1 and 1 are the outer edges).
-            gy = 2.0 * (ys[rows] - y0) * (ih / (y1 - y0)) / self._target_length - 1.0
-            gx = 2.0 * (xs[cols] - x0) * (iw / (x1 - x0)) / self._target_length - 1.0
-            grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (h, w, 2)
-            logits = self.low_res_logits[sel].float()[:, None]
-            sampled = F.grid_sample(
-                logits,
-                grid[None].expand(len(sel), -1, -1, -1),
-                mode="bilinear",
-                padding_mode="border",
-                align_corners=False,
-            )[:, 0]
-            r0, r1 = int(rows[0]), int(rows[-1]) + 1
-            c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            out[sel, r0:r1, c0:c1] = sampled > 0
-        return out
-
-    def full_masks(self, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Masks at the original image size (computed only for the proposals asked for).
-
-        Args:
-            index: (M,) long indices; None for all.
-
-        Returns:
-            (M, H, W) bool.
-        """
-        from grounded_sam.sam.transforms import SamTransform
-
-        props = self if index is None else self.select(index)
-        H, W = self.original_size
-        out = torch.zeros(len(props), H, W, dtype=torch.bool, device=props.low_res_logits.device)
-        transform = SamTransform(props._target_length)
-        for k in torch.unique(props.crop_index).tolist():
-            sel = torch.nonzero(props.crop_index == k).flatten()
-            x0, y0, x1, y1 = props.crop_boxes[k].tolist()
-            logits = transform.postprocess_masks(
-                props.low_res_logits[sel][:, None], props.crop_input_sizes[k], (y1 - y0, x1 - x0)
-            )[:, 0]
-            out[sel] = uncrop_masks(logits > 0, [x0, y0, x1, y1], H, W)
-        return out
-
-
-# Stability scores are measured on this many sub-pixels per low-res pixel side: on the
-# bilinear upsample (align_corners=False) of the decoder logits, computed phase by phase so
-# that no upsampled tensor is ever held. Counting the bare L x L pixels over-estimates
-# stability wherever logits change fast between neighbouring pixels (measured on tiny random
-# models against Meta's full-resolution score: mean error 0.01-0.12, max 0.1-0.39); 2
-# sub-pixels bring it to a mean of ~0.002-0.02 (max 0.02-0.09) at ~6x the cost of the bare
-# count on a CPU (still ~1/6 of upsampling to the input frame, as Meta does). 1 = bare count.
-_SUBPIXELS = 2
-
-
-def _upsample_phases(x: torch.Tensor, factor: int, dim: int) -> list[torch.Tensor]:
-    """Phases of a ``factor``x bilinear upsample (align_corners=False) along ``dim``.
-
-    Phase ``a`` holds the upsampled elements ``factor * i + a``; interleaving the phases gives
-    ``F.interpolate(..., scale_factor=factor, mode="bilinear")`` along that axis, including its
-    edge clamping (the outermost half sub-pixels repeat the edge element).
-    """
-    n = x.shape[dim]
-    phases = []
-    for a in range(factor):
-        shift = (a + 0.5) / factor - 0.5  # source offset of this phase, in (-0.5, 0.5)
-        if shift == 0 or n == 1:
-            phases.append(x)
-            continue
-        y = torch.empty_like(x)
-        if shift < 0:  # between each element and the previous one; the first is repeated
-            torch.lerp(
-                x.narrow(dim, 1, n - 1),
-                x.narrow(dim, 0, n - 1),
-                -shift,
-                out=y.narrow(dim, 1, n - 1),
-            )
-            y.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
-        else:  # between each element and the next one; the last is repeated
-            torch.lerp(
-                x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1), shift, out=y.narrow(dim, 0, n - 1)
-            )
-            y.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 1, 1))
-        phases.append(y)
-    return phases
-
-
-def _subpixel_stability(
-    logits: torch.Tensor,
-    valid: tuple[int, int],
-    threshold: float,
-    offset: float,
-    factor: int = _SUBPIXELS,
-) -> torch.Tensor:
-    """Stability scores of masks measured on their ``factor``x bilinear upsample.
-
-    Same definition as :func:`grounded_sam.utils.masks.stability_score` (0 for a mask that
-    is empty even at ``threshold - offset``), counted over sub-pixels without building the
-    upsampled tensor.
-
-    Args:
-        logits: (N, h, w) low-res logits (include one row/column beyond the valid area where
-            there is one, so that interpolation near its edge sees the same neighbours as a
-            full upsample).
-        valid: (rows, cols) of the upsampled frame that belong to the image.
-        threshold: Mask threshold on the logits.
-        offset: Stability score offset.
-        factor: Sub-pixels per low-res pixel side (1 = count the low-res pixels).
-
-    Returns:
-        (N,) float32 stability scores.
-    """
-    n, h, w = logits.shape
-    vh, vw = valid
-    strict = torch.zeros(n, dtype=torch.int32, device=logits.device)
-    loose = torch.zeros(n, dtype=torch.int32, device=logits.device)
-    for a, row_phase in enumerate(_upsample_phases(logits, factor, 1)):
-        rows = min(h, -(-(vh - a) // factor))  # sub-pixel rows factor * i + a < vh
-        if rows <= 0:
-            continue
-        for b, phase in enumerate(_upsample_phases(row_phase[:, :rows], factor, 2)):
-            cols = min(w, -(-(vw - b) // factor))
-            if cols <= 0:
-                continue
-            v = phase[:, :, :cols]
-            strict += (v > threshold + offset).sum((1, 2), dtype=torch.int32)
-            loose += (v > threshold - offset).sum((1, 2), dtype=torch.int32)
-    ratio = strict / loose.clamp_min(1)
-    return torch.where(loose > 0, ratio, torch.zeros_like(ratio)).float()
-
-
 def _empty_batch(device: torch.device, side: int) -> dict[str, torch.Tensor]:
     return {
         "logits": torch.zeros(0, side, side, device=device),
@@ -400,7 +181,7 @@ def _process_crop(
     # Low-res rows/cols covering the image (the rest is padding), the sub-pixel rows/cols that
     # do, and the low-res rows/cols needed to interpolate those (one beyond, if any).
     vh, vw = transform.low_res_valid_size(embedding.input_size)
-    f = _SUBPIXELS
+    f = SUBPIXELS
     valid_sub = (math.ceil(ih * f / stride), math.ceil(iw * f / stride))
     need_h, need_w = min(vh + 1, side), min(vw + 1, side)
     scale = torch.tensor([sx, sy, sx, sy], device=device)
@@ -425,7 +206,7 @@ def _process_crop(
         if settings.pred_iou_thresh > 0:
             idx = torch.nonzero(iou > settings.pred_iou_thresh).flatten()
             logits, iou, pts = logits[idx], iou[idx], pts[idx]
-        stab = _subpixel_stability(
+        stab = subpixel_stability(
             logits[:, :need_h, :need_w], valid_sub, threshold, settings.stability_score_offset
         )
         masks = logits[:, :vh, :vw] > threshold
@@ -552,8 +333,7 @@ def generate_proposals(
         stability_score=data["stability"],
         point_coords=data["points"],
         original_size=(H, W),
-        low_res_size=predictor.transform.low_res_size,
-        _target_length=predictor.transform.target_length,
+        frame=MaskFrame.of(predictor.transform),
     )
 
 

@@ -6,13 +6,16 @@ import os
 
 import torch
 
+from grounded_sam.sam import families
 from grounded_sam.sam.backend import SamBackend
 
 __all__ = ["create_predictor", "load_predictor"]
 
 
 def create_predictor(model, compile: bool | str = False) -> SamBackend:
-    """The predictor class for a model, picked by its config's ``model_type``.
+    """The predictor of a model's family, picked by its config's ``model_type``.
+
+    The family's registry record (:mod:`grounded_sam.sam.families`) names the predictor.
 
     Args:
         model: A loaded ``SamModel``, ``SamHQModel`` or ``Sam2Model`` (eval mode).
@@ -23,25 +26,17 @@ def create_predictor(model, compile: bool | str = False) -> SamBackend:
         ``SamPredictor``, ``SamHQPredictor`` or ``Sam2Predictor`` driving it.
 
     Raises:
-        ValueError: The model is of no supported SAM family.
+        ValueError: The model is of no supported SAM family (the message lists them).
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type == "sam":
-        from grounded_sam.sam.predictor import SamPredictor
-
-        return SamPredictor(model, compile=compile)
-    if model_type == "sam_hq":
-        from grounded_sam.sam.hq import SamHQPredictor
-
-        return SamHQPredictor(model, compile=compile)
-    if model_type in ("sam2", "sam2_video"):
-        from grounded_sam.sam.sam2 import Sam2Predictor
-
-        return Sam2Predictor(model, compile=compile)
-    raise ValueError(
-        f"No SAM predictor for a model of type {model_type!r} ({type(model).__name__}); "
-        "supported: 'sam', 'sam_hq', 'sam2'."
-    )
+    try:
+        family = families.for_model_type(model_type)
+    except ValueError:
+        raise ValueError(
+            f"No SAM predictor for a model of type {model_type!r} ({type(model).__name__}); "
+            f"supported: {', '.join(map(repr, families.names()))} ({families.describe()})."
+        ) from None
+    return family.predictor_class()(model, compile=compile)
 
 
 def load_predictor(

@@ -60,34 +60,17 @@ order): fp32 max |delta logit| ~1e-4 on a full-size random decoder (see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from grounded_sam.sam import families
+from grounded_sam.sam.heads import DecoderHead, hq_features, stable_single_mask
+from grounded_sam.sam.types import SharedImage
+
 __all__ = ["FastMaskDecoder", "SharedImage", "hq_features", "stable_single_mask"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SharedImage:
-    """Prompt-independent decoder work for one image embedding (no mask input).
-
-    Attributes:
-        keys: (1, N, C) image tokens entering layer 0 (embedding + no-mask dense embedding),
-            N = E*E.
-        pe: (1, N, C) image positional encoding.
-        t2i_k: (h, N, d) layer-0 token->image keys, per head.
-        t2i_v: (h, N, d) layer-0 token->image values, per head.
-        i2t_q: (h, N, d) layer-0 image->token queries, per head (already scaled).
-    """
-
-    keys: torch.Tensor
-    pe: torch.Tensor
-    t2i_k: torch.Tensor
-    t2i_v: torch.Tensor
-    i2t_q: torch.Tensor
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -106,57 +89,6 @@ def _softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     return F.softmax(x, dim=dim, dtype=torch.float32).to(x.dtype)
 
 
-def hq_features(
-    decoder: torch.nn.Module, image_embeddings: torch.Tensor, vit_features: torch.Tensor
-) -> torch.Tensor:
-    """HQ-SAM's fused features: the embedding upscaled plus the early ViT features compressed.
-
-    Args:
-        decoder: ``SamHQMaskDecoder``.
-        image_embeddings: (1, C, E, E) image embedding.
-        vit_features: (1, E, E, D) early ViT features (channels last).
-
-    Returns:
-        (1, C/8, 4E, 4E), added to the HQ token's upscaled mask features.
-    """
-    act = decoder.activation
-    vit = vit_features.permute(0, 3, 1, 2)
-    return decoder.encoder_conv2(
-        act(decoder.encoder_norm(decoder.encoder_conv1(image_embeddings)))
-    ) + decoder.compress_vit_conv2(
-        act(decoder.compress_vit_norm(decoder.compress_vit_conv1(vit)))
-    )
-
-
-def stable_single_mask(
-    masks: torch.Tensor, iou: torch.Tensor, delta: float, thresh: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM 2's dynamic single-mask output (as ``Sam2MaskDecoder`` in eval mode).
-
-    Written with ``gather`` / ``where`` only, so the ONNX export traces this same code.
-
-    Args:
-        masks: (B, 4, L, L) logits of mask tokens 0..3.
-        iou: (B, 4) their predicted IoUs.
-        delta: Logit offset of the stability score.
-        thresh: Token 0's mask is kept when its stability score reaches this.
-
-    Returns:
-        ``(masks (B, 1, L, L), iou (B, 1))``: token 0's mask where its stability score (IoU
-        of the masks at logit > +delta and > -delta; 1 when the latter is empty) reaches
-        ``thresh``, else the multimask output (1-3) with the highest predicted IoU.
-    """
-    flat = masks[:, 0].flatten(1)
-    # counted in float32 (exact to 2^24 pixels; ONNX has no sum over booleans)
-    area_i = (flat > delta).float().sum(-1)
-    area_u = (flat > -delta).float().sum(-1)
-    stability = torch.where(area_u > 0, area_i / area_u.clamp_min(1), 1.0)
-    best = iou[:, 1:].argmax(1, keepdim=True) + 1  # (B, 1)
-    pick = torch.where(stability[:, None] >= thresh, torch.zeros_like(best), best)
-    index = pick[:, :, None, None].expand(-1, -1, masks.shape[-2], masks.shape[-1])
-    return masks.gather(1, index), iou.gather(1, pick)
-
-
 class FastMaskDecoder:
     """Decode B prompts on one image embedding with a transformers SAM-family mask decoder.
 
@@ -164,43 +96,42 @@ class FastMaskDecoder:
 
     Args:
         decoder: A ``transformers`` ``SamMaskDecoder``, ``SamHQMaskDecoder`` or
-            ``Sam2MaskDecoder`` (eval mode); the family is read from its tokens
-            (:attr:`family`: ``"sam"``, ``"sam_hq"`` or ``"sam2"``).
+            ``Sam2MaskDecoder`` (eval mode).
         absorb: Force the absorbed (True) or the standard (False) image-side projections;
             None chooses the cheaper per call. For tests.
         hq_token_only: HQ-SAM: return only the HQ token's mask instead of SAM's mask + the
             HQ mask.
+        head: The family's decoder head (:class:`~grounded_sam.sam.heads.DecoderHead`, from
+            its registry record); None: the family recognised from the decoder's tokens
+            (:func:`grounded_sam.sam.families.for_decoder`).
+
+    Thread safety: a decoder holds no per-image state (the per-image work is the caller's
+    :class:`~grounded_sam.sam.types.SharedImage` and extras), so one instance may decode for
+    several threads at once; ``absorb`` and ``hq_token_only`` are settings, not to be changed
+    while another thread decodes.
     """
 
     def __init__(
-        self, decoder: torch.nn.Module, absorb: bool | None = None, hq_token_only: bool = False
+        self,
+        decoder: torch.nn.Module,
+        absorb: bool | None = None,
+        hq_token_only: bool = False,
+        head: DecoderHead | None = None,
     ) -> None:
         self.decoder = decoder
         self.absorb = absorb
         self.hq_token_only = hq_token_only
-        self._up_key: tuple | None = None
-        self._up: tuple[torch.Tensor, ...] = ()
+        # (weights key, the transposed convolutions as matrices): one tuple, swapped whole
+        self._up: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
         layers = decoder.transformer.layers
         if len(layers) == 0 or not layers[0].skip_first_layer_pe:
             raise ValueError("FastMaskDecoder expects SAM's two-way transformer layout.")
-        if hasattr(decoder, "obj_score_token"):
-            # SAM 2: [object score, IoU, 4 mask tokens]; high-res skips in the upscaling
-            self.family, self._iou_at, self._mask_at = "sam2", 1, 2
-        elif hasattr(decoder, "hq_token"):
-            # HQ-SAM: [IoU, 4 mask tokens, HQ token]; HQ mask from fused early ViT features
-            self.family, self._iou_at, self._mask_at = "sam_hq", 0, 1
-        else:
-            self.family, self._iou_at, self._mask_at = "sam", 0, 1
+        self.head = head if head is not None else families.for_decoder(decoder).head
 
-    def _output_tokens(self) -> torch.Tensor:
-        """(T0, C) learned output tokens in the family's order."""
-        dec = self.decoder
-        parts = [dec.iou_token.weight, dec.mask_tokens.weight]
-        if self.family == "sam2":
-            parts.insert(0, dec.obj_score_token.weight)
-        elif self.family == "sam_hq":
-            parts.append(dec.hq_token.weight)
-        return torch.cat(parts, dim=0)
+    @property
+    def family(self) -> str:
+        """Registry name of the decoder's family (``"sam"``, ``"sam_hq"``, ``"sam2"``)."""
+        return self.head.name
 
     def prepare_features(
         self, image_embeddings: torch.Tensor, features: tuple[torch.Tensor, ...]
@@ -216,24 +147,9 @@ class FastMaskDecoder:
         Returns:
             SAM 2: (level 0 as (1, E*E, 16, C/8), level 1 as (1, E*E, 4, C/4)) in the 2x2
             block layout of :meth:`_upscale`; HQ-SAM: ((1, 4E, 4E, C/8) fused image + ViT
-            features, channels last); SAM: ().
+            features, channels last); SAM: () (see :mod:`grounded_sam.sam.heads`).
         """
-        dec = self.decoder
-        e = image_embeddings.shape[-1]
-        if self.family == "sam2":
-            s0, s1 = features
-            c8, c4 = s0.shape[1], s1.shape[1]
-            # (o, 4E, 4E) -> (i, j, (a, c, a2, c2), o): row 4i + 2a + a2, col 4j + 2c + c2
-            b0 = s0[0].reshape(c8, e, 2, 2, e, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
-            b1 = s1[0].reshape(c4, e, 2, e, 2).permute(1, 3, 2, 4, 0)  # (i, j, a, c, o)
-            return (
-                b0.reshape(1, e * e, 16, c8).contiguous(),
-                b1.reshape(1, e * e, 4, c4).contiguous(),
-            )
-        if self.family == "sam_hq":
-            hq = hq_features(dec, image_embeddings, features[0])
-            return (hq.permute(0, 2, 3, 1).contiguous(),)  # channels-last (1, 4E, 4E, C/8)
-        return ()
+        return self.head.prepare_features(self.decoder, image_embeddings, features)
 
     # -- shared image side -----------------------------------------------------------------
 
@@ -407,7 +323,7 @@ class FastMaskDecoder:
         """
         dec = self.decoder
         batch = sparse.shape[0] if sparse is not None else dense.shape[0]
-        tokens = self._output_tokens()[None].expand(batch, -1, -1)
+        tokens = self.head.output_tokens(dec)[None].expand(batch, -1, -1)
         if sparse is not None:
             tokens = torch.cat([tokens, sparse.to(tokens.dtype)], dim=1)
         tok_pe = tokens  # the prompt tokens' own "positional" embedding
@@ -481,22 +397,16 @@ class FastMaskDecoder:
         """
         dec = self.decoder
         batch = queries.shape[0]
-        iou = dec.iou_prediction_head(queries[:, self._iou_at])  # (B, 4)
-        mask_tokens = queries[:, self._mask_at :]
+        head = self.head
+        iou = dec.iou_prediction_head(queries[:, head.iou_at])  # (B, 4)
+        mask_tokens = queries[:, head.mask_at :]
         # SAM 2 in eval mode: a single mask falls back to the best of the three on instability
-        dynamic = (
-            self.family == "sam2"
-            and not multimask_output
-            and bool(getattr(dec, "dynamic_multimask_via_stability", False))
-        )
+        dynamic = head.dynamic_single(dec, multimask_output)
         chosen = [1, 2, 3] if multimask_output else [0, 1, 2, 3] if dynamic else [0]
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[j](mask_tokens[:, j]) for j in chosen], dim=1
         )  # (B, M, C/8)
-        hyper_hq = None
-        if self.family == "sam_hq":
-            hq_at = len(dec.output_hypernetworks_mlps)
-            hyper_hq = dec.hq_mask_mlp(mask_tokens[:, hq_at])[:, None]  # (B, 1, C/8)
+        hyper_hq = head.extra_hyper(dec, mask_tokens)  # HQ-SAM: (B, 1, C/8)
         masks = torch.cat(
             [
                 self._upscale(
@@ -511,20 +421,8 @@ class FastMaskDecoder:
         )
         iou = iou[:, chosen]
         if dynamic:
-            masks, iou = self._stable_single(masks, iou)
+            masks, iou = head.stable_single(dec, masks, iou)
         return masks, iou
-
-    def _stable_single(
-        self, masks: torch.Tensor, iou: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAM 2's dynamic single-mask output (see :func:`stable_single_mask`)."""
-        dec = self.decoder
-        return stable_single_mask(
-            masks,
-            iou,
-            dec.dynamic_multimask_stability_delta,
-            dec.dynamic_multimask_stability_thresh,
-        )
 
     def _upscale_weights(self) -> tuple[torch.Tensor, ...]:
         """The transposed convolutions as linear maps to 2x2 blocks (cached per weights).
@@ -536,12 +434,14 @@ class FastMaskDecoder:
         conv1, conv2 = dec.upscale_conv1, dec.upscale_conv2
         key = (conv1.weight.data_ptr(), conv1.weight.dtype, conv1.weight.device,
                conv1.weight._version, conv2.weight._version)
-        if self._up_key != key:
-            w1 = conv1.weight.permute(2, 3, 1, 0).reshape(-1, conv1.in_channels).contiguous()
-            w2 = conv2.weight.permute(2, 3, 1, 0).reshape(-1, conv2.in_channels).contiguous()
-            self._up = (w1, conv1.bias.repeat(4), w2, conv2.bias.repeat(4))
-            self._up_key = key
-        return self._up
+        cached = self._up  # one read: another thread may swap in the same value meanwhile
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        w1 = conv1.weight.permute(2, 3, 1, 0).reshape(-1, conv1.in_channels).contiguous()
+        w2 = conv2.weight.permute(2, 3, 1, 0).reshape(-1, conv2.in_channels).contiguous()
+        weights = (w1, conv1.bias.repeat(4), w2, conv2.bias.repeat(4))
+        self._up = (key, weights)
+        return weights
 
     def _upscale(
         self,
@@ -570,31 +470,16 @@ class FastMaskDecoder:
         c4, c8 = conv1.out_channels, conv2.out_channels
         w1, b1, w2, b2 = self._upscale_weights()
         x = F.linear(keys, w1, b1).view(b, n, 4, c4)
-        if self.family == "sam2":  # + projected backbone level 1 (shared by all prompts)
-            x = x + extras[1]
+        x = self.head.add_level(x, extras, 1)  # SAM 2: + projected backbone level 1
         x = F.gelu(F.layer_norm(x, (c4,), ln.weight, ln.bias, ln.eps))
         x = F.linear(x, w2, b2).view(b, n, 16, c8)  # (b, N, (a, c, a2, c2), C/8)
-        if self.family == "sam2":  # + projected backbone level 0
-            x = x + extras[0]
+        x = self.head.add_level(x, extras, 0)  # SAM 2: + projected backbone level 0
         x = F.gelu(x)
         m = hyper.shape[1]
         masks = x.view(b, n * 16, c8) @ hyper.transpose(1, 2)  # (b, N*16, M)
         masks = _blocks_to_image(masks.view(b, e, e, 2, 2, 2, 2, m))
-        if hyper_hq is None:
-            return masks
-        # HQ-SAM: 3x3 convolutions on the upscaled features need the image layout; kept
-        # channels-last throughout (the CPU convolutions' native layout, and LayerNorm over
-        # channels without transposes)
-        act, norm = dec.activation, dec.mask_norm
-        up = x.view(b, e, e, 2, 2, 2, 2, c8).permute(0, 1, 3, 5, 2, 4, 6, 7)
-        up = up.reshape(b, 4 * e, 4 * e, c8)  # (b, 4E, 4E, C/8): row 4i + 2a + a2
-        h = dec.mask_conv1(up.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        h = act(F.layer_norm(h, (h.shape[-1],), norm.weight, norm.bias, norm.eps))
-        h = dec.mask_conv2(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) + extras[0]
-        hq = (h.reshape(b, -1, c8) @ hyper_hq.transpose(1, 2)).view(b, 1, 4 * e, 4 * e)
-        if self.hq_token_only:
-            return hq.expand(-1, m, -1, -1)
-        return masks + hq
+        # HQ-SAM: + the HQ mask from 3x3 convolutions over the upscaled features
+        return self.head.finish_masks(dec, x, masks, hyper_hq, extras, self.hq_token_only)
 
 
 def _blocks_to_image(x: torch.Tensor) -> torch.Tensor:

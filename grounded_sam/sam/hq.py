@@ -24,8 +24,9 @@ import logging
 import numpy as np
 import torch
 
-from grounded_sam.sam.fast_decoder import hq_features
-from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.heads import hq_features
+from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.sam.types import ImageEmbedding
 
 __all__ = ["SamHQPredictor"]
 
@@ -43,7 +44,7 @@ class SamHQPredictor(SamPredictor):
             :class:`~grounded_sam.sam.predictor.SamPredictor`).
     """
 
-    FEATURES = (1, "HQ-SAM's early ViT features")
+    FAMILY = "sam_hq"
 
     def __init__(
         self, model, hq_token_only: bool = False, compile: bool | str = False

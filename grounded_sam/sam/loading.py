@@ -1,7 +1,8 @@
 """Loading a SAM-family checkpoint, config first, from a Hugging Face id or a local directory.
 
 The checkpoint's ``config.json`` is read BEFORE any weights: its ``model_type`` picks the
-transformers class (``SamModel``, ``SamHQModel`` or ``Sam2Model``), and anything else is
+family's transformers class from the registry (:mod:`grounded_sam.sam.families`:
+``SamModel``, ``SamHQModel`` or ``Sam2Model``), and anything else is
 refused with a :class:`~grounded_sam.errors.ModelLoadError` naming the type found and the
 supported families. Loading itself is checked too: a checkpoint whose weights do not all fit
 the class (transformers' "newly initialized" case) is refused, so a user never gets random
@@ -20,6 +21,7 @@ import torch
 
 from grounded_sam.errors import ModelLoadError
 from grounded_sam.hub import HubModel, require_hub_models
+from grounded_sam.sam import families
 
 __all__ = [
     "DEFAULT_SAM",
@@ -36,50 +38,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAM = "facebook/sam-vit-base"
 """Default SAM checkpoint: ViT-B, the fastest of the three."""
 
-SAM_ALIASES: dict[str, str] = {
-    "vit_b": "facebook/sam-vit-base",
-    "vit-b": "facebook/sam-vit-base",
-    "base": "facebook/sam-vit-base",
-    "vit_l": "facebook/sam-vit-large",
-    "vit-l": "facebook/sam-vit-large",
-    "large": "facebook/sam-vit-large",
-    "vit_h": "facebook/sam-vit-huge",
-    "vit-h": "facebook/sam-vit-huge",
-    "huge": "facebook/sam-vit-huge",
-    # HQ-SAM (transformers ports of SysCV's checkpoints)
-    "hq_vit_b": "syscv-community/sam-hq-vit-base",
-    "hq_vit_l": "syscv-community/sam-hq-vit-large",
-    "hq_vit_h": "syscv-community/sam-hq-vit-huge",
-    # SAM 2.1 (Hiera encoders)
-    "sam2.1_t": "facebook/sam2.1-hiera-tiny",
-    "sam2.1_s": "facebook/sam2.1-hiera-small",
-    "sam2.1_b+": "facebook/sam2.1-hiera-base-plus",
-    "sam2.1_l": "facebook/sam2.1-hiera-large",
-}
-"""Short names accepted for the official checkpoints (case-insensitive)."""
+SAM_ALIASES: dict[str, str] = families.aliases()
+"""Short names accepted for the official checkpoints (case-insensitive), from the registry."""
 
 SAM_FAMILIES: dict[str, tuple[str, str]] = {
-    "sam": ("SamModel", "SAM"),
-    "sam_hq": ("SamHQModel", "HQ-SAM"),
-    "sam2": ("Sam2Model", "SAM 2 / 2.1"),
-    # The hub's SAM 2.1 repos are saved by the video model; the image model loads them and
-    # ignores the memory modules (transformers' _keys_to_ignore_on_load_unexpected).
-    "sam2_video": ("Sam2Model", "SAM 2 / 2.1"),
+    t: (f.model_class, f.title) for f in families.FAMILIES for t in f.model_types
 }
-"""config.json ``model_type`` -> (transformers class, family name) of every supported family."""
-
-_EXAMPLE_IDS = {
-    "SamModel": "facebook/sam-vit-base",
-    "SamHQModel": "syscv-community/sam-hq-vit-base",
-    "Sam2Model": "facebook/sam2.1-hiera-tiny",
-}
-
+"""config.json ``model_type`` -> (transformers class, family name) of every supported family
+(a view of :mod:`grounded_sam.sam.families`)."""
 
 def _supported() -> str:
-    seen: dict[str, list[str]] = {}
-    for model_type, (_, family) in SAM_FAMILIES.items():
-        seen.setdefault(family, []).append(repr(model_type))
-    return "; ".join(f"{family} ({' or '.join(types)})" for family, types in seen.items())
+    return families.describe()
 
 
 @dataclass(frozen=True)
@@ -101,12 +70,12 @@ class SamCheckpoint:
     @property
     def class_name(self) -> str:
         """The transformers class that loads it (``SamModel`` / ``SamHQModel`` / ``Sam2Model``)."""
-        return SAM_FAMILIES[self.model_type][0]
+        return families.for_model_type(self.model_type).model_class
 
     @property
     def family(self) -> str:
         """Human name of the family (``"SAM"``, ``"HQ-SAM"``, ``"SAM 2 / 2.1"``)."""
-        return SAM_FAMILIES[self.model_type][1]
+        return families.for_model_type(self.model_type).title
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -129,7 +98,7 @@ def _read_model_type(config_file: str | Path, where: str) -> str:
 
 
 def _check_type(model_type: str, where: str) -> None:
-    if model_type not in SAM_FAMILIES:
+    if model_type not in families.model_types():
         raise ModelLoadError(
             f"{where} holds a {model_type!r} model, not SAM: its config.json model_type is "
             f"{model_type!r}, but grounded_sam supports only the SAM families: {_supported()}. "
@@ -175,7 +144,8 @@ def _hub_config_file(repo: str) -> str:
             )
     spelling = ""
     if repo not in SAM_ALIASES.values():
-        spelling = " Check the spelling too (e.g. " + ", ".join(_EXAMPLE_IDS.values()) + ")."
+        examples = ", ".join(f.example_id for f in families.FAMILIES)
+        spelling = f" Check the spelling too (e.g. {examples})."
     raise ModelLoadError(
         f"Could not load SAM model {repo!r}: {reason}. {_download_advice(repo)}{spelling}"
     )

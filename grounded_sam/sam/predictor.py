@@ -3,70 +3,21 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from grounded_sam import limits
 from grounded_sam.inputs import ImageInput, as_boxes, as_points, load_image
-from grounded_sam.sam.fast_decoder import FastMaskDecoder, SharedImage
-from grounded_sam.sam.transforms import SamTransform
+from grounded_sam.sam import families
+from grounded_sam.sam.families import SamFamily
+from grounded_sam.sam.fast_decoder import FastMaskDecoder
+from grounded_sam.sam.types import DecoderOutput, ImageEmbedding, Prediction, SharedImage
 
+# the value types live in grounded_sam.sam.types; re-exported here for older imports
 __all__ = ["ImageEmbedding", "DecoderOutput", "Prediction", "SamPredictor"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ImageEmbedding:
-    """The SAM image encoder's output for one image, kept for reuse by every prompt.
-
-    Attributes:
-        embeddings: (1, C, E, E) image embedding (C=256, E=64 for released SAM), model dtype,
-            on the model's device.
-        original_size: (H, W) of the image that was encoded.
-        input_size: (h, w) of the image after resize-longest-side, before padding.
-        features: Further encoder outputs the decoder of another SAM family needs (HQ-SAM:
-            the early ViT features; SAM 2: the high-resolution backbone features); empty for
-            SAM.
-    """
-
-    embeddings: torch.Tensor
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
-    features: tuple[torch.Tensor, ...] = ()
-
-
-@dataclass
-class DecoderOutput:
-    """Raw, batched mask decoder output.
-
-    Attributes:
-        low_res_logits: (B, C, L, L) float32 mask logits in the padded input frame at a
-            quarter of its size (L=256 for released SAM); C=3 with multimask output, else 1.
-        iou_scores: (B, C) float32, SAM's predicted IoU of each mask.
-    """
-
-    low_res_logits: torch.Tensor
-    iou_scores: torch.Tensor
-
-
-@dataclass
-class Prediction:
-    """Masks for one prompt (or one batch of box prompts), on the CPU as numpy.
-
-    Attributes:
-        masks: (C, H, W) bool at the original image size, or (B, C, H, W) when several boxes
-            were given. C=3 (whole / part / sub-part) with multimask output, else 1.
-        iou_predictions: (C,) or (B, C) float32 SAM predicted IoU per mask.
-        low_res_logits: (C, L, L) or (B, C, L, L) float32 logits; pass one (1, L, L) slice
-            back as ``mask_input`` to refine.
-    """
-
-    masks: np.ndarray
-    iou_predictions: np.ndarray
-    low_res_logits: np.ndarray
 
 
 def check_prompts(points, labels, boxes, mask_input) -> None:
@@ -96,22 +47,29 @@ class SamPredictor:
     """
 
     mask_threshold: float = 0.0
-    #: (count, what) of the extra encoder features a kept embedding must carry for this family.
-    FEATURES: tuple[int, str] = (0, "none (SAM's decoder takes the image embedding alone)")
+    #: Registry name of the family this class drives (see :mod:`grounded_sam.sam.families`).
+    FAMILY = "sam"
 
     def __init__(self, model, compile: bool | str = False) -> None:
         self.model = model
-        self.transform = SamTransform(int(model.config.vision_config.image_size))
+        self.transform = self.family.transform(model.config)
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
         self._setup_decoder(model, compile)
 
+    @property
+    def family(self) -> SamFamily:
+        """This predictor's family record: transform, decoder head, encoder features."""
+        return families.get(self.FAMILY)
+
     def _setup_decoder(self, model, compile: bool | str = False) -> None:
         """The many-prompt decoder and its per-image caches (shared by every SAM family)."""
         self._image_pe: torch.Tensor | None = None
         try:  # a stand-in model without SAM's decoder layout decodes its own way
-            self._fast: FastMaskDecoder | None = FastMaskDecoder(model.mask_decoder)
+            self._fast: FastMaskDecoder | None = FastMaskDecoder(
+                model.mask_decoder, head=self.family.head
+            )
         except (AttributeError, TypeError, ValueError):
             self._fast = None
         # prompt-independent decoder work of the last embedding decoded (see fast_decoder)
@@ -228,7 +186,7 @@ class SamPredictor:
 
     def _check_embedding(self, embedding: ImageEmbedding) -> None:
         """Refuse an embedding that lacks the encoder features this family's decoder needs."""
-        count, what = self.FEATURES
+        count, what = self.family.encoder_features, self.family.features_doc
         if len(embedding.features) != count:
             raise ValueError(
                 f"This embedding does not fit this model: it carries {len(embedding.features)} "

@@ -27,76 +27,20 @@ rearranged once per image and shared by all prompts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
-from grounded_sam.sam.transforms import SamTransform
+from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.sam.transforms import Sam2Transform
+from grounded_sam.sam.types import ImageEmbedding
 
-__all__ = ["Sam2Predictor", "Sam2Transform"]
+__all__ = ["Sam2Predictor", "Sam2Transform"]  # Sam2Transform lives in sam.transforms
 
 logger = logging.getLogger(__name__)
 
-# SAM 2 normalises [0, 1] pixels with ImageNet statistics.
-SAM2_MEAN = (0.485, 0.456, 0.406)
-SAM2_STD = (0.229, 0.224, 0.225)
+#: Meta's predictor hands back low-res logits clamped to this; mask prompts are clamped too.
 LOGIT_CLAMP = 32.0
-
-
-@dataclass(frozen=True)
-class Sam2Transform(SamTransform):
-    """SAM 2's frame: the image stretched to ``target_length`` square, no padding.
-
-    A :class:`~grounded_sam.sam.transforms.SamTransform` (same fields and interface, so
-    everything above ``sam/`` works unchanged: ``low_res_size`` and ``apply_boxes`` are
-    SAM's) with SAM 2's resize, coordinates, upscaling and valid area.
-
-    Attributes:
-        target_length: Side S of the square input frame.
-    """
-
-    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
-        """(S, S): the image fills the whole frame."""
-        return self.target_length, self.target_length
-
-    def preprocess(
-        self, image: np.ndarray, device: torch.device, dtype: torch.dtype
-    ) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised pixels.
-
-        Resizing is bilinear with antialiasing on [0, 1] floats, as torchvision's ``Resize``
-        in Meta's ``SAM2Transforms``.
-        """
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float()
-        x = (x / 255.0)[None]
-        side = self.target_length
-        x = F.interpolate(x, (side, side), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(SAM2_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(SAM2_STD, device=device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(dtype)
-
-    def apply_coords(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-        """(..., 2) xy original pixels -> frame pixels (x * S / W, y * S / H)."""
-        h, w = original_size
-        side = self.target_length
-        scale = torch.tensor([side / w, side / h], dtype=torch.float32, device=coords.device)
-        return coords.float() * scale
-
-    def postprocess_masks(
-        self,
-        low_res: torch.Tensor,
-        input_size: tuple[int, int],
-        original_size: tuple[int, int],
-    ) -> torch.Tensor:
-        """(B, C, L, L) logits -> (B, C, H, W) float32, one bilinear resize (as Meta's)."""
-        return F.interpolate(low_res.float(), original_size, mode="bilinear", align_corners=False)
-
-    def low_res_valid_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        """The whole low-res frame is image: (L, L)."""
-        return self.low_res_size, self.low_res_size
 
 
 class Sam2Predictor(SamPredictor):
@@ -108,15 +52,7 @@ class Sam2Predictor(SamPredictor):
             :class:`~grounded_sam.sam.predictor.SamPredictor`).
     """
 
-    FEATURES = (2, "SAM 2's two high-resolution backbone levels")
-
-    def __init__(self, model, compile: bool | str = False) -> None:
-        self.model = model
-        self.transform = Sam2Transform(int(model.config.prompt_encoder_config.image_size))
-        param = next(model.parameters())
-        self.device = param.device
-        self.dtype = param.dtype
-        self._setup_decoder(model, compile)
+    FAMILY = "sam2"
 
     def _image_encoder(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(1, 3, S, S) pixels -> (level 0, level 1, embedding) (``get_image_embeddings``)."""

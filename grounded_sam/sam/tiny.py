@@ -1,4 +1,9 @@
-"""Tiny random SAM models with the real architecture, for tests, notebooks and CI."""
+"""Tiny random SAM models with the real architecture, for tests, notebooks and CI.
+
+One builder per family, each named by its family's registry record
+(:mod:`grounded_sam.sam.families`, which also gives the transformers class instantiated here);
+:func:`save_tiny` builds any family by name.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ from pathlib import Path
 
 import torch
 
+from grounded_sam.sam import families
+
 __all__ = [
+    "save_tiny",
     "tiny_sam_config",
     "save_tiny_sam",
     "structure_tiny_sam",
@@ -15,6 +23,31 @@ __all__ = [
     "tiny_sam2_config",
     "save_tiny_sam2",
 ]
+
+
+def save_tiny(family: str, directory: str | Path, seed: int = 0, image_size: int = 256) -> Path:
+    """Save a tiny random model of a family (registry name or ``model_type``).
+
+    Args:
+        family: ``"sam"``, ``"sam_hq"``, ``"sam2"`` (see :func:`grounded_sam.sam.families.names`).
+        directory: Folder to write (created if missing).
+        seed: Random seed.
+        image_size: Input side of the image encoder.
+
+    Returns:
+        The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
+
+    Raises:
+        ValueError: No such family.
+    """
+    return families.get(family).save_tiny(directory, seed=seed, image_size=image_size)
+
+
+def _model_class(family: str) -> type:
+    """The transformers class of a family (from its registry record)."""
+    import transformers
+
+    return getattr(transformers, families.get(family).model_class)
 
 
 def tiny_sam_config(image_size: int = 256, hidden: int = 32, vision_width: int = 64):
@@ -80,12 +113,10 @@ def save_tiny_sam(
     Returns:
         The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
     """
-    from transformers import SamModel
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = SamModel(tiny_sam_config(image_size=image_size))
+    model = _model_class("sam")(tiny_sam_config(image_size=image_size))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -187,10 +218,9 @@ def save_tiny_sam_hq(directory: str | Path, seed: int = 0, image_size: int = 256
     Returns:
         The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
     """
-    from transformers import SamHQModel
-
     directory = Path(directory)
-    model = _random_model(SamHQModel, tiny_sam_hq_config(image_size=image_size), directory, seed)
+    config = tiny_sam_hq_config(image_size=image_size)
+    model = _random_model(_model_class("sam_hq"), config, directory, seed)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
 
@@ -262,10 +292,9 @@ def save_tiny_sam2(directory: str | Path, seed: int = 0, image_size: int = 256) 
     Returns:
         The directory, loadable with ``GroundedSAM.from_pretrained(sam=str(directory))``.
     """
-    from transformers import Sam2Model
-
     directory = Path(directory)
-    model = _random_model(Sam2Model, tiny_sam2_config(image_size=image_size), directory, seed)
+    config = tiny_sam2_config(image_size=image_size)
+    model = _random_model(_model_class("sam2"), config, directory, seed)
     with torch.no_grad():  # one random Fourier matrix, as in the released checkpoints
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding

@@ -4,6 +4,10 @@ SAM works in a square frame of side ``target_length`` (1024 for the released mod
 image is resized so its longest side is ``target_length``, normalised, and zero-padded at the
 bottom/right. The mask decoder answers at a quarter of that side (256). One object owns all
 of these conversions so that images, prompts and masks always agree.
+
+SAM 2 frames differently (:class:`Sam2Transform`: the image stretched to the square frame,
+no padding); each family's registry record (:mod:`grounded_sam.sam.families`) says which
+transform it uses. Transforms are frozen: one may be shared by any number of threads.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["SamTransform"]
+__all__ = ["Sam2Transform", "SamTransform"]
 
 # SAM's normalisation constants on the 0-255 scale (ImageNet mean/std).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -139,3 +143,61 @@ class SamTransform:
             (ceil(h / 4), ceil(w / 4)).
         """
         return -(-input_size[0] // 4), -(-input_size[1] // 4)
+
+
+# SAM 2 normalises [0, 1] pixels with ImageNet statistics.
+SAM2_MEAN = (0.485, 0.456, 0.406)
+SAM2_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Sam2Transform(SamTransform):
+    """SAM 2's frame: the image stretched to ``target_length`` square, no padding.
+
+    A :class:`~grounded_sam.sam.transforms.SamTransform` (same fields and interface, so
+    everything above ``sam/`` works unchanged: ``low_res_size`` and ``apply_boxes`` are
+    SAM's) with SAM 2's resize, coordinates, upscaling and valid area.
+
+    Attributes:
+        target_length: Side S of the square input frame.
+    """
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """(S, S): the image fills the whole frame."""
+        return self.target_length, self.target_length
+
+    def preprocess(
+        self, image: np.ndarray, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, S, S) normalised pixels.
+
+        Resizing is bilinear with antialiasing on [0, 1] floats, as torchvision's ``Resize``
+        in Meta's ``SAM2Transforms``.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float()
+        x = (x / 255.0)[None]
+        side = self.target_length
+        x = F.interpolate(x, (side, side), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(SAM2_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(SAM2_STD, device=device).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(dtype)
+
+    def apply_coords(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """(..., 2) xy original pixels -> frame pixels (x * S / W, y * S / H)."""
+        h, w = original_size
+        side = self.target_length
+        scale = torch.tensor([side / w, side / h], dtype=torch.float32, device=coords.device)
+        return coords.float() * scale
+
+    def postprocess_masks(
+        self,
+        low_res: torch.Tensor,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """(B, C, L, L) logits -> (B, C, H, W) float32, one bilinear resize (as Meta's)."""
+        return F.interpolate(low_res.float(), original_size, mode="bilinear", align_corners=False)
+
+    def low_res_valid_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """The whole low-res frame is image: (L, L)."""
+        return self.low_res_size, self.low_res_size

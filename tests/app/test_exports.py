@@ -69,3 +69,42 @@ def test_session_close_removes_its_files(indexed: cb.Session, tiny_gs) -> None:
     assert folder.is_dir()
     indexed.close()
     assert not folder.exists() and indexed.workdir is None
+
+
+def test_session_export_folders_stay_bounded(tiny_gs, tmp_path: Path) -> None:
+    # The app never deleted its per-session export folders (274 left after ~310 sessions):
+    # gradio does not always drop a closed tab's state. Every export now sweeps the root.
+    import os
+    import time
+
+    from grounded_sam.app.exports import ExportFolders
+    from tests.app.conftest import synthetic_result
+
+    folders = ExportFolders(tmp_path / "exports", max_age_s=3600, max_folders=5)
+    sessions = []
+    for i in range(40):  # 40 tabs opened and never closed
+        session = cb.Session(name=f"tab{i}.png")
+        synthetic_result(session)
+        files = cb.export_files(session, tiny_gs, 0.5, folders=folders)
+        assert files.json.is_file() and files.json.parent.parent == folders.root
+        sessions.append(session)
+    left = sorted(p for p in folders.root.iterdir())
+    assert len(left) == 5
+    assert {s.workdir for s in sessions[-5:]} == set(left)  # the most recent ones
+
+    # A folder unused for longer than max_age_s goes at the next export, even under the bound.
+    old = sessions[-1].workdir
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    again = cb.Session(name="again.png")
+    synthetic_result(again)
+    cb.export_files(again, tiny_gs, 0.5, folders=folders)
+    assert not old.exists() and again.workdir.is_dir()
+    # A session whose folder was swept writes its files again when asked.
+    files = cb.export_files(sessions[0], tiny_gs, 0.5, folders=folders)
+    assert files.json.is_file() and files.masks_zip.is_file()
+    folders.close()
+    assert (tmp_path / "exports" / files.json.parent.name).is_dir()  # a given root stays...
+    own = ExportFolders()
+    root = own.root
+    own.close()
+    assert not root.exists()  # ...one it made is

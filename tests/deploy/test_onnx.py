@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from grounded_sam.deploy.onnx import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
-from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.sam.types import ImageEmbedding
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from grounded_sam.deploy.onnx import MANIFEST_NAME, ONNX_OPSET, export_sam_onnx
-from grounded_sam.sam.predictor import ImageEmbedding
+from grounded_sam.sam.types import ImageEmbedding
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -40,9 +40,9 @@ MEASURED: dict[str, float] = {}  # printed by conftest.report_measured (-s)
 
 
 def _save_tiny(family, directory):
-    from grounded_sam.sam.tiny import save_tiny_sam2, save_tiny_sam_hq
+    from grounded_sam.sam import families
 
-    return (save_tiny_sam_hq if family == "sam_hq" else save_tiny_sam2)(directory)
+    return families.get(family).save_tiny(directory)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -307,7 +307,7 @@ def test_unknown_family_is_refused_before_writing(tmp_path):
 
 
 def test_failed_export_keeps_earlier_files(tmp_path, monkeypatch):
-    from grounded_sam.deploy.onnx import exporter
+    from grounded_sam.deploy.onnx import sam2 as onnx_sam2
 
     family_dir = _save_tiny("sam2", tmp_path / "model")
     out = tmp_path / "out"
@@ -317,7 +317,7 @@ def test_failed_export_keeps_earlier_files(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter crashed")
 
-    monkeypatch.setitem(exporter.FAMILIES, "sam2", (broken, exporter.FAMILIES["sam2"][1]))
+    monkeypatch.setattr(onnx_sam2, "export_sam2_graphs", broken)  # named by the registry
     with pytest.raises(RuntimeError, match="crashed"):
         export_sam_onnx(family_dir, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging left

@@ -13,9 +13,11 @@ from grounded_sam.export.files import flat_names, flat_stems
 @pytest.mark.parametrize(
     ("paths", "expected"),
     [
-        # Regression: unique_stems gave x, x_1, x_1 (two result sets for three images).
-        (["a/x.jpg", "b/x.png", "x_1.jpg"], ["x", "x_1", "x_1_1"]),
-        (["a.jpg", "a.png", "a_1.jpg"], ["a", "a_1", "a_1_1"]),
+        # Regression: unique_stems gave x, x_1, x_1 (two result sets for three images); then
+        # x, x_1, x_1_1 (x_1.jpg's results under another name than its own; issue 23).
+        (["a/x.jpg", "b/x.png", "x_1.jpg"], ["x", "x_2", "x_1"]),
+        (["a.jpg", "a.png", "a_1.jpg"], ["a", "a_2", "a_1"]),
+        (["a_1.jpg", "a.jpg", "a.png", "a_2.png", "a.bmp"], ["a_1", "a", "a_3", "a_2", "a_4"]),
         (["a/x.jpg", "b/x.png", "y.jpg", "c/x.bmp"], ["x", "x_1", "y", "x_2"]),
         (["X.jpg", "x.png"], ["X", "x_1"]),  # one file on a case-insensitive filesystem
     ],

@@ -118,6 +118,10 @@ CRAFTED = {
         lambda b: b.update(weights_fingerprint=["x"]),
         "'weights_fingerprint' must be a short string",
     ),
+    "upscale": (
+        lambda b: b["proposals"].update(upscale="nearest"),
+        "'proposals.upscale' must be one of",
+    ),
 }
 
 
@@ -151,6 +155,27 @@ def test_version_1_files_still_load(saved, tmp_path) -> None:
     old = tmp_path / "v1.gsindex"
     torch.save(blob, old)
     assert ImageIndex.load(old).weights_fingerprint == ""
+
+
+def test_files_without_a_saved_mask_frame_still_load(saved, tmp_path) -> None:
+    """Files written before the proposals' frame was saved (only ``target_length``, the old
+    private ``Proposals._target_length``) load with SAM's pad-and-crop upscaling, which is
+    what they were written with."""
+    from grounded_sam.sam.proposals import MaskFrame
+
+    index, path = saved
+    assert ImageIndex.load(path).proposals.frame == index.proposals.frame
+    blob = torch.load(path, weights_only=True)
+    old_layout = {k: v for k, v in blob["proposals"].items() if k != "upscale"}
+    assert "target_length" in old_layout and "low_res_size" in old_layout
+    blob["proposals"] = old_layout
+    old = tmp_path / "old.gsindex"
+    torch.save(blob, old)
+    loaded = ImageIndex.load(old)
+    side = index.proposals.low_res_size
+    assert loaded.proposals.frame == MaskFrame(blob["proposals"]["target_length"], side)
+    assert loaded.proposals.frame.upscale == "pad_crop"
+    assert torch.equal(loaded.proposals.full_masks(), index.proposals.full_masks())
 
 
 # -- sharing: a frozen index, its box-decode cache under threads ------------------------------

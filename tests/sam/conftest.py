@@ -16,8 +16,9 @@ import torch
 
 from grounded_sam.inputs import load_image
 from grounded_sam.sam.loading import load_sam_model
-from grounded_sam.sam.predictor import ImageEmbedding, SamPredictor
+from grounded_sam.sam.predictor import SamPredictor
 from grounded_sam.sam.tiny import save_tiny_sam, save_tiny_sam2, save_tiny_sam_hq
+from grounded_sam.sam.types import ImageEmbedding
 
 from .images import PHOTO_DIR, photo_path, random_image, shapes_image
 

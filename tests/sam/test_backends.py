@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from grounded_sam.sam import families
 from grounded_sam.sam.hq import SamHQPredictor
 from grounded_sam.sam.sam2 import Sam2Predictor
 
@@ -32,6 +33,7 @@ def test_pipeline_end_to_end(request, model_dir, cls, stability, tiny_model_spec
     """index -> save -> load -> query gives the same detections; predict and everything run;
     a saved index whose extra features are broken is refused with the field named."""
     from grounded_sam import EverythingSettings, GroundedSAM, ImageIndex
+    from grounded_sam.sam.proposals import MaskFrame
 
     gs = GroundedSAM.from_pretrained(
         sam=str(request.getfixturevalue(model_dir)),
@@ -48,7 +50,8 @@ def test_pipeline_end_to_end(request, model_dir, cls, stability, tiny_model_spec
     assert len(index) > 0
     path = index.save(tmp_path / "family.gsindex")
     loaded = ImageIndex.load(path)
-    assert len(loaded.embedding.features) == cls.FEATURES[0]
+    assert len(loaded.embedding.features) == families.get(cls.FAMILY).encoder_features
+    assert loaded.proposals.frame == index.proposals.frame == MaskFrame.of(gs.predictor.transform)
     for got, kept in zip(loaded.embedding.features, index.embedding.features, strict=True):
         torch.testing.assert_close(got, kept)
     a, b = gs.query(index, "a square"), gs.query(loaded, "a square")

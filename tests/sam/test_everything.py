@@ -6,7 +6,7 @@ Both sides get identical weights (our transformers ``SamModel`` converted key by
 ``Sam`` by ``tests/sam/reference.py``), the same image, the same grid and the same thresholds.
 They are not expected to be bit-identical: Meta upsamples every grid mask to full resolution
 before filtering, we filter at the decoder's resolution (stability counted on a 2x sub-pixel
-bilinear grid, see ``everything._SUBPIXELS``; boxes from the low-res masks). A mask whose
+bilinear grid, see ``grounded_sam.sam.stability``; boxes from the low-res masks). A mask whose
 stability score or box IoU lies within ~0.01-0.03 of a threshold can therefore be kept on one
 side and dropped on the other; everything else must agree exactly. So each case checks:
 
@@ -473,7 +473,7 @@ def test_full_masks_and_boxes(crop_proposals, scene_230x150):
 
     crop = p.crop_boxes[p.crop_index].float()
     input_size = torch.tensor([p.crop_input_sizes[k] for k in p.crop_index.tolist()]).float()
-    stride = p._target_length / p.low_res_size
+    stride = p.frame.target_length / p.low_res_size
     px = stride * (crop[:, 2:] - crop[:, :2]) / input_size.flip(1)  # (x, y) per low-res pixel
     error = (masks_to_boxes(full).float() - p.boxes).abs()
     assert (error <= px.repeat(1, 2) + 1).all(), (error, px)
@@ -482,16 +482,16 @@ def test_full_masks_and_boxes(crop_proposals, scene_230x150):
 
 
 def test_full_masks_only_for_requested(crop_proposals, monkeypatch):
-    from grounded_sam.sam.transforms import SamTransform
+    from grounded_sam.sam.proposals import MaskFrame
 
     upsampled = []
-    original = SamTransform.postprocess_masks
+    original = MaskFrame.upscale_logits
 
-    def counting(self, low_res, input_size, original_size):
+    def counting(self, low_res, input_size, size):
         upsampled.append(int(low_res.shape[0]))
-        return original(self, low_res, input_size, original_size)
+        return original(self, low_res, input_size, size)
 
-    monkeypatch.setattr(SamTransform, "postprocess_masks", counting)
+    monkeypatch.setattr(MaskFrame, "upscale_logits", counting)
     crop_proposals.full_masks(torch.tensor([1]))
     assert sum(upsampled) == 1
     upsampled.clear()
@@ -669,7 +669,7 @@ def test_given_embedding_is_reused(structured_model, scene_230x150, crop_n_layer
 
 @pytest.mark.parametrize("factor", [1, 2, 3])
 def test_subpixel_stability_equals_an_explicit_upsample(factor):
-    from grounded_sam.sam.everything import _subpixel_stability, _upsample_phases
+    from grounded_sam.sam.stability import subpixel_stability, upsample_phases
     from grounded_sam.utils.masks import stability_score
 
     logits = torch.randn(6, 12, 14, generator=torch.Generator().manual_seed(0)) * 3
@@ -678,12 +678,12 @@ def test_subpixel_stability_equals_an_explicit_upsample(factor):
         logits[:, None], scale_factor=factor, mode="bilinear", align_corners=False
     )[:, 0]
     # the phases interleave into the upsample
-    rows = _upsample_phases(logits, factor, 1)
+    rows = upsample_phases(logits, factor, 1)
     for a, row_phase in enumerate(rows):
-        for b, phase in enumerate(_upsample_phases(row_phase, factor, 2)):
+        for b, phase in enumerate(upsample_phases(row_phase, factor, 2)):
             assert torch.allclose(phase, up[:, a::factor, b::factor], atol=1e-5)
     # part of the upsampled frame is "padding" and is not counted
     valid = (12 * factor - factor // 2 - 1, 14 * factor - 1)
-    stab = _subpixel_stability(logits, valid, 0.0, 1.0, factor=factor)
+    stab = subpixel_stability(logits, valid, 0.0, 1.0, factor=factor)
     assert torch.equal(stab, stability_score(up[:, : valid[0], : valid[1]], 0.0, 1.0))
     assert stab[0] == 0.0 and (stab[1:] > 0).all()

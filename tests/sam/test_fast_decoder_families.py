@@ -199,7 +199,7 @@ def test_sam2_single_output_falls_back_like_sam2(cases):
     masks[0, 0, :8, :8] = 5.0  # prompt 0: crisp single mask -> kept
     masks[1, 0] = torch.linspace(-1, 1, side * side).view(side, side)  # unstable -> fallback
     iou = torch.tensor([[0.1, 0.2, 0.9, 0.3], [0.1, 0.2, 0.3, 0.9]])
-    out, out_iou = fast._stable_single(masks, iou)
+    out, out_iou = fast.head.stable_single(dec, masks, iou)
     ref, ref_iou = dec._dynamic_multimask_via_stability(masks[:, None], iou[:, None])
     assert torch.equal(out, ref[:, 0]) and torch.equal(out_iou, ref_iou[:, 0])
     assert torch.equal(out[0, 0], masks[0, 0]) and out_iou[0, 0] == 0.1

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from grounded_sam.sam.loading import load_sam_model
-from grounded_sam.sam.predictor import DecoderOutput, ImageEmbedding, Prediction, SamPredictor
+from grounded_sam.sam.predictor import SamPredictor
+from grounded_sam.sam.types import DecoderOutput, ImageEmbedding, Prediction
 
 from .images import random_image, shapes_image
 

@@ -42,8 +42,9 @@
 Every graph is checked with onnxruntime against our PyTorch predictors in tests/deploy
 (test_onnx.py: SAM; test_onnx_families.py: HQ-SAM and SAM 2).
 
-Modules: :mod:`~grounded_sam.deploy.onnx.exporter` (:func:`export_sam_onnx`, the family
-table), one module per family (:mod:`~grounded_sam.deploy.onnx.sam`,
+Modules: :mod:`~grounded_sam.deploy.onnx.exporter` (:func:`export_sam_onnx`; each family's
+record in :mod:`grounded_sam.sam.families` names its exporter), one module per family
+(:mod:`~grounded_sam.deploy.onnx.sam`,
 :mod:`~grounded_sam.deploy.onnx.hq`, :mod:`~grounded_sam.deploy.onnx.sam2`: graphs and
 manifest), :mod:`~grounded_sam.deploy.onnx.graph` (what every family shares).
 """

@@ -1,4 +1,8 @@
-"""``export_sam_onnx``: load a checkpoint, pick its family, write the graphs + manifest."""
+"""``export_sam_onnx``: load a checkpoint, pick its family, write the graphs + manifest.
+
+The family's exporter (graph writer and manifest builder, one module per family) is named by
+its record in the SAM family registry (:mod:`grounded_sam.sam.families`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grounded_sam.deploy.onnx.hq import export_hq_graphs, hq_manifest
-from grounded_sam.deploy.onnx.sam import export_sam_graphs, sam_manifest
-from grounded_sam.deploy.onnx.sam2 import export_sam2_graphs, sam2_manifest
+from grounded_sam.sam import families
 
 __all__ = ["MANIFEST_NAME", "ONNX_OPSET", "export_sam_onnx"]
 
@@ -24,17 +26,6 @@ ONNX_OPSET = 17
 """ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)."""
 
 MANIFEST_NAME = "sam_onnx.json"
-
-# config ``model_type`` -> (writes the graphs into a folder, builds the manifest)
-FAMILIES = {
-    "sam": (export_sam_graphs, sam_manifest),
-    "sam_hq": (export_hq_graphs, hq_manifest),
-    "sam2": (export_sam2_graphs, sam2_manifest),
-    # the hub's SAM 2.1 repos are saved by the video model and say so in config.json; loaded as
-    # Sam2Model they keep that model_type (their manifest says "sam2")
-    "sam2_video": (export_sam2_graphs, sam2_manifest),
-}
-
 
 def export_sam_onnx(
     sam: str | os.PathLike | nn.Module,
@@ -80,13 +71,16 @@ def export_sam_onnx(
 
         model, spec = load_sam_model(sam, torch.device("cpu"), torch.float32), os.fspath(sam)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in FAMILIES:
-        supported = ", ".join(repr(k) for k in FAMILIES)
+    exported = [f for f in families.FAMILIES if f.onnx is not None]
+    family = next((f for f in exported if model_type in f.model_types), None)
+    if family is None:
+        supported = ", ".join(repr(t) for f in exported for t in f.model_types)
         raise ValueError(
             f"ONNX export supports the SAM families (model_type {supported}); {spec!r} is "
             f"{model_type!r}."
         )
-    write_graphs, make_manifest = FAMILIES[model_type]
+    # the family's registry record names its exporter (one module per family)
+    write_graphs, make_manifest = family.onnx_exporter()
     model = model.to(device="cpu", dtype=torch.float32).eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from torch import nn
 
 from grounded_sam.deploy.onnx.graph import two_way, write_graphs
 from grounded_sam.deploy.onnx.sam import SamOnnxDecoder, sam_manifest, sizes
-from grounded_sam.sam.fast_decoder import hq_features
+from grounded_sam.sam.heads import hq_features
 
 __all__ = ["SamHQOnnxDecoder", "SamHQOnnxEncoder", "export_hq_graphs", "hq_manifest"]
 

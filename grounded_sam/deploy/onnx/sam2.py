@@ -33,8 +33,9 @@ from torch import nn
 
 from grounded_sam.deploy.onnx.graph import prompt_inputs_manifest, two_way, write_graphs
 from grounded_sam.deploy.onnx.sam import SamOnnxDecoder
-from grounded_sam.sam.fast_decoder import stable_single_mask
-from grounded_sam.sam.sam2 import LOGIT_CLAMP, SAM2_MEAN, SAM2_STD
+from grounded_sam.sam.heads import stable_single_mask
+from grounded_sam.sam.sam2 import LOGIT_CLAMP
+from grounded_sam.sam.transforms import SAM2_MEAN, SAM2_STD
 
 __all__ = ["Sam2OnnxDecoder", "Sam2OnnxEncoder", "export_sam2_graphs", "sam2_manifest"]
 

@@ -17,8 +17,8 @@ def write_coco(job: ExportJob) -> list[Path]:
 
     supervision's ``as_coco`` writes the images, categories and ids chunk by chunk; each
     annotation's segmentation is then the saved RLE itself, with ``area``, ``iscrowd`` 0,
-    ``score`` (the confidence), ``clip_score`` and ``sam_iou``; ``info.grounded_sam`` holds
-    the run's config.
+    ``score`` (the confidence), ``clip_score`` and ``sam_iou``; each image's ``height`` and
+    ``width`` are those its labels were made at; ``info.grounded_sam`` holds the run's config.
     """
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -44,6 +44,10 @@ def write_coco(job: ExportJob) -> list[Path]:
             ann["score"] = rec["confidence"]
             ann["clip_score"] = rec["clip_score"]
             ann["sam_iou"] = rec["sam_iou"]
+        for image, entry in zip(doc["images"], chunk, strict=True):
+            # the size the masks were made at (supervision reads the file header, which
+            # ignores EXIF rotation; write_dataset checked the file still has this size)
+            image["height"], image["width"] = entry.height, entry.width
         images.extend(doc["images"])
         annotations.extend(doc["annotations"])
         categories, licenses = doc["categories"], doc["licenses"]
