@@ -6,8 +6,9 @@ fields (``xyxy``, ``mask``, ``confidence``, ``class_id`` and ``data``, see
 ``metadata`` says what the result answers (:func:`detection_metadata`), for example::
 
     {
-        "image_size": {"width": 640, "height": 480},  # of the original image, in pixels
-        "phrases": ["dog", "frisbee"],                  # the names class_id indexes
+        "image_size": (480, 640),          # (H, W) of the original image, as ImageIndex.size
+        "width": 640, "height": 480,       # the same, by name
+        "phrases": ["dog", "frisbee"],     # the names class_id indexes
         "model_ids": {"sam": "facebook/sam-vit-base", "sam_family": "sam",
                       "clip": "ViT-B-16:laion2b_s34b_b88k"},
     }
@@ -79,23 +80,31 @@ def model_metadata(predictor: object, model_ids: tuple[str, str] = ("", "")) -> 
 
 
 def detection_metadata(
-    image_size: tuple[int, int], phrases: Sequence[str], models: Mapping[str, str] | None = None
+    image_size: tuple[int, int],
+    phrases: Sequence[str],
+    models: Mapping[str, str] | tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """``Detections.metadata`` of a result (see the module docstring).
 
     Args:
         image_size: (H, W) of the original image (as ``ImageIndex.size``).
         phrases: The label names ``class_id`` indexes.
-        models: From :func:`model_metadata` (None: unknown, empty names).
+        models: From :func:`model_metadata`; a plain (sam, clip) pair leaves the family
+            unknown (""); None: all unknown.
 
     Returns:
-        ``{"image_size": {"width": W, "height": H}, "phrases": [...], "model_ids": {...}}``.
+        ``{"image_size": (H, W), "width": W, "height": H, "phrases": [...],
+        "model_ids": {"sam": ..., "sam_family": ..., "clip": ...}}``.
     """
     h, w = (int(v) for v in image_size)
+    if models is None or isinstance(models, tuple):
+        models = model_metadata(None, models or ("", ""))
     return {
-        "image_size": {"width": w, "height": h},
+        "image_size": (h, w),
+        "width": w,
+        "height": h,
         "phrases": [str(p) for p in phrases],
-        "model_ids": dict(models or model_metadata(None)),
+        "model_ids": dict(models),
     }
 
 

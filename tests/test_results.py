@@ -30,7 +30,9 @@ def test_query_metadata_has_size_phrases_and_models(tiny_gs, image) -> None:
     dets = tiny_gs.query(index, "red box, green box", threshold=0.0)
     assert len(dets) > 0 and dets.tracker_id is None
     assert dets.metadata == {
-        "image_size": {"width": 140, "height": 90},
+        "image_size": (90, 140),
+        "width": 140,
+        "height": 90,
         "phrases": ["red box", "green box"],
         "model_ids": expected_models(tiny_gs),
     }
@@ -40,7 +42,7 @@ def test_query_metadata_has_size_phrases_and_models(tiny_gs, image) -> None:
     ex = tiny_gs.query(index, "red box", exemplars=[[20, 10, 70, 50]], exemplar_label="jar")
     assert ex.metadata["phrases"] == ["red box", "jar"]
     none = tiny_gs.query(index, "red box", threshold=1.0)
-    assert len(none) == 0 and none.metadata["image_size"] == {"width": 140, "height": 90}
+    assert len(none) == 0 and none.metadata["image_size"] == (90, 140)
     # kept by supervision's indexing
     assert dets[:1].metadata == dets.metadata
 
@@ -48,7 +50,9 @@ def test_query_metadata_has_size_phrases_and_models(tiny_gs, image) -> None:
 def test_predict_metadata(tiny_gs, image) -> None:
     dets = tiny_gs.predict(image, points=[[30, 20]], multimask_output=False)
     assert dets.metadata == {
-        "image_size": {"width": 140, "height": 90},
+        "image_size": (90, 140),
+        "width": 140,
+        "height": 90,
         "phrases": ["prompt"],
         "model_ids": expected_models(tiny_gs),
     }
@@ -78,7 +82,11 @@ def test_family_comes_from_the_predictor_or_its_config() -> None:
     }  # fmt: skip
     meta = detection_metadata((3, 5), ("a",))
     assert meta == {
-        "image_size": {"width": 5, "height": 3},
+        "image_size": (3, 5),
+        "width": 5,
+        "height": 3,
         "phrases": ["a"],
         "model_ids": {"sam": "", "sam_family": "", "clip": ""},
     }
+    pair = detection_metadata((3, 5), [], ("vit_b", "c"))["model_ids"]  # a (sam, clip) pair
+    assert pair == {"sam": "vit_b", "sam_family": "", "clip": "c"}

@@ -257,6 +257,10 @@ def _quiet_weight_loading(verbose: int) -> None:
 def load_engine(args: argparse.Namespace) -> GroundedSAM:
     """Build the engine from the model and proposal options.
 
+    The command's query flags (:mod:`grounded_sam.cli.options`), when it has them, become the
+    engine's default :attr:`~grounded_sam.GroundedSAM.options` (``refine`` also sets the
+    passes of the box decodes :meth:`~grounded_sam.GroundedSAM.index` prefetches).
+
     Raises:
         grounded_sam.ModelLoadError: A model cannot be loaded (the message names it).
         ValueError: Bad device or dtype.

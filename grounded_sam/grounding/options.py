@@ -2,8 +2,9 @@
 
 :class:`QueryOptions` is the single place a query knob is declared, documented, defaulted and
 validated. Everything else derives from it: ``GroundedSAM.query`` (its keyword arguments are
-:meth:`QueryOptions.replace` overrides of the engine's defaults), the CLI option groups (from
-:func:`query_fields` and each field's ``metadata``), the labeling run config and the Ray
+:meth:`QueryOptions.replace` overrides of the engine's defaults), the CLI option groups
+(:mod:`grounded_sam.cli.options`, from :func:`query_fields` and each field's ``metadata``:
+flag, help, group, choices, metavar), the labeling run config and the Ray
 labeler (:meth:`QueryOptions.to_dict` / :meth:`QueryOptions.from_dict`), the web app and an
 HTTP schema. A new knob is added here once.
 
