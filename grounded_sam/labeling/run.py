@@ -255,8 +255,9 @@ def _label_images(
                 if stamps[rel] is None or _stamp(path) != stamps[rel]:
                     fail(rel, "the file changed while it was labeled; run again to label it")
                 else:
-                    entry = LabeledImage(rel, path, image.shape[0], image.shape[1], records)
-                    save_result(out, entry, stamps[rel])
+                    h, w = image.shape[:2]
+                    entry = LabeledImage(rel, path, h, w, records, stamp=stamps[rel])
+                    save_result(out, entry)
                     entries.append(entry)
                     report.labeled += 1
             bar.update(1)

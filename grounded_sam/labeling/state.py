@@ -60,6 +60,8 @@ class LabeledImage:
         records: Instance records
             (:func:`grounded_sam.export.records.detections_to_records`; boxes xyxy in
             pixels, masks as COCO RLE).
+        stamp: The source's :func:`source_stamp` from before it was read, saved with the
+            result (None: taken when it is saved).
     """
 
     rel: str
@@ -67,6 +69,7 @@ class LabeledImage:
     height: int
     width: int
     records: list[dict[str, Any]]
+    stamp: dict[str, int] | None = None
 
 
 def state_dir(out_dir: str | os.PathLike) -> Path:
@@ -162,17 +165,12 @@ def load_result(out_dir: str | os.PathLike, rel: str, source: Path) -> LabeledIm
         return None
 
 
-def save_result(
-    out_dir: str | os.PathLike, entry: LabeledImage, stamp: dict[str, int] | None = None
-) -> None:
+def save_result(out_dir: str | os.PathLike, entry: LabeledImage) -> None:
     """Save one image's result atomically (stamped with its source file's size and mtime).
 
-    Args:
-        out_dir: DATASET_DIR.
-        entry: The result.
-        stamp: The source's :func:`source_stamp` from before it was read (None: now). A
-            stamp taken before reading makes a file replaced while it was labeled count as
-            changed, so a later run labels it again.
+    The stamp is ``entry.stamp`` when set (taken before the file was read, so that a file
+    replaced while it was labeled counts as changed and a later run labels it again), else
+    the file's :func:`source_stamp` now.
     """
     atomic_write_json(
         _result_path(Path(out_dir), entry.rel),
@@ -181,7 +179,7 @@ def save_result(
             "image": entry.rel,
             "height": entry.height,
             "width": entry.width,
-            "source": source_stamp(entry.source) if stamp is None else stamp,
+            "source": source_stamp(entry.source) if entry.stamp is None else entry.stamp,
             "instances": entry.records,
         },
     )
