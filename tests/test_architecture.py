@@ -39,14 +39,6 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-#: Modules over MAX_LINES in files other streams of issue 18 are splitting; the lead removes
-#: an entry when its split is merged (the strict xfail below then fails as a reminder).
-KNOWN_LONG: dict[str, str] = {
-    "grounded_sam.sam.everything": "split by the everything()/Detections stream",
-    "grounded_sam.sam.fast_decoder": "split by the family-registry stream",
-}
-
-
 # -- the import graph -------------------------------------------------------------------------
 
 
@@ -244,20 +236,10 @@ def test_named_layering_rules(low: str, high: str) -> None:
 
 
 def test_no_module_is_over_600_lines_but_the_known_ones() -> None:
-    over = {m: n for m, n in long_modules().items() if m not in KNOWN_LONG}
+    over = {m: n for m, n in long_modules().items()}
     assert not over, f"modules over {MAX_LINES} lines (split them): " + ", ".join(
         f"{m} ({n})" for m, n in sorted(over.items())
     )
-
-
-@pytest.mark.parametrize(
-    "module",
-    [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=why)) for m, why in
-     sorted(KNOWN_LONG.items())],
-)  # fmt: skip
-def test_known_long_module_is_split(module: str) -> None:
-    n = long_modules().get(module)
-    assert n is None, f"{module} has {n} lines (over {MAX_LINES})"
 
 
 # -- the checks themselves ------------------------------------------------------------------
