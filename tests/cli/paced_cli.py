@@ -23,8 +23,8 @@ from grounded_sam.labeling import run
 _save_result = run.save_result
 
 
-def _paced_save_result(out_dir, entry) -> None:
-    _save_result(out_dir, entry)
+def _paced_save_result(*args, **kwargs) -> None:
+    _save_result(*args, **kwargs)  # whatever save_result takes (out_dir, entry, stamp, ...)
     time.sleep(float(os.environ.get("GS_TEST_PAUSE_AFTER_IMAGE", "1")))
 
 
