@@ -469,8 +469,9 @@ class GroundedSAM:
             pixels, x2/y2 exclusive), ``confidence`` = SAM's predicted IoU clipped to [0, 1];
             ``data``: ``predicted_iou`` (unclipped), ``stability_score``, ``point_coords``
             (N, 2) xy, ``crop_box`` (N, 4) xyxy of the crop each mask was decoded in,
-            ``area`` (pixels); ``metadata``: ``image_size``, ``phrases`` ([]) and
-            ``model_ids``. Meta's record dicts (``segmentation``, ``bbox`` XYWH, ...):
+            ``area`` (pixels); ``metadata`` as every result (``image_size``, ``phrases``
+            = [], ``model_ids``; :func:`~grounded_sam.results.detection_metadata`). Meta's
+            record dicts (``segmentation``, ``bbox`` XYWH, ...):
             :func:`grounded_sam.export.records.everything_records`.
         """
         if "output_mode" in settings:

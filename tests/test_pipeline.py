@@ -160,6 +160,7 @@ def test_predict_points_boxes_and_refinement(tiny_gs, index, image):
 
 def test_everything_detections(tiny_gs, index, image):
     from grounded_sam.export import everything_records
+    from grounded_sam.results import model_metadata
 
     dets = tiny_gs.everything(
         index, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.3
@@ -172,7 +173,9 @@ def test_everything_detections(tiny_gs, index, image):
                               "area"}  # fmt: skip
     np.testing.assert_array_equal(dets.confidence, np.clip(dets.data["predicted_iou"], 0, 1))
     assert dets.metadata["image_size"] == image.shape[:2]
-    assert dets.metadata["model_ids"] == {"sam": tiny_gs.model_ids[0], "clip": tiny_gs.model_ids[1]}
+    assert dets.metadata["phrases"] == []
+    assert dets.metadata["model_ids"] == model_metadata(tiny_gs.predictor, tiny_gs.model_ids)
+    assert dets.metadata["model_ids"]["sam"] == tiny_gs.model_ids[0]
     recs = everything_records(dets, output_mode="coco_rle")
     json.dumps(recs)
     assert recs[0]["segmentation"]["size"] == list(image.shape[:2])
