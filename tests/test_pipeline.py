@@ -172,7 +172,8 @@ def test_everything_detections(tiny_gs, index, image):
                               "area"}  # fmt: skip
     np.testing.assert_array_equal(dets.confidence, np.clip(dets.data["predicted_iou"], 0, 1))
     assert dets.metadata["image_size"] == image.shape[:2]
-    assert dets.metadata["model_ids"] == {"sam": tiny_gs.model_ids[0], "clip": tiny_gs.model_ids[1]}
+    sam, clip = tiny_gs.model_ids
+    assert dets.metadata["model_ids"] == {"sam": sam, "sam_family": "sam", "clip": clip}
     recs = everything_records(dets, output_mode="coco_rle")
     json.dumps(recs)
     assert recs[0]["segmentation"]["size"] == list(image.shape[:2])
