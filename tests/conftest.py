@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.markers import mark_by_behaviour
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -103,7 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip GPU tests cleanly without CUDA."""
+    """Mark tests subprocess / ray / quick (tests/markers.py); skip GPU tests without CUDA."""
+    mark_by_behaviour(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

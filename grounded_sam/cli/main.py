@@ -45,13 +45,35 @@ Run 'grounded-sam COMMAND --help' for the options of a command.
 COMMANDS = ("segment", "everything", "label", "shell", "app", "export_onnx")
 
 
+class _MainParser(ArgumentParser):
+    """The top-level parser: ``-v`` / ``-q`` count before the sub-command as after it.
+
+    ``grounded-sam -v segment ...`` and ``grounded-sam segment ... -v`` mean the same. The
+    top-level flags are stored under their own names (a sub-command's defaults would
+    otherwise overwrite them) and folded into the sub-command's ``verbose`` / ``quiet``
+    after parsing, so every caller of ``parse_args`` sees one ``args.verbose`` (the sum of
+    both counts) and one ``args.quiet``.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse, then fold the top-level ``-v`` / ``-q`` into the sub-command's."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        global_verbose = vars(parsed).pop("global_verbose", 0)
+        global_quiet = vars(parsed).pop("global_quiet", False)
+        parsed.verbose = getattr(parsed, "verbose", 0) + global_verbose
+        parsed.quiet = getattr(parsed, "quiet", False) or global_quiet
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all sub-commands."""
     import importlib
 
     from grounded_sam import __version__
 
-    parser = ArgumentParser(
+    parser = _MainParser(
         prog=PROG,
         description="Text-prompted grounded segmentation: type a phrase, get instance masks\n"
         "with labels and confidences (SAM region proposals scored by CLIP, refined by SAM).",
@@ -59,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest="global_verbose",
+        help="log progress (-v) or debug details and tracebacks (-vv); also after COMMAND",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        dest="global_quiet",
+        help="no progress bars or timing lines on stderr; also after COMMAND",
+    )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )

@@ -16,16 +16,27 @@ uses open_clip's bundled tokenizer and needs nothing else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grounded_sam.clip.loading import ClipSpec
 
 __all__ = ["save_clip_local_dir"]
 
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
+#: What to do when the weights are neither cached nor downloadable (this command is the
+#: download step, so "run local_copy" is not the advice here).
+OFFLINE_FIX = (
+    "Run this command on a machine that can reach the Hugging Face Hub (or has the model in "
+    "its Hugging Face cache), then copy the folder it writes here."
+)
 
 
 def save_clip_local_dir(spec: str, directory: str | os.PathLike) -> Path:
@@ -42,15 +53,27 @@ def save_clip_local_dir(spec: str, directory: str | os.PathLike) -> Path:
     Raises:
         grounded_sam.ModelLoadError: The spec is unknown or the weights cannot be had.
     """
+    from grounded_sam.clip.loading import clip_hub_model, parse_clip_spec
+    from grounded_sam.hub import hub_session
+
+    parsed = parse_clip_spec(spec)
+    out = Path(directory).expanduser()
+    hub_model = clip_hub_model(spec)
+    if hub_model is not None:  # fail in seconds, not after minutes of retries, when offline
+        hub_model = dataclasses.replace(hub_model, fix=OFFLINE_FIX)
+    with hub_session([hub_model]):  # offline mode inside when the Hub is out but all is cached
+        return _write_local_dir(spec, parsed, out)
+
+
+def _write_local_dir(spec: str, parsed: ClipSpec, out: Path) -> Path:
+    """The downloads and writes of :func:`save_clip_local_dir` (Hub checked by the caller)."""
     import open_clip
     from open_clip.push_to_hf_hub import save_config_for_hf
     from safetensors.torch import save_file
 
-    from grounded_sam.clip.loading import _HF_HUB, _LOCAL_DIR, parse_clip_spec
+    from grounded_sam.clip.loading import _HF_HUB, _LOCAL_DIR
     from grounded_sam.errors import ModelLoadError
 
-    parsed = parse_clip_spec(spec)
-    out = Path(directory).expanduser()
     if parsed.source == "hf-hub":
         from huggingface_hub import snapshot_download
 
@@ -96,8 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("spec", help="CLIP model, e.g. ViT-B-16:laion2b_s34b_b88k")
     parser.add_argument("directory", help="output folder")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Hugging Face Hub warnings and retries"
+    )
     args = parser.parse_args(argv)
     from grounded_sam.errors import ModelLoadError
+    from grounded_sam.hub import quiet_hub_logging
+
+    quiet_hub_logging(int(args.verbose))
 
     try:
         out = save_clip_local_dir(args.spec, args.directory)

@@ -10,12 +10,15 @@ frame of the whole image).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
 from grounded_sam.utils.masks import uncrop_masks
+
+if TYPE_CHECKING:
+    from grounded_sam.sam.transforms import SamTransform
 
 __all__ = ["MaskFrame", "Proposals", "UPSCALE_CHUNK_BYTES", "UPSCALE_MODES"]
 
@@ -68,7 +71,7 @@ class MaskFrame:
             )
 
     @classmethod
-    def of(cls, transform) -> MaskFrame:
+    def of(cls, transform: SamTransform) -> MaskFrame:
         """The frame of a predictor's transform (``predictor.transform``).
 
         A transform whose frame keeps the aspect ratio pads it, and its logits are cropped

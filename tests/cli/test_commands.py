@@ -93,6 +93,26 @@ def test_everything(model_args: list[str], tmp_path: Path) -> None:
     assert any(p.startswith(f"grounded-sam: {image}: SAM encoder ") for p in parts)
 
 
+def test_everything_json_is_the_documented_records_conversion(
+    model_args: list[str], tiny_gs, tmp_path: Path, capsys
+) -> None:
+    """``masks`` of the JSON are ``everything_records(gs.everything(...), "coco_rle")``: the
+    conversion users get from the Python API (in-process, so both sides compute the same)."""
+    from grounded_sam import load_image
+    from grounded_sam.cli.main import main
+    from grounded_sam.export.records import everything_records, jsonable
+
+    image = synthetic_image(tmp_path / "shapes.png")
+    out = tmp_path / "out"
+    args = ["everything", str(image), "--out", str(out), "--min-mask-region-area", "4"]
+    assert main([*args, *model_args[:-2]]) == 0
+    capsys.readouterr()
+    doc = json.loads((out / "shapes_everything.json").read_text())
+    dets = tiny_gs.everything(load_image(image), **doc["settings"])
+    assert len(dets) == doc["num_masks"] > 0
+    assert doc["masks"] == json.loads(json.dumps(jsonable(everything_records(dets, "coco_rle"))))
+
+
 def test_shell_reads_phrases_from_stdin(model_args: list[str], tmp_path: Path) -> None:
     image = synthetic_image(tmp_path / "shapes.png")
     out = tmp_path / "out"

@@ -45,3 +45,33 @@ def test_unknown_architecture_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelLoadError, match="unknown open_clip architecture"):
         save_clip_local_dir("ViT-Q-99:nothing", tmp_path / "x")
+
+
+@pytest.mark.parametrize("spec", ["ViT-B-16:laion2b_s34b_b88k", "hf-hub:someone/some-clip"])
+@pytest.mark.parametrize("why", ["no network", "HF_HUB_OFFLINE"])
+def test_offline_fails_at_once_with_one_line(
+    spec: str, why: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    """No download attempt (so no retries) when the Hub is out and nothing is cached."""
+    import huggingface_hub
+    import open_clip
+
+    import grounded_sam.hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    if why == "no network":
+        monkeypatch.setattr(grounded_sam.hub, "hub_reachable", lambda *a, **k: False)
+    else:
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(open_clip, "create_model", no_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    assert main([spec, str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(spec) in err, err
+    assert ("HF_HUB_OFFLINE" if why == "HF_HUB_OFFLINE" else "cannot be reached") in err
+    assert "machine that can reach the Hugging Face Hub" in err
+    assert not (tmp_path / "out").exists()

@@ -33,7 +33,6 @@ several distinct, compact masks per image on both sides.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -54,8 +53,10 @@ from grounded_sam.sam.everything import (
     proposals_to_records,
 )
 from grounded_sam.sam.predictor import SamPredictor
-from grounded_sam.sam.tiny import structure_tiny_sam
 from grounded_sam.utils.masks import batched_mask_iou, decode_rle
+
+from . import everything_scenes
+from .everything_scenes import UNIT, proposals_with_crops, shapes_scene
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 PHOTO_DIR = DATA_DIR / "coco-val-mini" / "images"
@@ -80,9 +81,7 @@ STAB_TOL = 0.05
 @pytest.fixture(scope="module")
 def structured_model(sam_model):
     """A copy of the package's tiny SAM with :func:`structure_tiny_sam` applied."""
-    model = copy.deepcopy(sam_model)
-    structure_tiny_sam(model)
-    return model.eval()
+    return everything_scenes.structured_model(sam_model)
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +99,6 @@ def meta_structured(structured_model):
 
 
 # -- images ------------------------------------------------------------------------------------
-
-
-def shapes_scene(height: int, width: int, seed: int, n_shapes: int = 8) -> np.ndarray:
-    """Flat-coloured rectangles and discs on a flat background, (H, W, 3) uint8 RGB."""
-    rng = np.random.default_rng(seed)
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = rng.integers(0, 255, 3)
-    yy, xx = np.mgrid[:height, :width]
-    for i in range(n_shapes):
-        colour = rng.integers(0, 255, 3)
-        cy, cx = rng.integers(0, height), rng.integers(0, width)
-        r = rng.integers(min(height, width) // 10, min(height, width) // 4)
-        if i % 2:
-            inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        else:
-            inside = (abs(yy - cy) < r) & (abs(xx - cx) < r * 0.7)
-        image[inside] = colour
-    return image
 
 
 def real_photo() -> np.ndarray:
@@ -396,24 +377,15 @@ def test_settings_defaults_are_metas():
 
 # -- proposals ---------------------------------------------------------------------------------
 
-UNIT = {
-    "points_per_side": 8,
-    "pred_iou_thresh": 0.0,
-    "stability_score_thresh": 0.5,
-    "box_nms_thresh": 0.9,
-}
-
 
 @pytest.fixture(scope="module")
-def scene_230x150():
+def scene_230x150() -> np.ndarray:
     return shapes_scene(230, 150, seed=0)
 
 
 @pytest.fixture(scope="module")
 def crop_proposals(structured_predictor, scene_230x150) -> Proposals:
-    """Proposals with crop layers (some proposals come from crops other than crop 0)."""
-    settings = EverythingSettings(**UNIT, crop_n_layers=1)
-    return generate_proposals(structured_predictor, scene_230x150, settings)
+    return proposals_with_crops(structured_predictor, scene_230x150)
 
 
 def test_proposals_fields(crop_proposals, structured_predictor, scene_230x150):
@@ -443,101 +415,6 @@ def test_point_coords_are_grid_points(structured_predictor, scene_230x150):
     grid = torch.from_numpy(build_point_grid(8) * np.array([[w, h]])).float()
     dist = torch.cdist(p.point_coords, grid).amin(1)
     assert dist.max() < 1e-3
-
-
-def test_select(crop_proposals):
-    p = crop_proposals
-    idx = torch.tensor([len(p) - 1, 0])
-    sub = p.select(idx)
-    assert len(sub) == 2
-    assert torch.equal(sub.low_res_logits, p.low_res_logits[idx])
-    assert torch.equal(sub.point_coords, p.point_coords[idx])
-    assert torch.equal(sub.crop_boxes, p.crop_boxes) and sub.crop_input_sizes == p.crop_input_sizes
-    mask = torch.zeros(len(p), dtype=torch.bool)
-    mask[1] = True
-    assert torch.equal(p.select(mask).predicted_iou, p.predicted_iou[1:2])
-
-
-def test_full_masks_and_boxes(crop_proposals, scene_230x150):
-    p = crop_proposals
-    full = p.full_masks()
-    assert full.shape == (len(p), *scene_230x150.shape[:2]) and full.dtype == torch.bool
-    # nothing outside each proposal's crop
-    for i in range(len(p)):
-        x0, y0, x1, y1 = p.crop_boxes[p.crop_index[i]].tolist()
-        inside = torch.zeros_like(full[i])
-        inside[y0:y1, x0:x1] = True
-        assert not (full[i] & ~inside).any()
-    # the low-res boxes agree with the full-resolution masks' boxes to about one low-res pixel
-    from grounded_sam.utils.masks import masks_to_boxes
-
-    crop = p.crop_boxes[p.crop_index].float()
-    input_size = torch.tensor([p.crop_input_sizes[k] for k in p.crop_index.tolist()]).float()
-    stride = p.frame.target_length / p.low_res_size
-    px = stride * (crop[:, 2:] - crop[:, :2]) / input_size.flip(1)  # (x, y) per low-res pixel
-    error = (masks_to_boxes(full).float() - p.boxes).abs()
-    assert (error <= px.repeat(1, 2) + 1).all(), (error, px)
-    idx = torch.tensor([2, 0])
-    assert torch.equal(p.full_masks(idx), full[idx])
-
-
-def test_full_masks_only_for_requested(crop_proposals, monkeypatch):
-    from grounded_sam.sam.proposals import MaskFrame
-
-    upsampled = []
-    original = MaskFrame.upscale_logits
-
-    def counting(self, low_res, input_size, size):
-        upsampled.append(int(low_res.shape[0]))
-        return original(self, low_res, input_size, size)
-
-    monkeypatch.setattr(MaskFrame, "upscale_logits", counting)
-    crop_proposals.full_masks(torch.tensor([1]))
-    assert sum(upsampled) == 1
-    upsampled.clear()
-    crop_proposals.full_masks(torch.tensor([], dtype=torch.long))
-    assert sum(upsampled) == 0
-
-
-@pytest.mark.parametrize("size", [None, (57, 38), (115, 75)])
-def test_frame_masks_match_downsampled_full_masks(crop_proposals, size):
-    p = crop_proposals
-    frame = p.frame_masks(size)
-    fh, fw = size or p.frame_size()
-    assert frame.shape == (len(p), fh, fw) and frame.dtype == torch.bool
-    if size is None:
-        assert max(fh, fw) == p.low_res_size
-    # the frame-sized version of the full mask: majority of the original pixels each frame
-    # pixel covers. Proposals are small here (~20-100 frame pixels, blocky edges), so a
-    # single boundary pixel weighs a few % of IoU.
-    full = p.full_masks().float()[:, None]
-    down = torch.nn.functional.interpolate(full, (fh, fw), mode="area")[:, 0] > 0.5
-    iou = batched_mask_iou(frame, down).diagonal()
-    assert iou.min() >= 0.75 and iou.mean() >= 0.9, iou
-
-
-def test_frame_masks_at_original_size_are_the_full_masks(crop_proposals):
-    """Geometry check: a frame of the image's own size samples each pixel centre, so it must
-    reproduce the full masks (crop offsets, resize and decoder stride all accounted for); only
-    pixels where one bilinear resampling and Meta's two (L -> input frame -> H x W) disagree
-    may differ."""
-    p = crop_proposals
-    frame = p.frame_masks(p.original_size)
-    iou = batched_mask_iou(frame, p.full_masks()).diagonal()
-    assert iou.min() >= 0.98, iou
-
-
-def test_frame_masks_outside_crop_are_false(crop_proposals):
-    p = crop_proposals
-    frame = p.frame_masks()
-    fh, fw = frame.shape[-2:]
-    h, w = p.original_size
-    ys = (torch.arange(fh) + 0.5) * h / fh
-    xs = (torch.arange(fw) + 0.5) * w / fw
-    for i in range(len(p)):
-        x0, y0, x1, y1 = p.crop_boxes[p.crop_index[i]].tolist()
-        inside = ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
-        assert not (frame[i] & ~inside).any()
 
 
 def test_max_proposals(structured_predictor, scene_230x150):
@@ -571,55 +448,6 @@ def test_empty_result(structured_predictor, scene_230x150):
     assert p.full_masks().shape == (0, h, w)
     for mode in ("binary_mask", "coco_rle"):
         assert proposals_to_records(p, output_mode=mode, min_mask_region_area=10) == []
-
-
-def test_records_coco_rle_json(crop_proposals, scene_230x150):
-    records = proposals_to_records(crop_proposals, output_mode="coco_rle")
-    assert len(records) == len(crop_proposals)
-    text = json.dumps(records)
-    assert json.loads(text) == records
-    h, w = scene_230x150.shape[:2]
-    for r, p_iou in zip(records, crop_proposals.predicted_iou.tolist(), strict=True):
-        assert set(r) == {
-            "segmentation",
-            "area",
-            "bbox",
-            "predicted_iou",
-            "stability_score",
-            "point_coords",
-            "crop_box",
-        }
-        assert isinstance(r["segmentation"]["counts"], str) and r["segmentation"]["size"] == [h, w]
-        mask = decode(r)
-        assert isinstance(r["area"], int) and r["area"] == int(mask.sum())
-        ys, xs = np.nonzero(mask)
-        assert r["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
-        assert all(isinstance(v, float) for v in r["bbox"] + r["crop_box"])
-        assert len(r["point_coords"]) == 1 and len(r["point_coords"][0]) == 2
-        assert r["predicted_iou"] == pytest.approx(p_iou)
-        x, y, cw, ch = r["crop_box"]
-        assert 0 <= x and 0 <= y and x + cw <= w and y + ch <= h
-
-
-def test_records_binary_match_full_masks(crop_proposals):
-    records = proposals_to_records(crop_proposals)
-    full = crop_proposals.full_masks().numpy()
-    for r, m in zip(records, full, strict=True):
-        assert r["segmentation"].dtype == bool and np.array_equal(r["segmentation"], m)
-
-
-def test_small_region_removal_keeps_predicted_iou_order(crop_proposals):
-    records = proposals_to_records(crop_proposals, min_mask_region_area=200)
-    ious = [r["predicted_iou"] for r in records]
-    assert ious == sorted(ious, reverse=True)
-    assert 0 < len(records) <= len(crop_proposals)
-
-
-def test_records_bad_arguments(crop_proposals):
-    with pytest.raises(ValueError, match="output_mode"):
-        proposals_to_records(crop_proposals, output_mode="png")
-    with pytest.raises(ValueError, match="min_mask_region_area"):
-        proposals_to_records(crop_proposals, min_mask_region_area=-1)
 
 
 def test_bad_inputs(structured_predictor, scene_230x150):
@@ -662,28 +490,3 @@ def test_given_embedding_is_reused(structured_model, scene_230x150, crop_n_layer
     without = generate_proposals(predictor, scene_230x150, settings)
     assert len(predictor.encoded) == n_crops
     assert torch.equal(with_embedding.low_res_logits, without.low_res_logits)
-
-
-# -- the sub-pixel measurements ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("factor", [1, 2, 3])
-def test_subpixel_stability_equals_an_explicit_upsample(factor):
-    from grounded_sam.sam.stability import subpixel_stability, upsample_phases
-    from grounded_sam.utils.masks import stability_score
-
-    logits = torch.randn(6, 12, 14, generator=torch.Generator().manual_seed(0)) * 3
-    logits[0] = -5.0  # empty even at threshold - offset
-    up = torch.nn.functional.interpolate(
-        logits[:, None], scale_factor=factor, mode="bilinear", align_corners=False
-    )[:, 0]
-    # the phases interleave into the upsample
-    rows = upsample_phases(logits, factor, 1)
-    for a, row_phase in enumerate(rows):
-        for b, phase in enumerate(upsample_phases(row_phase, factor, 2)):
-            assert torch.allclose(phase, up[:, a::factor, b::factor], atol=1e-5)
-    # part of the upsampled frame is "padding" and is not counted
-    valid = (12 * factor - factor // 2 - 1, 14 * factor - 1)
-    stab = subpixel_stability(logits, valid, 0.0, 1.0, factor=factor)
-    assert torch.equal(stab, stability_score(up[:, : valid[0], : valid[1]], 0.0, 1.0))
-    assert stab[0] == 0.0 and (stab[1:] > 0).all()

@@ -5,7 +5,6 @@ conversions chained)."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -23,18 +22,15 @@ from grounded_sam.sam.everything_results import (
 )
 from grounded_sam.sam.predictor import SamPredictor
 from grounded_sam.sam.proposals import Proposals
-from grounded_sam.sam.tiny import structure_tiny_sam
 from grounded_sam.utils.masks import decode_rle
 
-from .test_everything import UNIT, shapes_scene
+from . import everything_scenes
+from .everything_scenes import shapes_scene
 
 
 @pytest.fixture(scope="module")
 def structured_predictor(sam_model) -> SamPredictor:
-    """The tiny SAM with masks that follow image content (see test_everything.py)."""
-    model = copy.deepcopy(sam_model)
-    structure_tiny_sam(model)
-    return SamPredictor(model.eval())
+    return everything_scenes.structured_predictor(sam_model)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +40,7 @@ def scene_230x150() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def crop_proposals(structured_predictor, scene_230x150) -> Proposals:
-    """Proposals with crop layers (some proposals come from crops other than crop 0)."""
-    settings = EverythingSettings(**UNIT, crop_n_layers=1)
-    return generate_proposals(structured_predictor, scene_230x150, settings)
+    return everything_scenes.proposals_with_crops(structured_predictor, scene_230x150)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +178,55 @@ def test_more_masks_than_the_mask_budget_is_a_clear_error():
     assert f"at most {n - 1} masks fit" in message
     for knob in ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh"):
         assert knob in message
+
+
+# -- proposals_to_records (the two conversions chained) ----------------------------------------
+
+
+def test_records_coco_rle_json(crop_proposals, scene_230x150):
+    records = proposals_to_records(crop_proposals, output_mode="coco_rle")
+    assert len(records) == len(crop_proposals)
+    text = json.dumps(records)
+    assert json.loads(text) == records
+    h, w = scene_230x150.shape[:2]
+    for r, p_iou in zip(records, crop_proposals.predicted_iou.tolist(), strict=True):
+        assert set(r) == {
+            "segmentation",
+            "area",
+            "bbox",
+            "predicted_iou",
+            "stability_score",
+            "point_coords",
+            "crop_box",
+        }
+        assert isinstance(r["segmentation"]["counts"], str) and r["segmentation"]["size"] == [h, w]
+        mask = decode_rle(r["segmentation"])
+        assert isinstance(r["area"], int) and r["area"] == int(mask.sum())
+        ys, xs = np.nonzero(mask)
+        assert r["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+        assert all(isinstance(v, float) for v in r["bbox"] + r["crop_box"])
+        assert len(r["point_coords"]) == 1 and len(r["point_coords"][0]) == 2
+        assert r["predicted_iou"] == pytest.approx(p_iou)
+        x, y, cw, ch = r["crop_box"]
+        assert 0 <= x and 0 <= y and x + cw <= w and y + ch <= h
+
+
+def test_records_binary_match_full_masks(crop_proposals):
+    records = proposals_to_records(crop_proposals)
+    full = crop_proposals.full_masks().numpy()
+    for r, m in zip(records, full, strict=True):
+        assert r["segmentation"].dtype == bool and np.array_equal(r["segmentation"], m)
+
+
+def test_small_region_removal_keeps_predicted_iou_order(crop_proposals):
+    records = proposals_to_records(crop_proposals, min_mask_region_area=200)
+    ious = [r["predicted_iou"] for r in records]
+    assert ious == sorted(ious, reverse=True)
+    assert 0 < len(records) <= len(crop_proposals)
+
+
+def test_records_bad_arguments(crop_proposals):
+    with pytest.raises(ValueError, match="output_mode"):
+        proposals_to_records(crop_proposals, output_mode="png")
+    with pytest.raises(ValueError, match="min_mask_region_area"):
+        proposals_to_records(crop_proposals, min_mask_region_area=-1)

@@ -20,7 +20,22 @@ from grounded_sam.sam.sam2 import Sam2Transform
 from grounded_sam.sam.transforms import SamTransform
 from grounded_sam.utils.masks import batched_mask_iou
 
-from .test_everything import UNIT, shapes_scene
+from . import everything_scenes
+from .everything_scenes import UNIT, shapes_scene
+
+
+@pytest.fixture(scope="module")
+def scene_230x150():
+    return shapes_scene(230, 150, seed=0)
+
+
+@pytest.fixture(scope="module")
+def crop_proposals(sam_model, scene_230x150) -> Proposals:
+    """SAM proposals of the structured tiny SAM with one crop layer."""
+    predictor = everything_scenes.structured_predictor(sam_model)
+    p = everything_scenes.proposals_with_crops(predictor, scene_230x150)
+    assert len(p) >= 3 and (p.crop_index > 0).any() and (p.crop_index == 0).any()
+    return p
 
 
 @pytest.mark.parametrize(
@@ -121,6 +136,104 @@ def test_sam2_frame_masks_at_original_size_are_the_full_masks(sam2_proposals):
     flips = (frame != full).flatten(1).sum(1)
     assert flips.max() <= 2, flips
     assert batched_mask_iou(frame, full).diagonal().min() >= 0.999
+
+
+# -- SAM proposals with crops: selection, full masks, low-res frames ----------------------
+
+
+def test_select(crop_proposals):
+    p = crop_proposals
+    idx = torch.tensor([len(p) - 1, 0])
+    sub = p.select(idx)
+    assert len(sub) == 2
+    assert torch.equal(sub.low_res_logits, p.low_res_logits[idx])
+    assert torch.equal(sub.point_coords, p.point_coords[idx])
+    assert torch.equal(sub.crop_boxes, p.crop_boxes) and sub.crop_input_sizes == p.crop_input_sizes
+    mask = torch.zeros(len(p), dtype=torch.bool)
+    mask[1] = True
+    assert torch.equal(p.select(mask).predicted_iou, p.predicted_iou[1:2])
+
+
+def test_full_masks_and_boxes(crop_proposals, scene_230x150):
+    p = crop_proposals
+    full = p.full_masks()
+    assert full.shape == (len(p), *scene_230x150.shape[:2]) and full.dtype == torch.bool
+    # nothing outside each proposal's crop
+    for i in range(len(p)):
+        x0, y0, x1, y1 = p.crop_boxes[p.crop_index[i]].tolist()
+        inside = torch.zeros_like(full[i])
+        inside[y0:y1, x0:x1] = True
+        assert not (full[i] & ~inside).any()
+    # the low-res boxes agree with the full-resolution masks' boxes to about one low-res pixel
+    from grounded_sam.utils.masks import masks_to_boxes
+
+    crop = p.crop_boxes[p.crop_index].float()
+    input_size = torch.tensor([p.crop_input_sizes[k] for k in p.crop_index.tolist()]).float()
+    stride = p.frame.target_length / p.low_res_size
+    px = stride * (crop[:, 2:] - crop[:, :2]) / input_size.flip(1)  # (x, y) per low-res pixel
+    error = (masks_to_boxes(full).float() - p.boxes).abs()
+    assert (error <= px.repeat(1, 2) + 1).all(), (error, px)
+    idx = torch.tensor([2, 0])
+    assert torch.equal(p.full_masks(idx), full[idx])
+
+
+def test_full_masks_only_for_requested(crop_proposals, monkeypatch):
+    from grounded_sam.sam.proposals import MaskFrame
+
+    upsampled = []
+    original = MaskFrame.upscale_logits
+
+    def counting(self, low_res, input_size, size):
+        upsampled.append(int(low_res.shape[0]))
+        return original(self, low_res, input_size, size)
+
+    monkeypatch.setattr(MaskFrame, "upscale_logits", counting)
+    crop_proposals.full_masks(torch.tensor([1]))
+    assert sum(upsampled) == 1
+    upsampled.clear()
+    crop_proposals.full_masks(torch.tensor([], dtype=torch.long))
+    assert sum(upsampled) == 0
+
+
+@pytest.mark.parametrize("size", [None, (57, 38), (115, 75)])
+def test_frame_masks_match_downsampled_full_masks(crop_proposals, size):
+    p = crop_proposals
+    frame = p.frame_masks(size)
+    fh, fw = size or p.frame_size()
+    assert frame.shape == (len(p), fh, fw) and frame.dtype == torch.bool
+    if size is None:
+        assert max(fh, fw) == p.low_res_size
+    # the frame-sized version of the full mask: majority of the original pixels each frame
+    # pixel covers. Proposals are small here (~20-100 frame pixels, blocky edges), so a
+    # single boundary pixel weighs a few % of IoU.
+    full = p.full_masks().float()[:, None]
+    down = torch.nn.functional.interpolate(full, (fh, fw), mode="area")[:, 0] > 0.5
+    iou = batched_mask_iou(frame, down).diagonal()
+    assert iou.min() >= 0.75 and iou.mean() >= 0.9, iou
+
+
+def test_frame_masks_at_original_size_are_the_full_masks(crop_proposals):
+    """Geometry check: a frame of the image's own size samples each pixel centre, so it must
+    reproduce the full masks (crop offsets, resize and decoder stride all accounted for); only
+    pixels where one bilinear resampling and Meta's two (L -> input frame -> H x W) disagree
+    may differ."""
+    p = crop_proposals
+    frame = p.frame_masks(p.original_size)
+    iou = batched_mask_iou(frame, p.full_masks()).diagonal()
+    assert iou.min() >= 0.98, iou
+
+
+def test_frame_masks_outside_crop_are_false(crop_proposals):
+    p = crop_proposals
+    frame = p.frame_masks()
+    fh, fw = frame.shape[-2:]
+    h, w = p.original_size
+    ys = (torch.arange(fh) + 0.5) * h / fh
+    xs = (torch.arange(fw) + 0.5) * w / fw
+    for i in range(len(p)):
+        x0, y0, x1, y1 = p.crop_boxes[p.crop_index[i]].tolist()
+        inside = ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+        assert not (frame[i] & ~inside).any()
 
 
 # -- memory: full masks are upscaled a chunk at a time (issue 22) ------------------------------
