@@ -176,6 +176,8 @@ def test_everything_detections(tiny_gs, index, image):
     assert dets.metadata["phrases"] == []
     assert dets.metadata["model_ids"] == model_metadata(tiny_gs.predictor, tiny_gs.model_ids)
     assert dets.metadata["model_ids"]["sam"] == tiny_gs.model_ids[0]
+    sam, clip = tiny_gs.model_ids
+    assert dets.metadata["model_ids"] == {"sam": sam, "sam_family": "sam", "clip": clip}
     recs = everything_records(dets, output_mode="coco_rle")
     json.dumps(recs)
     assert recs[0]["segmentation"]["size"] == list(image.shape[:2])
