@@ -337,6 +337,7 @@ class GroundedSAM:
                 f"{type(index).__name__}; use segment(image, prompt) for a one-off."
             )
         index.check_fits(self.model_ids, self.model_fingerprint)
+        index = self._prepared(index)
         phrases = _phrases(prompt, opts)
         opts.check_for_image(index.size)
         candidates = self.grounder.ground(index, phrases, opts)
@@ -433,7 +434,7 @@ class GroundedSAM:
             with multimask output) and ``low_res_logits`` ((N, L, L) float32); ``metadata``
             as for :meth:`query`, with the phrases ``["prompt"]``.
         """
-        embedding = image.embedding if isinstance(image, ImageIndex) else None
+        embedding = self._prepared(image).embedding if isinstance(image, ImageIndex) else None
         source = embedding or self.predictor.encode(load_image(image))
         pred = self.predictor.predict(
             source,
@@ -485,7 +486,7 @@ class GroundedSAM:
             raise TypeError(f"Unknown everything() setting: {exc}") from exc
         progress = _stage_progress(show_progress)
         if isinstance(image, ImageIndex):
-            arr, embedding = image.image, image.embedding
+            arr, embedding = image.image, self._prepared(image).embedding
         else:
             arr = load_image(image)
             with progress.stage("SAM encoder"):
@@ -503,7 +504,40 @@ class GroundedSAM:
             ),
         )
 
+    def load_index(self, path: str | os.PathLike) -> ImageIndex:
+        """Read an index saved with :meth:`ImageIndex.save`, ready for this engine's queries.
+
+        The same as ``ImageIndex.load(path, self.device, predictor=self.predictor)``: the
+        decoder's per-image context (never saved) is rebuilt once here, not on every query.
+
+        Args:
+            path: The ``.gsindex`` file.
+
+        Returns:
+            The index.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: Not an index file, or one that does not fit this engine's models.
+        """
+        index = ImageIndex.load(path, self.device, predictor=self.predictor)
+        index.check_fits(self.model_ids, self.model_fingerprint)
+        return index
+
     # -- helpers ----------------------------------------------------------------------------
+
+    def _prepared(self, index: ImageIndex) -> ImageIndex:
+        """``index`` with this model's decoder context on its embedding (built if missing).
+
+        An index read by plain ``ImageIndex.load`` carries none: it is built once for this
+        call (and shared by all of its decodes) instead of once per decode; the box cache is
+        shared, as the embedding's tensors are.
+        """
+        prepare = getattr(self.predictor, "prepare", None)
+        if prepare is None:
+            return index
+        embedding = prepare(index.embedding)
+        return index if embedding is index.embedding else replace(index, embedding=embedding)
 
     def _options(self, options: QueryOptions | None, knobs: dict[str, Any]) -> QueryOptions:
         """``options`` (default :attr:`options`) with ``knobs`` changed, validated once."""

@@ -144,6 +144,25 @@ def test_index_save_load_round_trip(tiny_gs, index, tmp_path):
         ImageIndex.load(tmp_path / "junk.gsindex")
 
 
+def test_load_index_rebuilds_the_decoder_context_once(tiny_gs, index, tmp_path, monkeypatch):
+    path = index.save(tmp_path / "img.gsindex")
+    plain = ImageIndex.load(path)
+    assert plain.embedding.context is None  # the context is never saved
+    ready = tiny_gs.load_index(path)
+    assert ready.embedding.context is not None
+    builds = []
+    real = tiny_gs.predictor._build_context
+    monkeypatch.setattr(
+        tiny_gs.predictor, "_build_context", lambda *a: builds.append(1) or real(*a)
+    )
+    a = tiny_gs.query(ready, "red box", threshold=0.0, refine=1)
+    assert builds == []  # a prepared index: no per-image decoder work at query time
+    b = tiny_gs.query(plain, "red box", threshold=0.0, refine=1)
+    assert builds == [1]  # an unprepared one: built once for the whole query, not per decode
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_allclose(a.confidence, b.confidence)
+
+
 def test_predict_points_boxes_and_refinement(tiny_gs, index, image):
     multi = tiny_gs.predict(index, points=[[50, 50]], labels=[1])
     assert len(multi) == 3 and multi.data["granularity"].tolist() == [0, 1, 2]

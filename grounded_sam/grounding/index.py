@@ -194,15 +194,19 @@ class ImageIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the index's arrays (image, embedding, proposals, cached decodes)."""
+        """Bytes held by the index's arrays.
+
+        The image, the embedding with its encoder features and decoder context
+        (:attr:`ImageEmbedding.nbytes`), the proposals, the region embeddings, the frame
+        masks and the cached box decodes: what a byte-bounded store holds per index.
+        """
         tensors = [
-            self.embedding.embeddings,
             self.region_embeddings,
             self.frame_masks,
             *(v for v in vars(self.proposals).values() if torch.is_tensor(v)),
         ]
         arrays = int(self.image.nbytes) + sum(t.numel() * t.element_size() for t in tensors)
-        return arrays + self.box_cache.nbytes
+        return arrays + self.embedding.nbytes + self.box_cache.nbytes
 
     def check_fits(self, model_ids: tuple[str, str], fingerprint: str) -> None:
         """Refuse to be queried by models other than those that built this index.

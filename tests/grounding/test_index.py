@@ -192,9 +192,10 @@ def test_a_built_index_refuses_attribute_assignment(saved) -> None:
     assert index.box_decodes
 
 
-def test_save_load_round_trip_keeps_every_field(saved, tmp_path) -> None:
+def test_save_load_round_trip_keeps_every_field(tiny_gs, saved, tmp_path) -> None:
     index, path = saved
-    back = ImageIndex.load(path)
+    back = ImageIndex.load(path, predictor=tiny_gs.predictor)  # the context is rebuilt
+    assert back.embedding.context is not None
     np.testing.assert_array_equal(back.image, index.image)
     for name in ("region_embeddings", "frame_masks"):
         torch.testing.assert_close(getattr(back, name), getattr(index, name))
@@ -204,8 +205,19 @@ def test_save_load_round_trip_keeps_every_field(saved, tmp_path) -> None:
         torch.testing.assert_close(back.box_decodes[level].low_res_logits, d.low_res_logits)
         assert torch.equal(back.box_decodes[level].done, d.done)
     assert back.nbytes == index.nbytes
-    again = ImageIndex.load(back.save(tmp_path / "b.gsindex"))  # and once more
-    assert again.nbytes == index.nbytes and sorted(again.box_decodes) == sorted(index.box_decodes)
+    again = ImageIndex.load(back.save(tmp_path / "b.gsindex"))  # and once more, unprepared
+    assert again.embedding.context is None
+    assert again.nbytes == index.nbytes - index.embedding.context.nbytes
+    assert again.nbytes > 0 and sorted(again.box_decodes) == sorted(index.box_decodes)
+
+
+def test_nbytes_counts_features_and_decoder_context(tiny_gs, saved) -> None:
+    index, _ = saved
+    emb = index.embedding
+    assert emb.context is not None and emb.context.nbytes > 0
+    assert index.nbytes >= emb.nbytes == (
+        emb.embeddings.nbytes + sum(f.nbytes for f in emb.features) + emb.context.nbytes
+    )
 
 
 def test_nbytes_counts_the_cache(make_engine) -> None:
