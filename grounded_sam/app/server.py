@@ -29,7 +29,7 @@ __all__ = ["launch", "serve", "require_gradio", "INSTALL_HINT"]
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'grounded_sam[app]'"
+INSTALL_HINT = 'pip install -e ".[app]" (from a clone of grounded_sam)'
 
 
 def require_gradio() -> None:

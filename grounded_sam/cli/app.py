@@ -22,7 +22,7 @@ DESCRIPTION = """\
 Serve the web page: upload an image (indexed once), type phrases, see labeled masks,
 click points or a box for SAM prompts, download masks / overlay / JSON. Binds to
 127.0.0.1 (this machine only) unless --host says otherwise; --share is off unless asked.
-Needs gradio: pip install 'grounded_sam[app]'.
+Needs gradio: pip install -e ".[app]" (from a clone).
 """
 
 

@@ -133,7 +133,7 @@ def _non_negative_float(text: str) -> float:
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     """--ray [ADDRESS], --concurrency, --batch-size, --gpus-per-worker, --cpus-per-worker."""
     group = parser.add_argument_group(
-        "Ray cluster (pip install 'grounded_sam[ray]')",
+        "Ray cluster (pip install -e '.[ray]' from a clone)",
         "Label with Ray Data actors (models loaded once per actor); results are saved as "
         "Parquet shards in DATASET_DIR/.grounded_sam_state/shards and exported into the same "
         "dataset as without --ray. On several nodes DATASET_DIR must be a shared folder.",
@@ -182,20 +182,16 @@ def run(args: argparse.Namespace) -> int:
     from grounded_sam import parse_prompt
     from grounded_sam.labeling import label_images, labeling_config, prepare_labeling
 
-    try:
-        classes = parse_prompt(args.classes)
-    except ValueError:
-        raise ValueError(
-            "The class list (--classes) is empty: give comma-separated class names, e.g. "
-            "--classes 'date, fig, hazelnut'."
-        ) from None
+    # parse_prompt's own message says what is wrong (empty, too many, a control character,
+    # too long) and names the flag
+    classes = parse_prompt(args.classes, what="class list (--classes)")
     options = query_options(args)  # validated once, here, before anything loads
     if args.ray is not None:
         return _run_ray(args, classes, options)
     if "://" in args.images_dir:
         raise ValueError(
             f"{args.images_dir} is a URI: URIs and text files of image paths are labeled with "
-            "--ray (pip install 'grounded_sam[ray]'); without it, give a local folder."
+            "--ray (pip install -e '.[ray]' from a clone); without it, give a local folder."
         )
     images = prepare_labeling(args.images_dir, args.out)
     config = labeling_config(

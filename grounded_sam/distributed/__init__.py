@@ -10,7 +10,7 @@ write the dataset, so both paths give the same dataset.
 * :mod:`~grounded_sam.distributed.shards` holds the per-image results as Parquet shards;
 * :mod:`~grounded_sam.distributed.worker` is the callable class each actor runs;
 * :mod:`~grounded_sam.distributed.labeling` is the driver (the only module importing Ray,
-  lazily, when a job runs: ``pip install 'grounded_sam[ray]'``).
+  lazily, when a job runs: ``pip install -e ".[ray]"`` from a clone).
 """
 
 from grounded_sam.distributed.labeling import RAY_MISSING, RayLabelReport, label_dataset

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 RAY_MISSING = (
     "Labeling on a Ray cluster (--ray) needs Ray Data, which is not installed: run "
-    "pip install 'grounded_sam[ray]' (or pip install 'ray[data]>=2.9') in this environment "
+    "pip install -e '.[ray]' from a clone (or pip install 'ray[data]>=2.9') in this environment "
     "and on every node of the cluster."
 )
 """The message of the ImportError raised when Ray Data is missing."""
@@ -203,7 +203,7 @@ def label_dataset(
     check_format(fmt)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    class_list = parse_prompt(classes)
+    class_list = parse_prompt(classes, what="class list")
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"Output path {out} is a file: give a folder for the dataset.")

@@ -86,9 +86,9 @@ def test_require_gradio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.delitem(sys.modules, "gradio", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_gradio)
-    with pytest.raises(ImportError, match=r"pip install 'grounded_sam\[app\]'"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[app\]"'):
         server.require_gradio()
-    with pytest.raises(ImportError, match=r"pip install 'grounded_sam\[app\]'"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[app\]"'):
         server.launch(sam="x", clip="y")
 
 

@@ -46,6 +46,22 @@ CASES: dict[str, tuple[list[str], int, list[str]]] = {
         1,
         ["class list (--classes) is empty"],
     ),
+    "too many classes": (
+        ["label", "{dir}", "--classes", ",".join(f"c{i}" for i in range(200)),
+         "-o", "{tmp}/o6b", "{models}"],
+        1,
+        ["More than 128 phrases", "class list (--classes)"],
+    ),
+    "control character in a class": (
+        ["label", "{dir}", "--classes", "dog, c\x07t", "-o", "{tmp}/o6c", "{models}"],
+        1,
+        ["control character", "U+0007"],
+    ),
+    "class too long": (
+        ["label", "{dir}", "--classes", "x" * 400, "-o", "{tmp}/o6d", "{models}"],
+        1,
+        ["400 characters", "the limit is 300"],
+    ),
     "unknown format": (
         ["label", "{dir}", "-c", "dog", "--format", "xml", "-o", "{tmp}/o7", "{models}"],
         2,

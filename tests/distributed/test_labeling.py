@@ -248,7 +248,7 @@ def test_missing_ray_says_what_to_install(folder, tmp_path, monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, "ray.data", None)
     with pytest.raises(ImportError) as info:
         label_dataset(folder[0], CLASSES, tmp_path / "out")
-    assert str(info.value) == RAY_MISSING and "pip install 'grounded_sam[ray]'" in RAY_MISSING
+    assert str(info.value) == RAY_MISSING and "pip install -e '.[ray]'" in RAY_MISSING
     code = main(["label", str(folder[0]), "-c", CLASSES, "-o", str(tmp_path / "out"), "--ray"])
     assert code == 1
     assert capsys.readouterr().err == f"grounded-sam: error: {RAY_MISSING}\n"
