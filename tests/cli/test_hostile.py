@@ -46,3 +46,21 @@ def test_shell_survives_hostile_lines(model_args, tmp_path: Path, monkeypatch, c
     assert "control character U+0001" in errors[1]
     assert "the limit is 300" in errors[2]
     assert captured.out.count(" ms; overlay: ") == 1  # the valid phrase after them was answered
+
+
+def test_segment_with_a_pickle_sam_checkpoint(model_args, tiny_model_specs, tmp_path) -> None:
+    # A pytorch_model.bin that torch's weights_only loader refuses gave a traceback.
+    from tests.sam.test_loading import pickle_checkpoint
+
+    folder = pickle_checkpoint(Path(tiny_model_specs[0]), tmp_path / "pickled", hostile=True)
+    args = list(model_args)
+    args[args.index("--sam") + 1] = str(folder)
+    image = synthetic_image(tmp_path / "shapes.png")
+    proc = _run(["segment", str(image), "-p", "disc", "-o", str(tmp_path / "out"), *args])
+    stderr = proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == 1, stderr
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr
+    assert "pytorch_model.bin is a pickle checkpoint that cannot be loaded safely" in lines[0]
+    assert "convert it to safetensors" in lines[0].lower()
+    assert "Traceback" not in stderr and "code ran" not in proc.stdout.decode()
