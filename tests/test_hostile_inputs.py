@@ -446,3 +446,61 @@ def test_unreadable_cached_hub_files_say_so(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr(os, "open", denying)
     with pytest.raises(ModelLoadError, match="SAM model 'org/sam'.*permission denied reading"):
         hub.cached(model)
+
+
+# --------------------------------------------------------------------------- point counts
+@pytest.fixture
+def no_sam_work(tiny_gs, monkeypatch):
+    """Fail a test whose call reaches the SAM decoder, the grid or CLIP grounding: a refused
+    point count must cost no model work (the 100k-point query took 7.3 GB before failing)."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the call reached model work before refusing the points")
+
+    monkeypatch.setattr(type(tiny_gs.predictor), "decode", forbidden)
+    monkeypatch.setattr(type(tiny_gs.grounder), "ground", forbidden)
+    return tiny_gs
+
+
+@pytest.fixture(scope="module")
+def small_index(tiny_gs):
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return image, tiny_gs.index(image)
+
+
+@pytest.mark.parametrize("count", [100_000, 1_000_000])
+def test_query_with_too_many_points_is_refused(
+    small_index, no_sam_work, monkeypatch, count: int
+) -> None:
+    # query(points=...) with 100k points allocated 7.3 GB and then failed; 1M did not answer.
+    import numpy as np
+
+    from grounded_sam import limits
+
+    image, index = small_index
+    points = np.full((count, 2), 10.0)
+    expected = f"points has {count} entries; the limit is {limits.MAX_POINTS_PER_CALL}"
+    with pytest.raises(ValueError, match=expected):
+        no_sam_work.query(index, "x", points=points)
+    listed = points[:100_000].tolist()  # a plain list, as JSON would give
+    with pytest.raises(ValueError, match="points has 100000 entries"):
+        no_sam_work.query(index, "x", points=listed)
+    # segment() refuses before the image is indexed (no SAM encoder pass)
+    monkeypatch.setattr(type(no_sam_work.predictor), "encode", no_sam_work.predictor.decode)
+    with pytest.raises(ValueError, match=expected):
+        no_sam_work.segment(image, "x", points=points)
+
+
+@pytest.mark.parametrize("on_index", [True, False])
+def test_predict_with_too_many_points_is_refused(small_index, no_sam_work, on_index) -> None:
+    import numpy as np
+
+    from grounded_sam import limits
+
+    image, index = small_index
+    points = np.full((100_000, 2), 10.0)
+    match = f"Got 100000 points; at most {limits.MAX_POINTS_PER_CALL} per call"
+    with pytest.raises(ValueError, match=match):
+        no_sam_work.predict(index if on_index else image, points=points)

@@ -25,8 +25,10 @@ family is read from the checkpoint's config). Writes into --out:
                    [+ HQ-SAM: hq_logits (B, 1, S/4, S/4); + SAM 2: object_score_logits (B, 1)]
   sam_onnx.json    model_type, inputs, outputs, preprocessing, coordinate transform, prompt rules
 B (prompts) and N (points per prompt) are dynamic; mask 0 is the single-mask output, 1-3
-the multimask outputs. Files are moved into --out only when every graph was written. Needs
-the onnx extra (pip install 'grounded-sam[onnx]').
+the multimask outputs. Files are moved into --out only when every graph was written;
+--decoder-only also removes an encoder.onnx of an earlier export from --out, so the folder
+never pairs the new decoder with an older encoder. Needs the onnx extra
+(pip install 'grounded-sam[onnx]').
 """
 
 EXAMPLE = """\
@@ -57,9 +59,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", "--out", metavar="DIR", required=True, default=argparse.SUPPRESS, help="output folder"
     )
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument(
-        "--decoder-only", action="store_true", help="skip the (large, slow) image encoder"
+        "--opset",
+        type=int,
+        default=17,
+        help="ONNX opset, from 14 to the highest the installed torch's exporter writes (20 for "
+        "torch 2.5+)",
+    )
+    parser.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="skip the (large, slow) image encoder; removes an older encoder.onnx from --out",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log progress (-v) or debug (-vv)"
@@ -71,8 +81,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Export and print the written files."""
     from grounded_sam.deploy.onnx import export_sam_onnx
+    from grounded_sam.deploy.onnx.exporter import check_opset
     from grounded_sam.sam.loading import DEFAULT_SAM
 
+    check_opset(args.opset)  # before any folder or model is touched
     out = check_out_dir(args.out)
     manifest = export_sam_onnx(
         args.sam or DEFAULT_SAM, out, opset=args.opset, encoder=not args.decoder_only

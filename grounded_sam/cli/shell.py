@@ -20,6 +20,7 @@ from grounded_sam.cli.common import (
     stage_progress,
 )
 from grounded_sam.cli.options import add_query_options, query_options
+from grounded_sam.limits import MAX_PROMPT_CHARS
 
 __all__ = ["add_parser", "run"]
 
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 PROMPT = "phrase> "
 QUIT = {"", "quit", "exit", "q", ":q"}
+MAX_LINE_CHARS = MAX_PROMPT_CHARS
+"""Longest line read (no prompt is longer); the rest of a longer line is read in chunks of
+this size and discarded, so a huge line is never held in memory."""
 
 DESCRIPTION = """\
 Interactive prompt on one image. The image is indexed once (SAM proposals + CLIP region
@@ -64,19 +68,39 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _too_long(chars: int) -> ValueError:
+    return ValueError(
+        f"line of {chars:,} characters skipped: a line is at most {MAX_LINE_CHARS:,} "
+        "characters (the longest prompt). Type shorter phrases."
+    )
+
+
 def _read_phrase(interactive: bool) -> str | None:
-    """One line from stdin (None at end of input)."""
+    """One line from stdin (None at end of input).
+
+    Raises:
+        ValueError: The line is over :data:`MAX_LINE_CHARS` (it was read and discarded).
+    """
     if interactive:
         try:
-            return input(PROMPT)
+            line = input(PROMPT)
         except EOFError:
             return None
+        if len(line) > MAX_LINE_CHARS:
+            raise _too_long(len(line))
+        return line
     sys.stdout.write(PROMPT)
     sys.stdout.flush()
-    line = sys.stdin.readline()
+    line = sys.stdin.readline(MAX_LINE_CHARS + 1)
     if not line:
         return None
     sys.stdout.write("\n")
+    if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+        chars = len(line)
+        while line and not line.endswith("\n"):  # discard the rest, a bounded chunk at a time
+            line = sys.stdin.readline(MAX_LINE_CHARS + 1)
+            chars += len(line)
+        raise _too_long(chars - line.endswith("\n"))
     return line.rstrip("\n")
 
 
@@ -110,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
             pass
     options = query_options(args)
     while True:
-        line = _read_phrase(interactive)
+        try:
+            line = _read_phrase(interactive)
+        except ValueError as exc:  # an over-long line, discarded: the shell goes on
+            sys.stderr.write(f"grounded-sam: error: {exc}\n")
+            continue
         if line is None or line.strip().lower() in QUIT:
             break
         t0 = time.perf_counter()

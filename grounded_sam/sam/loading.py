@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from grounded_sam.errors import ModelLoadError
-from grounded_sam.hub import HubModel, require_hub_models
+from grounded_sam.hub import HubModel, check_readable_file, require_hub_models
 from grounded_sam.sam import families
 
 __all__ = [
@@ -206,8 +207,10 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
                 f"{path} is not a SAM model folder: expected config.json and model weights "
                 "written by save_pretrained (SamModel, SamHQModel or Sam2Model)."
             )
+        check_readable_file(path / "config.json", f"the SAM model in {path} (its config.json)")
         model_type = _read_model_type(path / "config.json", str(path))
         _check_type(model_type, str(path))
+        _check_local_weights(path)
         return SamCheckpoint(spec_str, str(path), model_type, is_local=True)
     require_hub_models([hub])  # fails in seconds when offline and not cached
     spec_str = hub.repo_id
@@ -215,6 +218,60 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
     model_type = _read_model_type(config_file, f"Hugging Face model {spec_str!r}")
     _check_type(model_type, f"Hugging Face model {spec_str!r} (config {config_file})")
     return SamCheckpoint(spec_str, spec_str, model_type, is_local=False)
+
+
+WEIGHTS_NAMES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""The weights files ``from_pretrained`` looks for in a local folder, in its order."""
+
+
+def _check_local_weights(path: Path) -> None:
+    """Refuse a folder whose weights are missing, unreadable or special files.
+
+    Checks the first of :data:`WEIGHTS_NAMES` present (as ``from_pretrained`` picks it) and,
+    for a sharded checkpoint, the shards its index names; a FIFO or an unreadable file is
+    refused here instead of blocking or failing later with "No such file".
+    """
+    found = next((path / n for n in WEIGHTS_NAMES if os.path.lexists(path / n)), None)
+    if found is None:
+        raise ModelLoadError(
+            f"{path} holds no SAM model weights: expected model.safetensors (or "
+            "pytorch_model.bin) written by save_pretrained next to its config.json."
+        )
+    what = f"the SAM model in {path} (its {found.name})"
+    check_readable_file(found, what)
+    if not found.name.endswith(".index.json"):
+        return
+    try:
+        weight_map = json.loads(found.read_text(encoding="utf-8")).get("weight_map") or {}
+        shards = sorted({str(v) for v in weight_map.values()})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(f"Cannot load {what}: it is not a valid index ({exc}).") from exc
+    for shard in shards:
+        if Path(shard).name != shard or shard in (".", ".."):
+            raise ModelLoadError(
+                f"Cannot load {what}: it names a shard outside the folder ({shard!r})."
+            )
+        check_readable_file(path / shard, f"the SAM model in {path} (its shard {shard})")
+
+
+def _pickle_refused(ckpt: SamCheckpoint, exc: Exception) -> ModelLoadError:
+    """The error for a ``.bin`` checkpoint that torch's ``weights_only`` loader refused."""
+    where = ckpt.source if ckpt.is_local else "DIR"
+    name = "pytorch_model.bin"
+    return ModelLoadError(
+        f"{ckpt.spec!r}: {name} is a pickle checkpoint that cannot be loaded safely (it holds "
+        "objects other than tensors, which could run code when unpickled). Convert it to "
+        "safetensors, only if you trust its source: state = torch.load("
+        f"'{where}/{name}', weights_only=False), keep its tensors (state = {{k: v for k, v in "
+        "state.items() if isinstance(v, torch.Tensor)}) and write them with "
+        f"safetensors.torch.save_file(state, '{where}/model.safetensors'); "
+        "it is then loaded instead."
+    )
 
 
 def _model_class(class_name: str):
@@ -258,6 +315,8 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
         )
     try:
         model, info = cls.from_pretrained(ckpt.source, output_loading_info=True)
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused the file
+        raise _pickle_refused(ckpt, exc) from exc
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         hint = (
             "It could not be read; check that the folder holds a complete save_pretrained copy."

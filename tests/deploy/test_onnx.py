@@ -12,6 +12,8 @@ upscaled masks to IoU >= 0.999 (the issue's bar).
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +194,99 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert main(["export-onnx", "--sam", str(not_sam), "--out", str(tmp_path / "vit_out")]) == 1
     assert "'vit'" in capsys.readouterr().err
     assert not (tmp_path / "vit_out").exists()
+
+
+# -- hostile options and stale files (issue 23) -------------------------------------------------
+
+
+@pytest.mark.parametrize("opset", [0, -1, 13, 99, True, "17", 17.0])
+def test_opset_out_of_range_is_refused_before_loading(tmp_path, opset):
+    # --opset 99 gave a traceback from torch, 13 an UnsupportedOperatorError after the load.
+    from grounded_sam.deploy.onnx.exporter import MIN_OPSET, max_opset
+
+    with pytest.raises(ValueError, match=f"from {MIN_OPSET} to {max_opset()}, got") as info:
+        export_sam_onnx(tmp_path / "no_such_model", tmp_path / "out", opset=opset)
+    assert repr(opset) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_range_ends_export(tiny, tmp_path):
+    import onnx
+
+    from grounded_sam.deploy.onnx.exporter import MIN_OPSET, max_opset
+
+    predictor, _ = tiny
+    torch_max = torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    assert max_opset() == torch_max and MIN_OPSET <= ONNX_OPSET <= torch_max
+    for opset in (MIN_OPSET, max_opset()):
+        out = tmp_path / str(opset)
+        manifest = export_sam_onnx(predictor.model, out, opset=opset, encoder=False)
+        graph = onnx.load(str(manifest.parent / "decoder.onnx"))
+        assert [op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")] == [opset]
+
+
+@pytest.mark.parametrize("opset", ["99", "0", "13"])
+def test_cli_bad_opset_is_one_line(tmp_path, opset):
+    from grounded_sam.sam.tiny import save_tiny_sam
+    from tests.cli.conftest import error_lines, run_cli
+
+    sam_dir = save_tiny_sam(tmp_path / "sam")
+    out = tmp_path / "out"
+    proc = run_cli(["export-onnx", "--sam", sam_dir, "--out", out, "--opset", opset])
+    assert proc.returncode == 1, proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "opset must be an integer from 14 to" in lines[0], proc.stderr
+    assert f"got {opset}" in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def _graph_with_external_data(path: Path, data_name: str) -> None:
+    """A one-initializer ONNX graph whose weights live in ``data_name`` beside it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "stale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+        [weight],
+    )
+    onnx.save_model(
+        helper.make_model(graph),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=0,
+    )
+
+
+def test_decoder_only_removes_a_stale_encoder(tiny, tmp_path):
+    # A decoder-only export into a folder of an earlier full export left the old encoder.onnx
+    # (of another model, maybe) beside the new decoder.
+    predictor, full = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(full.parent / "encoder.onnx", out)
+    manifest = export_sam_onnx(predictor.model, out, encoder=False)
+    assert not (out / "encoder.onnx").exists()
+    assert set(json.loads(manifest.read_text())["files"]) == {"decoder"}
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", MANIFEST_NAME]
+    # an encoder with external data (a graph over 2 GB): its data file goes too, others stay
+    Path(out / "notes.txt").write_text("mine")
+    _graph_with_external_data(out / "encoder.onnx", "encoder_weights.bin")
+    assert (out / "encoder_weights.bin").is_file()
+    export_sam_onnx(predictor.model, out, encoder=False)
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.onnx", "notes.txt", MANIFEST_NAME]
+
+
+def test_decoder_only_refuses_a_folder_named_encoder_onnx(tiny, tmp_path):
+    predictor, _ = tiny
+    out = tmp_path / "out"
+    (out / "encoder.onnx").mkdir(parents=True)
+    with pytest.raises(ValueError, match="in the way of a decoder-only export"):
+        export_sam_onnx(predictor.model, out, encoder=False)
+    assert sorted(p.name for p in out.iterdir()) == ["encoder.onnx"]  # nothing written

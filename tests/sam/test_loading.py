@@ -251,3 +251,95 @@ def test_real_weights_load_and_match_reference():
     np.testing.assert_allclose(pred.iou_predictions, ref_iou, atol=1e-2)
     for a, b in zip(pred.masks, ref_masks, strict=True):
         assert np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1) >= 0.98
+
+
+# -- hostile folders (issue 23) ----------------------------------------------------------------
+
+
+def _denying_open(monkeypatch, denied: Path) -> None:
+    """Simulate a file without read permission (the tests may run as root, who reads anything):
+    ``os.open`` of ``denied`` fails as it would for another user."""
+    real_open = os.open
+
+    def denying(path, flags, *args, **kwargs):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denying)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_unreadable_files_say_permission_denied(tmp_path, sam_model_dir, monkeypatch, name):
+    # Unreadable weights said "No such file" (transformers' lookup failing on them).
+    folder = tmp_path / "sam"
+    shutil.copytree(sam_model_dir, folder)
+    _denying_open(monkeypatch, folder / name)
+    with pytest.raises(ModelLoadError, match="permission denied reading .*chmod a\\+r") as info:
+        load_sam_model(folder, CPU, torch.float32)
+    assert name in str(info.value) and "No such file" not in str(info.value)
+
+
+def test_fifo_weights_are_refused_without_blocking(tmp_path, sam_model_dir):
+    folder = tmp_path / "sam"
+    folder.mkdir()
+    shutil.copy(sam_model_dir / "config.json", folder)
+    os.mkfifo(folder / "model.safetensors")  # opening it for reading would block forever
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        load_sam_model(folder, CPU, torch.float32)
+
+
+def test_unreadable_shard_of_a_sharded_checkpoint(tmp_path, sam_model_dir, monkeypatch):
+    import json
+
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    shutil.copy(sam_model_dir / "config.json", folder)
+    shard = "model-00001-of-00001.safetensors"
+    shutil.copy(sam_model_dir / "model.safetensors", folder / shard)
+    from safetensors import safe_open
+
+    with safe_open(str(folder / shard), "pt") as f:
+        weight_map = dict.fromkeys(f.keys(), shard)
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    assert isinstance(load_sam_model(folder, CPU, torch.float32), torch.nn.Module)
+    _denying_open(monkeypatch, folder / shard)
+    with pytest.raises(ModelLoadError, match=f"its shard {shard}.*permission denied reading"):
+        load_sam_model(folder, CPU, torch.float32)
+
+
+class _Payload:
+    """Pickles as a call to ``print``: what a malicious checkpoint would smuggle in."""
+
+    def __reduce__(self):
+        return (print, ("unpickled: code ran",))
+
+
+def pickle_checkpoint(sam_model_dir: Path, folder: Path, *, hostile: bool) -> Path:
+    """A copy of the tiny SAM with its weights as ``pytorch_model.bin`` (no safetensors)."""
+    from safetensors.torch import load_file
+
+    folder.mkdir(parents=True)
+    shutil.copy(sam_model_dir / "config.json", folder)
+    state: dict = load_file(sam_model_dir / "model.safetensors")
+    if hostile:
+        state["payload"] = _Payload()
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickle_checkpoint_is_refused_with_the_conversion(tmp_path, sam_model_dir, capsys):
+    folder = pickle_checkpoint(sam_model_dir, tmp_path / "pickled", hostile=True)
+    with pytest.raises(ModelLoadError, match="pickle checkpoint that cannot be loaded safely"):
+        load_sam_model(folder, CPU, torch.float32)
+    message = str(pytest.raises(ModelLoadError, load_sam_model, folder, CPU, torch.float32).value)
+    assert "safetensors" in message and str(folder / "model.safetensors") in message
+    assert "code ran" not in capsys.readouterr().out  # never unpickled
+
+
+def test_plain_pickle_state_dict_still_loads(tmp_path, sam_model_dir):
+    # Tensors only: torch's weights_only loader reads it safely, so it is not refused.
+    folder = pickle_checkpoint(sam_model_dir, tmp_path / "plain", hostile=False)
+    model = load_sam_model(folder, CPU, torch.float32)
+    assert type(model).__name__ == "SamModel"
