@@ -67,9 +67,7 @@ READABLE_VERSIONS = (1, 2)
 _IMAGE_BYTES = limits.MAX_IMAGE_PIXELS * 3
 _ENCODER_BYTES = 256 * 2**20
 _MAX_PROPOSALS_AT_L256 = 1_000
-_PROPOSAL_BYTES = (
-    (1 + limits.MAX_REFINE + 1) * 256 * 256 * 4 + 256 * 256 + 2048 * 4 + 5 + 100
-)
+_PROPOSAL_BYTES = (1 + limits.MAX_REFINE + 1) * 256 * 256 * 4 + 256 * 256 + 2048 * 4 + 5 + 100
 #: Bytes of the largest legal index (the tensors' claimed sizes and the archive, each).
 MAX_INDEX_BYTES = _IMAGE_BYTES + _ENCODER_BYTES + _MAX_PROPOSALS_AT_L256 * _PROPOSAL_BYTES
 #: Room for the pickled structure and the archive's small records on top of the tensors.
@@ -554,6 +552,12 @@ def check_models(
             f"field 'features' holds {len(embedding.features)} encoder feature map(s), and "
             f"this SAM family's decoder needs {count}: {family.features_doc}"
         )
+    for i, feature in enumerate(embedding.features):
+        if feature.dtype != embedding.embeddings.dtype:
+            raise ValueError(
+                f"field 'features[{i}]' is {feature.dtype} but the embedding is "
+                f"{embedding.embeddings.dtype}: the encoder gives both in the model's dtype"
+            )
     emb_shape, feat_shapes = expected_encoder_shapes(predictor)
     got = tuple(embedding.embeddings.shape)
     if emb_shape is not None and got != emb_shape:
