@@ -337,6 +337,7 @@ class GroundedSAM:
                 f"{type(index).__name__}; use segment(image, prompt) for a one-off."
             )
         index.check_fits(self.model_ids, self.model_fingerprint)
+        index.check_models(self.predictor, getattr(self.scorer, "embed_dim", None))
         index = self._prepared(index)
         phrases = _phrases(prompt, opts)
         opts.check_for_image(index.size)
@@ -507,8 +508,10 @@ class GroundedSAM:
     def load_index(self, path: str | os.PathLike) -> ImageIndex:
         """Read an index saved with :meth:`ImageIndex.save`, ready for this engine's queries.
 
-        The same as ``ImageIndex.load(path, self.device, predictor=self.predictor)``: the
-        decoder's per-image context (never saved) is rebuilt once here, not on every query.
+        The same as ``ImageIndex.load(path, self.device, predictor=self.predictor,
+        region_width=self.scorer.embed_dim)``: every field is checked against this engine's
+        models, and the decoder's per-image context (never saved) is rebuilt once here, not on
+        every query.
 
         Args:
             path: The ``.gsindex`` file.
@@ -520,7 +523,8 @@ class GroundedSAM:
             FileNotFoundError: No such file.
             ValueError: Not an index file, or one that does not fit this engine's models.
         """
-        index = ImageIndex.load(path, self.device, predictor=self.predictor)
+        width = getattr(self.scorer, "embed_dim", None)
+        index = ImageIndex.load(path, self.device, predictor=self.predictor, region_width=width)
         index.check_fits(self.model_ids, self.model_fingerprint)
         return index
 

@@ -22,16 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from grounded_sam import limits
+from grounded_sam.grounding.index_file import FORMAT_VERSION, check_models, read_index_fields
 from grounded_sam.sam.everything import EverythingSettings
 from grounded_sam.sam.predictor import ImageEmbedding
-from grounded_sam.sam.proposals import UPSCALE_MODES, MaskFrame, Proposals
+from grounded_sam.sam.proposals import Proposals
 
 __all__ = ["BoxDecodeCache", "BoxDecodes", "ImageIndex", "weights_fingerprint"]
-
-_FORMAT_VERSION = 2
-#: Older versions still read (version 1 has no weights fingerprint: only ids are compared).
-_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -251,7 +247,7 @@ class ImageIndex:
         p = self.proposals
         decodes = self.box_cache.snapshot()
         blob = {
-            "version": _FORMAT_VERSION,
+            "version": FORMAT_VERSION,
             "image": torch.from_numpy(self.image),
             "embeddings": self.embedding.embeddings.cpu(),
             "features": [f.cpu() for f in self.embedding.features],  # HQ-SAM / SAM 2
@@ -287,9 +283,19 @@ class ImageIndex:
 
     @classmethod
     def load(
-        cls, path: str | Path, device: torch.device | str = "cpu", predictor: Any = None
+        cls,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        predictor: Any = None,
+        region_width: int | None = None,
     ) -> ImageIndex:
-        """Read an index written by :meth:`save`.
+        """Read an index written by :meth:`save`, checking every field before it is used.
+
+        Nothing in the file is trusted (see :mod:`grounded_sam.grounding.index_file`): the
+        archive's size, every tensor's claimed size and layout, dtype and shape are checked
+        before any tensor is read, then the values; with ``predictor`` / ``region_width``
+        the index is also checked against the models that will query it
+        (:meth:`check_models`).
 
         The embedding's decoder context (the prompt-independent decoder work, see
         :class:`~grounded_sam.sam.types.DecoderContext`) is not saved; it is rebuilt here when
@@ -299,274 +305,49 @@ class ImageIndex:
             path: The file.
             device: Where to put its tensors (the device of the models that will query it).
             predictor: The SAM predictor that will query it (``predictor.prepare``), or None.
+            region_width: The querying CLIP's embedding width (``scorer.embed_dim``), or None.
 
         Returns:
             The index.
 
         Raises:
             FileNotFoundError: No such file.
-            ValueError: The file is not an index of this version.
+            ValueError: The file is not an index of this version, a field is invalid, or it
+                does not fit ``predictor`` / ``region_width`` (the message names the file and
+                the field).
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Index file not found: {path}")
+        kwargs = read_index_fields(path, device)
+        decodes = {
+            level: BoxDecodes(low_res_logits=logits, iou=iou, done=done)
+            for level, (logits, iou, done) in kwargs.pop("box_decodes").items()
+        }
+        index = cls(**kwargs, box_cache=BoxDecodeCache(decodes))
         try:
-            blob = torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not an index"
-            raise ValueError(f"{path} is not a grounded_sam index file ({exc}).") from exc
-        if not isinstance(blob, dict) or blob.get("version") not in _READABLE_VERSIONS:
-            raise ValueError(
-                f"{path} is not a grounded_sam index file of version {_FORMAT_VERSION}."
-            )
-        try:
-            index = _from_blob(cls, blob)
+            index.check_models(predictor, region_width)
         except ValueError as exc:
-            raise ValueError(f"{path} is not a valid index file: {exc}") from None
+            raise ValueError(f"{path} does not fit this engine: {exc}") from None
         if predictor is None:
             return index
         return replace(index, embedding=predictor.prepare(index.embedding))
 
+    def check_models(self, predictor: Any = None, region_width: int | None = None) -> None:
+        """Refuse to be queried by models whose tensors this index's do not fit.
 
-# -- reading a file: every field checked before use ------------------------------------------
+        Checks the SAM embedding (channels, side), every encoder feature the predictor's
+        family needs (count and shape), ``input_size`` under the predictor's transform, and
+        the region-embedding width against the CLIP's (cheap: shapes only).
 
-#: Tensor fields: where, dtype family, shape (ints are exact sizes, names must agree across
-#: fields). Extend this table when a field is added to the file.
-_TENSOR_FIELDS: dict[tuple[str, ...], tuple[str, tuple[int | str, ...]]] = {
-    ("image",): ("uint8", ("H", "W", 3)),
-    ("embeddings",): ("float", (1, "C", "E", "E")),
-    ("region_embeddings",): ("float", ("N", "D")),
-    ("frame_masks",): ("bool", ("N", "fh", "fw")),
-    ("proposals", "low_res_logits"): ("float", ("N", "L", "L")),
-    ("proposals", "crop_index"): ("int", ("N",)),
-    ("proposals", "crop_boxes"): ("int", ("K", 4)),
-    ("proposals", "boxes"): ("float", ("N", 4)),
-    ("proposals", "predicted_iou"): ("float", ("N",)),
-    ("proposals", "stability_score"): ("float", ("N",)),
-    ("proposals", "point_coords"): ("float", ("N", 2)),
-}
+        Args:
+            predictor: The querying SAM predictor, or None.
+            region_width: The querying CLIP's embedding width, or None.
 
-#: Upper bounds of the named sizes (anything larger is a crafted or corrupt file).
-_SIZE_BOUNDS: dict[str, int] = {
-    "H": limits.MAX_IMAGE_SIDE,
-    "W": limits.MAX_IMAGE_SIDE,
-    "C": 4096,
-    "E": 1024,
-    "N": 100_000,
-    "D": 8192,
-    "fh": 4096,
-    "fw": 4096,
-    "L": 4096,
-    "K": 4**limits.MAX_CROP_N_LAYERS * 2,
-}
-
-_DTYPES = {
-    "uint8": (torch.uint8,),
-    "bool": (torch.bool,),
-    "int": (torch.int64, torch.int32, torch.int16, torch.uint8),
-    "float": (torch.float32, torch.float16, torch.bfloat16, torch.float64),
-}
-
-
-def _get(blob: Mapping[str, Any], where: tuple[str, ...]) -> Any:
-    node: Any = blob
-    for i, key in enumerate(where):
-        if not isinstance(node, Mapping) or key not in node:
-            raise ValueError(f"field {'.'.join(where[: i + 1])!r} is missing")
-        node = node[key]
-    return node
-
-
-def _check_tensors(blob: Mapping[str, Any]) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for where, (kind, shape) in _TENSOR_FIELDS.items():
-        name = ".".join(where)
-        value = _get(blob, where)
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"field {name!r} must be a tensor, got {type(value).__name__}")
-        if value.dtype not in _DTYPES[kind]:
-            raise ValueError(f"field {name!r} must be a {kind} tensor, got {value.dtype}")
-        if value.ndim != len(shape):
-            raise ValueError(
-                f"field {name!r} must have {len(shape)} dimensions, got shape {tuple(value.shape)}"
-            )
-        for dim, (want, got) in enumerate(zip(shape, value.shape, strict=True)):
-            got = int(got)
-            if isinstance(want, int):
-                if got != want:
-                    raise ValueError(
-                        f"field {name!r} must have size {want} in dimension {dim}, got shape "
-                        f"{tuple(value.shape)}"
-                    )
-            elif want in sizes and sizes[want] != got:
-                raise ValueError(
-                    f"field {name!r} has {got} for size {want} but another field has {sizes[want]}"
-                )
-            else:
-                if got > _SIZE_BOUNDS[want]:
-                    raise ValueError(
-                        f"field {name!r} has size {got} for {want}, above the bound "
-                        f"{_SIZE_BOUNDS[want]}"
-                    )
-                sizes[want] = got
-        if kind == "float" and value.numel() and not torch.isfinite(value).all():
-            raise ValueError(f"field {name!r} holds NaN or infinite values")
-    if sizes["H"] * sizes["W"] > limits.MAX_IMAGE_PIXELS:
-        raise ValueError(
-            f"the image is {sizes['W']}x{sizes['H']}, above {limits.MAX_IMAGE_PIXELS:,} pixels"
-        )
-    return sizes
-
-
-def _int_pair(blob: Mapping[str, Any], where: tuple[str, ...], high: int) -> tuple[int, int]:
-    value = _get(blob, where)
-    name = ".".join(where)
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        or not all(1 <= v <= high for v in value)
-    ):
-        raise ValueError(f"field {name!r} must be two integers in [1, {high}], got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def _int(blob: Mapping[str, Any], where: tuple[str, ...], low: int, high: int) -> int:
-    value = _get(blob, where)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(
-            f"field {'.'.join(where)!r} must be an integer in [{low}, {high}], got {value!r}"
-        )
-    return value
-
-
-def _features(blob: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
-    """The extra encoder features of HQ-SAM / SAM 2 (absent or empty for SAM)."""
-    value = blob.get("features", [])
-    if not isinstance(value, (list, tuple)) or len(value) > 4:
-        raise ValueError("field 'features' must be a list of at most 4 tensors")
-    for i, tensor in enumerate(value):
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            raise ValueError(f"field 'features[{i}]' must be a float tensor")
-        if tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.numel() > 2**26:
-            raise ValueError(
-                f"field 'features[{i}]' must be (1, ...) 4-d and at most 2**26 values, got "
-                f"shape {tuple(tensor.shape)}"
-            )
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"field 'features[{i}]' holds NaN or infinite values")
-    return tuple(value)
-
-
-def _from_blob(cls: type[ImageIndex], blob: Mapping[str, Any]) -> ImageIndex:
-    """Build an index from a loaded file, validating every field (ValueError names it)."""
-    sizes = _check_tensors(blob)
-    original_size = _int_pair(blob, ("original_size",), limits.MAX_IMAGE_SIDE)
-    if original_size != (sizes["H"], sizes["W"]):
-        raise ValueError(
-            f"field 'original_size' is {original_size} but the stored image is "
-            f"{(sizes['H'], sizes['W'])}"
-        )
-    target = _int(blob, ("proposals", "target_length"), 1, 4096)
-    input_size = _int_pair(blob, ("input_size",), target)
-    if _int(blob, ("proposals", "low_res_size"), 1, 4096) != sizes["L"]:
-        raise ValueError("field 'proposals.low_res_size' does not match the stored logits")
-    crop_sizes = _get(blob, ("proposals", "crop_input_sizes"))
-    if not isinstance(crop_sizes, (list, tuple)) or len(crop_sizes) != sizes["K"]:
-        raise ValueError(f"field 'proposals.crop_input_sizes' must list {sizes['K']} (h, w) pairs")
-    crop_input_sizes = [_int_pair({"s": s}, ("s",), target) for s in crop_sizes]
-    pr = blob["proposals"]
-    if sizes["N"] and (
-        int(pr["crop_index"].min()) < 0 or int(pr["crop_index"].max()) >= sizes["K"]
-    ):
-        raise ValueError("field 'proposals.crop_index' refers to crops that are not stored")
-    settings = _get(blob, ("settings",))
-    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
-        raise ValueError("field 'settings' must be a mapping of setting names to values")
-    known = {f.name for f in fields(EverythingSettings)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"field 'settings' has unknown settings {unknown}")
-    try:
-        everything = EverythingSettings(**settings)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"field 'settings' is invalid: {exc}") from None
-    model_ids = _get(blob, ("model_ids",))
-    if (
-        not isinstance(model_ids, (list, tuple))
-        or len(model_ids) != 2
-        or not all(isinstance(m, str) for m in model_ids)
-    ):
-        raise ValueError(f"field 'model_ids' must be two strings, got {model_ids!r}")
-    fingerprint = blob.get("weights_fingerprint", "")
-    if not isinstance(fingerprint, str) or len(fingerprint) > 128:
-        raise ValueError("field 'weights_fingerprint' must be a short string")
-    proposals = Proposals(
-        low_res_logits=pr["low_res_logits"].float(),
-        crop_index=pr["crop_index"].long(),
-        crop_boxes=pr["crop_boxes"].long(),
-        crop_input_sizes=crop_input_sizes,
-        boxes=pr["boxes"].float(),
-        predicted_iou=pr["predicted_iou"].float(),
-        stability_score=pr["stability_score"].float(),
-        point_coords=pr["point_coords"].float(),
-        original_size=original_size,
-        frame=_mask_frame(blob, target, sizes["L"]),
-    )
-    return cls(
-        image=blob["image"].numpy(),
-        embedding=ImageEmbedding(
-            embeddings=blob["embeddings"],
-            original_size=original_size,
-            input_size=input_size,
-            features=_features(blob),
-        ),
-        proposals=proposals,
-        region_embeddings=blob["region_embeddings"],
-        frame_masks=blob["frame_masks"],
-        settings=everything,
-        model_ids=(model_ids[0], model_ids[1]),
-        weights_fingerprint=fingerprint,
-        box_cache=BoxDecodeCache(_box_decodes(blob, sizes)),
-    )
-
-
-def _mask_frame(blob: Mapping[str, Any], target: int, side: int) -> MaskFrame:
-    """The proposals' frame; files written before it was saved were upscaled as SAM's."""
-    upscale = blob["proposals"].get("upscale", "pad_crop")
-    if upscale not in UPSCALE_MODES:
-        raise ValueError(f"field 'proposals.upscale' must be one of {UPSCALE_MODES}")
-    return MaskFrame(target_length=target, low_res_size=side, upscale=upscale)
-
-
-def _box_decodes(blob: Mapping[str, Any], sizes: dict[str, int]) -> dict[int, BoxDecodes]:
-    """The cached box re-prompts of a file (absent in older files), each tensor checked."""
-    raw = blob.get("box_decodes", {})
-    if not isinstance(raw, Mapping):
-        raise ValueError("box_decodes is not a mapping")
-    n, side = sizes["N"], sizes["L"]
-    out: dict[int, BoxDecodes] = {}
-    for level, d in raw.items():
-        if not (isinstance(level, str) and level.isdigit() and int(level) <= 100):
-            raise ValueError(f"box_decodes has a bad refine level {level!r}")
-        if not isinstance(d, Mapping) or set(d) != {"low_res_logits", "iou", "done"}:
-            raise ValueError(f"box_decodes[{level}] must have low_res_logits, iou and done")
-        expected = {
-            "low_res_logits": ((n, side, side), True),
-            "iou": ((n,), True),
-            "done": ((n,), False),
-        }
-        for key, (shape, is_float) in expected.items():
-            t = d[key]
-            ok = isinstance(t, torch.Tensor) and tuple(t.shape) == shape
-            if ok:
-                ok = t.is_floating_point() if is_float else t.dtype == torch.bool
-            if not ok:
-                kind = "float" if is_float else "bool"
-                raise ValueError(f"box_decodes[{level}].{key} must be a {kind} {shape} tensor")
-        out[int(level)] = BoxDecodes(
-            low_res_logits=d["low_res_logits"].float(), iou=d["iou"].float(), done=d["done"]
-        )
-    return out
+        Raises:
+            ValueError: A field that does not fit (the message names it).
+        """
+        check_models(self.embedding, self.region_embeddings, predictor, region_width)
 
 
 def weights_fingerprint(*models: object) -> str:
