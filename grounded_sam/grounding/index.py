@@ -22,12 +22,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from grounded_sam.grounding.index_file import FORMAT_VERSION, check_models, read_index_fields
+from grounded_sam.grounding.index_file import FORMAT_VERSION, read_index_fields
 from grounded_sam.sam.everything import EverythingSettings
 from grounded_sam.sam.predictor import ImageEmbedding
 from grounded_sam.sam.proposals import Proposals
 
-__all__ = ["BoxDecodeCache", "BoxDecodes", "ImageIndex", "weights_fingerprint"]
+__all__ = [
+    "BoxDecodeCache",
+    "BoxDecodes",
+    "ImageIndex",
+    "expected_encoder_shapes",
+    "weights_fingerprint",
+]
 
 
 @dataclass(frozen=True)
@@ -347,7 +353,107 @@ class ImageIndex:
         Raises:
             ValueError: A field that does not fit (the message names it).
         """
-        check_models(self.embedding, self.region_embeddings, predictor, region_width)
+        _check_models(self.embedding, self.region_embeddings, predictor, region_width)
+
+
+# -- against the loading engine's models ----------------------------------------------------
+
+
+def expected_encoder_shapes(
+    predictor: Any,
+) -> tuple[tuple[int, ...] | None, tuple[tuple[int, ...], ...] | None]:
+    """What ``predictor.encode`` gives for any image: embedding and feature shapes.
+
+    Read from the model (no encoder pass): the embedding is (1, C, E, E) as the model-wide
+    positional encoding; HQ-SAM's early ViT features are (1, E, E, ViT width); SAM 2's two
+    high-resolution levels are (1, C0, 4E, 4E) and (1, C1, 2E, 2E), C0 / C1 the output
+    channels of its decoder's ``conv_s0`` / ``conv_s1``.
+
+    Returns:
+        ``(embedding shape or None, feature shapes or None)``: None where the predictor does
+        not say (a stand-in model).
+    """
+    pe = getattr(predictor, "_image_pe", None)
+    if not isinstance(pe, torch.Tensor) or pe.ndim != 4:
+        return None, None
+    _, c, e, _ = (int(s) for s in pe.shape)
+    family = getattr(getattr(predictor, "family", None), "name", None)
+    model = getattr(predictor, "model", None)
+    feats: tuple[tuple[int, ...], ...] | None = None
+    try:
+        if family == "sam":
+            feats = ()
+        elif family == "sam_hq":
+            feats = ((1, e, e, int(model.config.vision_config.hidden_size)),)
+        elif family == "sam2":
+            md = model.mask_decoder
+            feats = (
+                (1, int(md.conv_s0.out_channels), 4 * e, 4 * e),
+                (1, int(md.conv_s1.out_channels), 2 * e, 2 * e),
+            )
+    except AttributeError:  # a model laid out otherwise: only the count is checked
+        feats = None
+    return (1, c, e, e), feats
+
+
+def _check_models(
+    embedding: ImageEmbedding,
+    region_embeddings: torch.Tensor,
+    predictor: Any = None,
+    region_width: int | None = None,
+) -> None:
+    """Refuse an index that the loading engine's models cannot query.
+
+    Args:
+        embedding: The index's SAM embedding.
+        region_embeddings: (N, D) its CLIP region embeddings.
+        predictor: The engine's SAM predictor, or None (SAM checks skipped).
+        region_width: The engine's CLIP embedding width D, or None (not checked).
+
+    Raises:
+        ValueError: A field that does not fit (the message names it and what was expected).
+    """
+    n, width = int(region_embeddings.shape[0]), int(region_embeddings.shape[-1])
+    if region_width is not None and n and width != region_width:
+        raise ValueError(
+            f"field 'region_embeddings' is {width} wide, but this engine's CLIP embeds "
+            f"{region_width} values: the index was built with another CLIP model"
+        )
+    if predictor is None:
+        return
+    family = getattr(predictor, "family", None)
+    count = getattr(family, "encoder_features", None)
+    if count is not None and len(embedding.features) != count:
+        raise ValueError(
+            f"field 'features' holds {len(embedding.features)} encoder feature map(s), and "
+            f"this SAM family's decoder needs {count}: {family.features_doc}"
+        )
+    for i, feature in enumerate(embedding.features):
+        if feature.dtype != embedding.embeddings.dtype:
+            raise ValueError(
+                f"field 'features[{i}]' is {feature.dtype} but the embedding is "
+                f"{embedding.embeddings.dtype}: the encoder gives both in the model's dtype"
+            )
+    emb_shape, feat_shapes = expected_encoder_shapes(predictor)
+    got = tuple(embedding.embeddings.shape)
+    if emb_shape is not None and got != emb_shape:
+        raise ValueError(
+            f"field 'embeddings' has shape {got}, but this SAM model's embedding is {emb_shape}"
+        )
+    for i, want in enumerate(feat_shapes or ()):
+        got = tuple(embedding.features[i].shape)
+        if got != want:
+            raise ValueError(
+                f"field 'features[{i}]' has shape {got}, but this SAM model's is {want}"
+            )
+    transform = getattr(predictor, "transform", None)
+    if transform is not None and hasattr(transform, "input_size"):
+        want = tuple(transform.input_size(embedding.original_size))
+        if tuple(embedding.input_size) != want:
+            raise ValueError(
+                f"field 'input_size' is {tuple(embedding.input_size)}, but this SAM model "
+                f"resizes an image of {embedding.original_size} to {want}"
+            )
 
 
 def weights_fingerprint(*models: object) -> str:

@@ -15,7 +15,8 @@ the next, so that a crafted file is refused before it costs memory:
 3. Only then are the tensors **materialised** (copied off the map, onto the target device)
    and their values checked (finite floats, crop indices in range), and the plain fields
    (sizes, settings, ids) validated.
-4. **Against the loading engine's models** (:func:`check_models`, when the loader gives a
+4. **Against the loading engine's models** (:meth:`ImageIndex.check_models
+   <grounded_sam.grounding.index.ImageIndex.check_models>`, when the loader gives a
    predictor or a CLIP width): every encoder feature the SAM family needs, with the shapes
    its decoder takes, the embedding's channels and side, ``input_size`` under the model's
    transform, and the region-embedding width of the CLIP.
@@ -42,7 +43,7 @@ from grounded_sam.sam.proposals import UPSCALE_MODES, MaskFrame, Proposals
 from grounded_sam.sam.transforms import Sam2Transform, SamTransform
 
 __all__ = ["FORMAT_VERSION", "MAX_INDEX_BYTES", "READABLE_VERSIONS", "check_archive",
-           "check_models", "read_index_fields"]  # fmt: skip
+           "read_index_fields"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ _FIELDS = frozenset({
     "version", "image", "embeddings", "features", "original_size", "input_size",
     "region_embeddings", "frame_masks", "settings", "model_ids", "box_decodes",
     "weights_fingerprint", "proposals",
+})  # fmt: skip
+
+#: Keys of the ``proposals`` field that are read (others are dropped unread).
+_PROPOSAL_KEYS = frozenset({
+    "low_res_logits", "crop_index", "crop_boxes", "crop_input_sizes", "boxes", "predicted_iou",
+    "stability_score", "point_coords", "low_res_size", "target_length", "upscale",
 })  # fmt: skip
 
 #: Tensor fields: where, dtype family, shape (ints are exact sizes, names must agree across
@@ -291,6 +298,12 @@ def _materialise(node: Any, device: torch.device | str) -> Any:
     return node
 
 
+def _known(blob: dict[str, Any]) -> dict[str, Any]:
+    """The blob without proposal keys no reader uses (never materialised)."""
+    proposals = blob["proposals"]
+    return {**blob, "proposals": {k: v for k, v in proposals.items() if k in _PROPOSAL_KEYS}}
+
+
 def _check_finite(blob: Mapping[str, Any]) -> None:
     """Float fields (and the encoder features) must hold finite values."""
     named = [(w, _get(blob, w)) for w, (kind, _) in _TENSOR_FIELDS.items() if kind == "float"]
@@ -360,7 +373,7 @@ def read_index_fields(path: Path, device: torch.device | str = "cpu") -> dict[st
     try:
         _check_layouts(blob)
         _check_shapes(blob)
-        blob = _materialise(blob, device)
+        blob = _materialise(_known(blob), device)
         return _fields(blob)
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid index file: {exc}") from None
@@ -478,103 +491,3 @@ def _box_decodes(
                 raise ValueError(f"box_decodes[{level}].{key} must be a {kind} {shape} tensor")
         out[int(level)] = (d["low_res_logits"].float(), d["iou"].float(), d["done"])
     return out
-
-
-# -- 4. against the loading engine's models ---------------------------------------------------
-
-
-def expected_encoder_shapes(
-    predictor: Any,
-) -> tuple[tuple[int, ...] | None, tuple[tuple[int, ...], ...] | None]:
-    """What ``predictor.encode`` gives for any image: embedding and feature shapes.
-
-    Read from the model (no encoder pass): the embedding is (1, C, E, E) as the model-wide
-    positional encoding; HQ-SAM's early ViT features are (1, E, E, ViT width); SAM 2's two
-    high-resolution levels are (1, C0, 4E, 4E) and (1, C1, 2E, 2E), C0 / C1 the output
-    channels of its decoder's ``conv_s0`` / ``conv_s1``.
-
-    Returns:
-        ``(embedding shape or None, feature shapes or None)``: None where the predictor does
-        not say (a stand-in model).
-    """
-    pe = getattr(predictor, "_image_pe", None)
-    if not isinstance(pe, torch.Tensor) or pe.ndim != 4:
-        return None, None
-    _, c, e, _ = (int(s) for s in pe.shape)
-    family = getattr(getattr(predictor, "family", None), "name", None)
-    model = getattr(predictor, "model", None)
-    feats: tuple[tuple[int, ...], ...] | None = None
-    try:
-        if family == "sam":
-            feats = ()
-        elif family == "sam_hq":
-            feats = ((1, e, e, int(model.config.vision_config.hidden_size)),)
-        elif family == "sam2":
-            md = model.mask_decoder
-            feats = (
-                (1, int(md.conv_s0.out_channels), 4 * e, 4 * e),
-                (1, int(md.conv_s1.out_channels), 2 * e, 2 * e),
-            )
-    except AttributeError:  # a model laid out otherwise: only the count is checked
-        feats = None
-    return (1, c, e, e), feats
-
-
-def check_models(
-    embedding: ImageEmbedding,
-    region_embeddings: torch.Tensor,
-    predictor: Any = None,
-    region_width: int | None = None,
-) -> None:
-    """Refuse an index that the loading engine's models cannot query.
-
-    Args:
-        embedding: The index's SAM embedding.
-        region_embeddings: (N, D) its CLIP region embeddings.
-        predictor: The engine's SAM predictor, or None (SAM checks skipped).
-        region_width: The engine's CLIP embedding width D, or None (not checked).
-
-    Raises:
-        ValueError: A field that does not fit (the message names it and what was expected).
-    """
-    n, width = int(region_embeddings.shape[0]), int(region_embeddings.shape[-1])
-    if region_width is not None and n and width != region_width:
-        raise ValueError(
-            f"field 'region_embeddings' is {width} wide, but this engine's CLIP embeds "
-            f"{region_width} values: the index was built with another CLIP model"
-        )
-    if predictor is None:
-        return
-    family = getattr(predictor, "family", None)
-    count = getattr(family, "encoder_features", None)
-    if count is not None and len(embedding.features) != count:
-        raise ValueError(
-            f"field 'features' holds {len(embedding.features)} encoder feature map(s), and "
-            f"this SAM family's decoder needs {count}: {family.features_doc}"
-        )
-    for i, feature in enumerate(embedding.features):
-        if feature.dtype != embedding.embeddings.dtype:
-            raise ValueError(
-                f"field 'features[{i}]' is {feature.dtype} but the embedding is "
-                f"{embedding.embeddings.dtype}: the encoder gives both in the model's dtype"
-            )
-    emb_shape, feat_shapes = expected_encoder_shapes(predictor)
-    got = tuple(embedding.embeddings.shape)
-    if emb_shape is not None and got != emb_shape:
-        raise ValueError(
-            f"field 'embeddings' has shape {got}, but this SAM model's embedding is {emb_shape}"
-        )
-    for i, want in enumerate(feat_shapes or ()):
-        got = tuple(embedding.features[i].shape)
-        if got != want:
-            raise ValueError(
-                f"field 'features[{i}]' has shape {got}, but this SAM model's is {want}"
-            )
-    transform = getattr(predictor, "transform", None)
-    if transform is not None and hasattr(transform, "input_size"):
-        want = tuple(transform.input_size(embedding.original_size))
-        if tuple(embedding.input_size) != want:
-            raise ValueError(
-                f"field 'input_size' is {tuple(embedding.input_size)}, but this SAM model "
-                f"resizes an image of {embedding.original_size} to {want}"
-            )

@@ -22,8 +22,8 @@ import torch
 
 from grounded_sam import EverythingSettings, GroundedSAM
 from grounded_sam.grounding import index_file
-from grounded_sam.grounding.index import ImageIndex
-from grounded_sam.grounding.index_file import MAX_INDEX_BYTES, expected_encoder_shapes
+from grounded_sam.grounding.index import ImageIndex, expected_encoder_shapes
+from grounded_sam.grounding.index_file import MAX_INDEX_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 
