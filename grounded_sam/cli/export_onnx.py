@@ -28,7 +28,7 @@ B (prompts) and N (points per prompt) are dynamic; mask 0 is the single-mask out
 the multimask outputs. Files are moved into --out only when every graph was written;
 --decoder-only also removes an encoder.onnx of an earlier export from --out, so the folder
 never pairs the new decoder with an older encoder. Needs the onnx extra
-(pip install 'grounded-sam[onnx]').
+(pip install -e '.[onnx]' from a clone).
 """
 
 EXAMPLE = """\

@@ -171,7 +171,7 @@ def export_sam_onnx(
         import onnx  # noqa: F401 - torch.onnx.export needs it
     except ImportError as exc:
         raise ImportError(
-            "ONNX export needs the onnx package: pip install 'grounded-sam[onnx]'."
+            "ONNX export needs the onnx package: pip install -e '.[onnx]' from a clone."
         ) from exc
     if isinstance(sam, nn.Module):
         model, spec = sam, type(sam).__name__
