@@ -1,4 +1,5 @@
-"""ImageLabeler without Ray: a batch goes through the many-images loop, row by row."""
+"""ImageLabeler without Ray: a batch goes through the many-images loop, row by row, and its
+images are encoded through ``predictor.encode_batch`` in groups."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.distributed.conftest import CLASSES
 
 pytest.importorskip("pyarrow", reason="pyarrow comes with ray[data]")
 
+from grounded_sam import batch as batch_module  # noqa: E402
 from grounded_sam.distributed import worker  # noqa: E402
 from grounded_sam.distributed.shards import read_rows  # noqa: E402
 
@@ -83,3 +85,28 @@ def test_a_failing_image_is_a_label_error_row_and_the_batch_goes_on(
     assert list(out["error"]) == ["simulated failure", ""]
     rows = {r.rel: r for r in read_rows(tmp_path)}
     assert rows["x.png"].stage == "label" and rows["y.png"].error is None
+
+
+def test_an_actor_batch_is_encoded_through_encode_batch(
+    tiny_gs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a GPU (an automatic encoder batch of 2), three images take two encoder calls."""
+    monkeypatch.setattr(batch_module, "_auto_batch_size", lambda gs: 2)
+    predictor = tiny_gs.predictor
+    sizes: list[int] = []
+    real = predictor.encode_batch
+
+    def spy(images):
+        sizes.append(len(images))
+        return real(images)
+
+    monkeypatch.setattr(predictor, "encode_batch", spy)
+    labeler = worker.ImageLabeler(
+        lambda: tiny_gs, ["date"], QueryOptions(threshold=0.0), "", str(tmp_path), "run"
+    )
+    data = [_png(64, 80, 0), _png(72, 72, 1), _png(60, 50, 2)]
+    names = ["a.png", "b.png", "c.png"]
+    out = labeler({"path": np.array(names, dtype=object), "bytes": np.array(data, dtype=object)})
+    assert sizes == [2, 1]  # the pair in one call, then the last image (through encode)
+    assert list(out["error"]) == ["", "", ""]
+    assert sorted(r.rel for r in read_rows(tmp_path)) == names
