@@ -364,36 +364,16 @@ def expected_encoder_shapes(
 ) -> tuple[tuple[int, ...] | None, tuple[tuple[int, ...], ...] | None]:
     """What ``predictor.encode`` gives for any image: embedding and feature shapes.
 
-    Read from the model (no encoder pass): the embedding is (1, C, E, E) as the model-wide
-    positional encoding; HQ-SAM's early ViT features are (1, E, E, ViT width); SAM 2's two
-    high-resolution levels are (1, C0, 4E, 4E) and (1, C1, 2E, 2E), C0 / C1 the output
-    channels of its decoder's ``conv_s0`` / ``conv_s1``.
+    Each family's predictor says (``encoder_shapes``, read from the model without an encoder
+    pass).
 
     Returns:
         ``(embedding shape or None, feature shapes or None)``: None where the predictor does
-        not say (a stand-in model).
+        not say (a stand-in model, or features of a model laid out otherwise: then only their
+        count is checked).
     """
-    pe = getattr(predictor, "_image_pe", None)
-    if not isinstance(pe, torch.Tensor) or pe.ndim != 4:
-        return None, None
-    _, c, e, _ = (int(s) for s in pe.shape)
-    family = getattr(getattr(predictor, "family", None), "name", None)
-    model = getattr(predictor, "model", None)
-    feats: tuple[tuple[int, ...], ...] | None = None
-    try:
-        if family == "sam":
-            feats = ()
-        elif family == "sam_hq":
-            feats = ((1, e, e, int(model.config.vision_config.hidden_size)),)
-        elif family == "sam2":
-            md = model.mask_decoder
-            feats = (
-                (1, int(md.conv_s0.out_channels), 4 * e, 4 * e),
-                (1, int(md.conv_s1.out_channels), 2 * e, 2 * e),
-            )
-    except AttributeError:  # a model laid out otherwise: only the count is checked
-        feats = None
-    return (1, c, e, e), feats
+    shapes = getattr(predictor, "encoder_shapes", None)
+    return (None, None) if shapes is None else shapes()
 
 
 def _check_models(

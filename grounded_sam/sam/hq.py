@@ -69,6 +69,10 @@ class SamHQPredictor(SamPredictor):
         embeddings, vit_features = out
         return embeddings, (vit_features,)
 
+    def _feature_shapes(self, side: int) -> tuple[tuple[int, ...], ...]:
+        """The early ViT features: (1, E, E, ViT width)."""
+        return ((1, side, side, int(self.model.config.vision_config.hidden_size)),)
+
 
 def hq_mask_decoder(
     decoder,

@@ -117,6 +117,34 @@ class SamPredictor:
         """
         return out, ()
 
+    def encoder_shapes(
+        self,
+    ) -> tuple[tuple[int, ...] | None, tuple[tuple[int, ...], ...] | None]:
+        """What :meth:`encode` gives for any image, read from the model (no encoder pass).
+
+        Returns:
+            ``(embedding shape (1, C, E, E), feature shapes)`` (SAM has no features); None
+            for what the model does not say (a stand-in without SAM's positional encoding,
+            or features of a model laid out otherwise).
+        """
+        pe = self._image_pe
+        if not isinstance(pe, torch.Tensor) or pe.ndim != 4:
+            return None, None
+        _, c, e, _ = (int(s) for s in pe.shape)
+        try:
+            feats: tuple[tuple[int, ...], ...] | None = self._feature_shapes(e)
+        except AttributeError:
+            feats = None
+        return (1, c, e, e), feats
+
+    def _feature_shapes(self, side: int) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the family's extra encoder features for an (E, E) = (side, side) embedding.
+
+        Raises:
+            AttributeError: The model is laid out otherwise.
+        """
+        return ()
+
     def _encode_pixels(self, pixels: torch.Tensor):
         """Run the image encoder on (B, 3, S, S) normalised pixels (compiled if asked).
 

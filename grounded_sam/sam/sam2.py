@@ -61,6 +61,17 @@ class Sam2Predictor(SamPredictor):
         s0, s1, embeddings = out
         return embeddings, (s0, s1)
 
+    def _feature_shapes(self, side: int) -> tuple[tuple[int, ...], ...]:
+        """The two high-resolution levels: (1, C0, 4E, 4E) and (1, C1, 2E, 2E).
+
+        C0 / C1 are the output channels of the decoder's ``conv_s0`` / ``conv_s1``.
+        """
+        md = self.model.mask_decoder
+        return (
+            (1, int(md.conv_s0.out_channels), 4 * side, 4 * side),
+            (1, int(md.conv_s1.out_channels), 2 * side, 2 * side),
+        )
+
     def _model_mask_input(self, mask_input: torch.Tensor) -> torch.Tensor:
         """Clamped to +-32 on the way in: Meta's predictor hands back clamped logits."""
         return mask_input.to(self.device, self.dtype).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
