@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.export.files import atomic_write
 from grounded_sam.inputs import IMAGE_EXTENSIONS
+from grounded_sam.labeling.state import STATE_DIRNAME
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -159,8 +160,20 @@ def _list_folder(
     import pyarrow.fs
 
     skip = [os.path.abspath(p) for p in exclude] if local else []
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+    # Earlier labeling runs' datasets under the images folder (a folder that holds
+    # .grounded_sam_state/run.json) are skipped, as the one-machine scan does.
+    marker = f"/{STATE_DIRNAME}/run.json"
+    for entry in entries:
+        if entry.type == pyarrow.fs.FileType.File and entry.path.endswith(marker):
+            dataset = entry.path[: -len(marker)]
+            if dataset != root.rstrip("/"):
+                logger.warning(
+                    "Skipping %s: it holds a labeled dataset (an earlier labeling run)", dataset
+                )
+                skip.append(dataset)
     found = []
-    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+    for entry in entries:
         if entry.type != pyarrow.fs.FileType.File or not _is_image(entry.path):
             continue
         rel = posixpath.relpath(entry.path, root)

@@ -35,6 +35,26 @@ def test_folder_lists_what_label_lists(images: Path) -> None:
     assert listing.local and all(f.size == (images / f.rel).stat().st_size for f in listing.files)
 
 
+def test_earlier_datasets_under_the_folder_are_skipped_as_label_skips_them(
+    images: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from grounded_sam.labeling.scan import prepare_labeling
+    from grounded_sam.labeling.state import run_file
+
+    old = images / "sub" / "old_dataset"
+    synthetic_image(old / "images" / "z.jpg", 32, 32)
+    run_file(old).parent.mkdir(parents=True)
+    run_file(old).write_text("{}")
+    with caplog.at_level("WARNING"):
+        listing = list_images(images, exclude=[images / "out"])
+    assert "old_dataset" in caplog.text and "earlier labeling run" in caplog.text
+    expected = prepare_labeling(images, images / "out")
+    assert [f.rel for f in listing.files] == [p.relative_to(images).as_posix() for p in expected]
+    assert [f.rel for f in listing.files] == ["a.png", "b.JPG", "sub/c.webp"]
+    # Through a URI the same folder is skipped too.
+    assert "sub/old_dataset/images/z.jpg" not in [f.rel for f in list_images(images.as_uri()).files]
+
+
 def test_text_file_of_paths(images: Path, tmp_path: Path) -> None:
     listing_file = images / "list.txt"
     listing_file.write_text(
