@@ -24,7 +24,15 @@ def save_tiny_models(directory: str | Path) -> tuple[str, str]:
     Returns:
         ``(sam_spec, clip_spec)`` to pass to ``GroundedSAM.from_pretrained``.
     """
+    import transformers.utils.logging as hf_logging
+
     directory = Path(directory)
-    sam_dir = save_tiny_sam(directory / "tiny-sam", structured=True)
-    clip_dir = save_tiny_clip(directory / "tiny-clip")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar says nothing here
+    try:
+        sam_dir = save_tiny_sam(directory / "tiny-sam", structured=True)
+        clip_dir = save_tiny_clip(directory / "tiny-clip")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return str(sam_dir), f"local-dir:{clip_dir}"

@@ -129,7 +129,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_try_it_without_weights_command_runs_as_written(
-    clone: Path, monkeypatch: pytest.MonkeyPatch
+    clone: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The section's one shell command, both halves run in-process (same code as the shell)."""
     monkeypatch.chdir(clone)
@@ -137,6 +137,7 @@ def test_try_it_without_weights_command_runs_as_written(
     (python, flag, code), segment = commands(body)
     assert (python, flag, segment[0]) == ("python", "-c", "grounded-sam")
     exec(compile(code, "README python -c", "exec"), {})
+    assert "model shards" not in capsys.readouterr().err  # no transformers bar on saving
     assert cli_main.main(segment[1:]) == 0
     assert (clone / "out-tiny" / "fruits.json").is_file()
     assert (clone / "out-tiny" / "fruits_overlay.png").is_file()

@@ -329,6 +329,9 @@ def _result_rows(shard_dir: Path, listing: ImageListing) -> dict[str, ShardRow]:
     return rows
 
 
+_RAY_BACKEND_LOG_LEVEL = "RAY_BACKEND_LOG_LEVEL"
+
+
 def _init_ray(ray: Any, address: str | None, verbose: bool) -> bool:
     """Connect to (or start) Ray unless this process already did; True if we did."""
     if ray.is_initialized():
@@ -340,7 +343,18 @@ def _init_ray(ray: Any, address: str | None, verbose: bool) -> bool:
     else:
         kwargs["address"] = address
     logger.info("Starting Ray (%s)", address or "local")
-    ray.init(**kwargs)
+    saved = os.environ.get(_RAY_BACKEND_LOG_LEVEL)
+    if not verbose and saved is None:
+        # Ray Data hands every actor its transformer as an object-store reference while
+        # keeping actor restarts on, which makes the driver's core worker log an error-level
+        # line per actor pool (ray-project/ray#53727) that says nothing actionable to a user
+        # of this command. Ray's C++ log level is read once, at init; -v keeps it.
+        os.environ[_RAY_BACKEND_LOG_LEVEL] = "fatal"
+    try:
+        ray.init(**kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop(_RAY_BACKEND_LOG_LEVEL, None)
     return True
 
 
