@@ -10,7 +10,8 @@ the models, a call holds a few copies of the image (at most :data:`MAX_IMAGE_PIX
 and its full-resolution output masks, one byte per pixel (``predict``: at most
 :data:`MAX_MASK_PIXELS`, as for ``everything``; ``query``: at most ``max_regions`` masks;
 masks are upscaled one at a time, never all at once in float); everything else (proposals,
-logits, CLIP crops) is bounded by the knobs below independently of image size.
+logits, CLIP crops) is bounded by the knobs below independently of image size, and the grid
+masks that pass the filters of one crop by :data:`MAX_PROPOSAL_LOGIT_BYTES`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_POINTS_PER_CALL",
     "MAX_POINTS_PER_SIDE",
     "MAX_PROMPT_CHARS",
+    "MAX_PROPOSAL_LOGIT_BYTES",
     "MAX_REFINE",
     "MAX_TOP_K",
     "REASONS",
@@ -61,6 +63,9 @@ MAX_POINTS_PER_CALL = 1024
 MAX_EXEMPLARS = 64
 #: Full-resolution output mask pixels of one call (masks x H x W; 1 byte each): 1 GiB.
 MAX_MASK_PIXELS = 1 << 30
+#: Low-resolution logits of the grid masks that pass the filters in one crop, held until the
+#: crop's de-duplication (float32, 256 x 256 each for SAM: 8192 masks): 2 GiB.
+MAX_PROPOSAL_LOGIT_BYTES = 2 << 30
 
 #: Why each bound exists, quoted in error messages.
 REASONS: dict[str, str] = {
@@ -76,4 +81,5 @@ REASONS: dict[str, str] = {
     "exemplars": "each exemplar is a SAM decode and a CLIP crop; several are averaged anyway",
     "points": "more points than this add nothing to one SAM prompt",
     "mask_pixels": "full-resolution masks of this call would need more than 1 GiB",
+    "proposal_logits": "every mask that passes the filters is kept until duplicates are removed",
 }

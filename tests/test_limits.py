@@ -160,3 +160,16 @@ def test_everything_masks_stay_within_the_mask_budget(tiny_gs, monkeypatch) -> N
     monkeypatch.setattr(limits, "MAX_MASK_PIXELS", 40 * 50 - 1)  # not even one mask fits
     with pytest.raises(ValueError, match=r"automatic masks of a 50x40 image.*at most 1 masks"):
         tiny_gs.everything(image, **loose)
+
+
+def test_grid_masks_kept_before_nms_stay_within_their_budget(tiny_gs, monkeypatch) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    loose = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    assert len(tiny_gs.everything(image, **loose)) >= 1  # within the budget: masks come back
+    monkeypatch.setattr(limits, "MAX_PROPOSAL_LOGIT_BYTES", 1)  # not even one mask fits
+    with pytest.raises(ValueError, match=r"Too many masks pass the filters.*GiB.*Raise "
+                       r"pred_iou_thresh \(now 0\) or stability_score_thresh \(now 0\), or "
+                       r"lower points_per_side \(now 4\)"):  # fmt: skip
+        tiny_gs.everything(image, **loose)
+    with pytest.raises(ValueError, match="Too many masks pass the filters"):
+        tiny_gs.index(image, proposal_settings=EverythingSettings(**loose))

@@ -195,6 +195,7 @@ def _process_crop(
     limit = torch.tensor([cw - 1, ch - 1, cw - 1, ch - 1], dtype=torch.float32, device=device)
     H, W = original_size
     kept = []
+    kept_bytes = 0
     for start in range(0, len(points), settings.points_per_batch):
         batch_pts = torch.as_tensor(
             points[start : start + settings.points_per_batch], dtype=torch.float32, device=device
@@ -230,6 +231,10 @@ def _process_crop(
         boxes = torch.minimum(boxes.clamp_min(0), limit)
         keep = keep & ~is_box_near_crop_edge(boxes, crop_box, [0, 0, W, H])
         idx = torch.nonzero(keep).flatten()
+        kept_bytes += idx.numel() * logits.shape[1:].numel() * logits.element_size()
+        if kept_bytes > limits.MAX_PROPOSAL_LOGIT_BYTES:
+            done = start + len(batch_pts)
+            raise ValueError(_too_many_masks(settings, kept_bytes, done, len(points)))
         kept.append(
             {
                 "logits": logits[idx],
@@ -250,6 +255,19 @@ def _process_crop(
     data["boxes"] = uncrop_boxes(data["boxes"], crop_box)
     data["points"] = uncrop_points(data["points"], crop_box)
     return data
+
+
+def _too_many_masks(settings: EverythingSettings, nbytes: int, done: int, total: int) -> str:
+    gib = limits.MAX_PROPOSAL_LOGIT_BYTES / 2**30
+    return (
+        f"Too many masks pass the filters: after {done} of this crop's {total} grid points "
+        f"their low-resolution logits already need {nbytes / 2**30:.2f} GiB before "
+        f"de-duplication (the bound is {gib:g} GiB: "
+        f"{limits.REASONS['proposal_logits']}). Raise pred_iou_thresh (now "
+        f"{settings.pred_iou_thresh:g}) or stability_score_thresh (now "
+        f"{settings.stability_score_thresh:g}), or lower points_per_side (now "
+        f"{settings.points_per_side})."
+    )
 
 
 @torch.inference_mode()
