@@ -295,10 +295,16 @@ def create_app(
         image = await image_of(data, name)
         options.check_for_image(image.shape[:2])
         key, dets = await engine.segment(image, phrases, options)
-        return await _json(detections_document,
-            dets, image.shape[:2], index_id=key, fmt=form.format, prompt=form.prompt,
-            phrases=_labels(phrases, options), models=models,
-        )  # fmt: skip
+        return await _json(
+            detections_document,
+            dets,
+            image.shape[:2],
+            index_id=key,
+            fmt=form.format,
+            prompt=form.prompt,
+            phrases=_labels(phrases, options),
+            models=models,
+        )
 
     @app.post(
         "/v1/index",
@@ -326,10 +332,16 @@ def create_app(
         options = query_options(req, gs.options)
         phrases = _phrases(req["prompt"], options)
         found, dets = await engine.query(req["index_id"], phrases, options)
-        return await _json(detections_document,
-            dets, found.size, index_id=req["index_id"], fmt=req["format"], prompt=req["prompt"],
-            phrases=_labels(phrases, options), models=models,
-        )  # fmt: skip
+        return await _json(
+            detections_document,
+            dets,
+            found.size,
+            index_id=req["index_id"],
+            fmt=req["format"],
+            prompt=req["prompt"],
+            phrases=_labels(phrases, options),
+            models=models,
+        )
 
     @app.post("/v1/predict", summary="SAM point / box prompts on an index", responses=_ERRORS)
     async def predict(body: PredictRequest) -> JSONResponse:
@@ -338,22 +350,36 @@ def create_app(
         if body.labels is not None and body.points is None:
             raise UserError("labels were given without points: give points=[[x, y], ...].")
         found, dets = await engine.predict(
-            body.index_id, points=body.points, labels=body.labels, box=body.box,
+            body.index_id,
+            points=body.points,
+            labels=body.labels,
+            box=body.box,
             multimask_output=body.multimask_output,
-        )  # fmt: skip
-        return await _json(detections_document,
-            dets, found.size, index_id=body.index_id, fmt=body.format, prompt=None,
-            phrases=["prompt"], models=models,
-        )  # fmt: skip
+        )
+        return await _json(
+            detections_document,
+            dets,
+            found.size,
+            index_id=body.index_id,
+            fmt=body.format,
+            prompt=None,
+            phrases=["prompt"],
+            models=models,
+        )
 
     @app.post("/v1/everything", summary="SAM's automatic masks on an index", responses=_ERRORS)
     async def everything(body: EverythingRequest) -> JSONResponse:  # type: ignore[valid-type]
         settings = everything_settings(body.model_dump())
         found, dets = await engine.everything(body.index_id, settings)
-        return await _json(everything_document,
-            dets, found.size, index_id=body.index_id, fmt=body.format, models=models,
+        return await _json(
+            everything_document,
+            dets,
+            found.size,
+            index_id=body.index_id,
+            fmt=body.format,
+            models=models,
             settings=settings,
-        )  # fmt: skip
+        )
 
     labelstudio.add_routes(
         app, engine, source=label_studio, decode=image_of, max_bytes=max_upload_bytes

@@ -128,7 +128,9 @@ def test_queued_index_builds_share_one_encoder_call(
             slow.release.set()
             for t in [first, *rest]:
                 t.join(60)
-        assert calls == [3]  # images 1-3 queued together: one encoder call for the three
+        # image 0 alone (encode() is encode_batch([image])), then images 1-3, queued while the
+        # worker was busy, in one encoder call
+        assert calls == [1, 3]
         assert eng.batches == 1
         for i, image in enumerate(images):
             assert results[i]["built"] and results[i]["index_id"] == content_id(image)
