@@ -1,14 +1,14 @@
 """Throughput and latency of the HTTP server against the engine called in process.
 
-One invocation, one process, the same engine for everything: the models are loaded once,
-then
+One invocation, the same models and settings for everything:
 
 * in process: ``gs.query(index, prompt)`` on an indexed image, and ``gs.segment(image,
   prompt)`` on fresh images (what a Python caller pays);
 * over HTTP: the same calls as ``POST /v1/query`` and ``POST /v1/segment`` (multipart PNG
   upload, a fresh image per request, so every segment request builds an index) against
-  ``grounded-sam serve``'s app on uvicorn in a background thread, with 1 and 8 concurrent
-  clients (httpx, one connection each);
+  ``grounded-sam serve`` in its own process (``--server thread``: its app on uvicorn in a
+  thread of this process, where the clients compete with it for the GIL), with 1 and 8
+  concurrent clients (httpx, one connection each);
 
 and prints requests/s, p50 / p95 latency and the HTTP / in-process ratio of the 1-client
 medians (the target for ``/v1/query`` is at most 1.2x). Model calls are serialised by the
@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -74,6 +75,13 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=16, help="requests per segment setting")
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument(
+        "--server",
+        choices=("process", "thread"),
+        default="process",
+        help="the server in its own process (grounded-sam serve), or a thread of this one",
+    )
     args = parser.parse_args()
 
     import httpx
@@ -104,19 +112,42 @@ def main() -> None:
                                       stability_score_thresh=0.5, box_nms_thresh=1.0)  # fmt: skip
     info = machine_info(args.device)
     info["loadavg_before"] = os.getloadavg()
+    os.environ.setdefault("GROUNDED_SAM_DTYPE", "float32")  # the same dtype on both paths
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # the server's too
+    torch.set_num_threads(args.threads)
     gs = GroundedSAM.from_pretrained(sam=sam, clip=clip, device=args.device,
                                      proposal_settings=settings, threshold=0.0)  # fmt: skip
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
-    engine = ServeEngine(gs, index_cache_bytes=8 * 1024**3)
-    app = create_app(engine, max_upload_bytes=64 * 1024**2)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     base = f"http://127.0.0.1:{port}"
-    while not server.started:
-        time.sleep(0.05)
+    if args.server == "thread":  # same process: clients and server share one GIL
+        engine = ServeEngine(gs, index_cache_bytes=8 * 1024**3)
+        app = create_app(engine, max_upload_bytes=64 * 1024**2)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+    else:  # `grounded-sam serve` in its own process, the same models and settings
+        from tests.cli.conftest import ENTRY, cli_env
+
+        knobs = ["--points-per-side", str(settings.points_per_side), "--pred-iou-thresh", "0",
+                 "--stability-score-thresh", "0.5", "--box-nms-thresh",
+                 str(settings.box_nms_thresh), "--threshold", "0"]  # fmt: skip
+        proc = subprocess.Popen(
+            [*ENTRY, "serve", "--sam", sam, "--clip", clip, "--device", args.device, *knobs,
+             "--port", str(port), "--index-cache-mb", "8192", "--max-upload-mb", "64", "-q"],
+            env=cli_env(GROUNDED_SAM_DTYPE="float32", OMP_NUM_THREADS=str(args.threads)),
+        )  # fmt: skip
+        while True:
+            assert proc.poll() is None, "the server exited"
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
 
     h, w = size
     photo = scene(h, w, seed=0)
@@ -173,9 +204,13 @@ def main() -> None:
         rows.append(_http_run("segment", n, args.segments, segment, base))
         offset[0] += args.segments
 
-    server.should_exit = True
-    thread.join(30)
-    engine.close()
+    if args.server == "thread":
+        server.should_exit = True
+        thread.join(30)
+        engine.close()
+    else:
+        proc.terminate()
+        proc.wait(60)
     info["loadavg_after"] = os.getloadavg()
     ratios = {}
     for route in ("query", "segment"):
