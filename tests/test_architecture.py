@@ -34,7 +34,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "pipeline batch testing",  # the engine
         "__init__",  # the package facade (imports the engine for type checkers)
         "labeling deploy",  # datasets, ONNX
-        "app distributed",  # the web page, Ray
+        "app distributed serve",  # the web page, Ray, the HTTP server
         "cli",  # the command line: may import anything
     )
 )

@@ -32,6 +32,7 @@ examples:
   grounded-sam label images/ --classes "date, fig, hazelnut" --format coco --out dataset/
   grounded-sam shell photo.jpg
   grounded-sam app                      # web page on http://127.0.0.1:7860
+  grounded-sam serve                    # HTTP API + Label Studio backend on :9090
 
 Models default to $GROUNDED_SAM_SAM / $GROUNDED_SAM_CLIP when set.
 Run 'grounded-sam COMMAND --help' for the options of a command.
@@ -42,7 +43,7 @@ Run 'grounded-sam COMMAND --help' for the options of a command.
 #: ``add_parser(commands)`` and ``run(args)``; its parser must be built without heavy imports
 #: (torch, transformers, supervision, gradio are imported inside ``run``) so that
 #: ``grounded-sam --help`` stays fast. tests/cli/test_startup.py checks this.
-COMMANDS = ("segment", "everything", "label", "shell", "app", "export_onnx")
+COMMANDS = ("segment", "everything", "label", "shell", "app", "serve", "export_onnx")
 
 
 class _MainParser(ArgumentParser):

@@ -18,6 +18,7 @@ OFFERED = {
     "segment": {f.metadata["cli"] for f in FIELDS},
     "label": {f.metadata["cli"] for f in FIELDS if not f.metadata["per_image"]},
     "shell": {f.metadata["cli"] for f in FIELDS if not f.metadata["per_image"]},
+    "serve": {f.metadata["cli"] for f in FIELDS if not f.metadata["per_image"]},
     "app": {f.metadata["cli"] for f in FIELDS if f.metadata["group"] == "detection"},
 }
 ALL_FLAGS = {f.metadata["cli"] for f in FIELDS}
