@@ -33,6 +33,7 @@ __all__ = [
     "HubModel",
     "cached",
     "check_readable_file",
+    "gated_advice",
     "hub_offline_env",
     "hub_reachable",
     "hub_session",
@@ -120,6 +121,24 @@ def check_readable_file(path: str | os.PathLike, what: str) -> None:
         ) from None
     except OSError as exc:
         raise ModelLoadError(f"Cannot load {what}: cannot open {path} ({exc.strerror}).") from None
+
+
+def gated_advice(repo_id: str, option: str = "--sam") -> str:
+    """What to do about a gated Hub repository (one sentence, for a one-line error).
+
+    Gated repositories (``facebook/sam3``) download only for a logged-in account that has
+    accepted the licence on the model page; a local copy works offline afterwards.
+
+    Args:
+        repo_id: ``"org/name"``.
+        option: The command-line option that takes a local copy.
+    """
+    return (
+        f"{repo_id} is gated: accept its licence on https://huggingface.co/{repo_id} while "
+        "logged in, log in here with `hf auth login` (or set HF_TOKEN), then run again, or make "
+        f"a local copy on a machine that has access (`hf download {repo_id} --local-dir DIR`) "
+        f"and pass {option} DIR on the command line (sam='DIR' in Python)."
+    )
 
 
 def cached(model: HubModel) -> bool:

@@ -3,7 +3,9 @@
 The expensive, phrase-independent work (SAM image encoder, grid proposals, CLIP region
 embeddings) is done once per image by :meth:`GroundedSAM.index`. Each phrase is then answered
 by :meth:`GroundedSAM.query` with a text encode, a matrix product, and one batched SAM decoder
-call on the kept embedding.
+call on the kept embedding. A SAM 3 checkpoint grounds text itself: the index keeps its vision
+features and a query runs only its text-conditioned detector
+(:mod:`grounded_sam.grounding.sam3_grounder`); no CLIP is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
+from grounded_sam.grounding import sam3_grounder
 from grounded_sam.grounding.boxes import region_box_masks
 from grounded_sam.grounding.grounder import ClipGrounder, Grounder, RegionScorer
 from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
@@ -87,7 +90,9 @@ class GroundedSAM:
             is decoded at most once per refine level (kept in the index).
         grounder: How phrases become candidate regions (None: a
             :class:`~grounded_sam.grounding.grounder.ClipGrounder` over ``scorer`` with
-            ``background_phrases``).
+            ``background_phrases``; a :class:`~grounded_sam.grounding.sam3_grounder.Sam3Grounder`
+            for SAM 3, whose ``predictor`` is then its back-end and ``scorer`` None).
+        refiner: Candidates -> masks (None: a :class:`~grounded_sam.grounding.refine.BoxRefiner`).
 
     Attributes:
         options: The default :class:`~grounded_sam.grounding.options.QueryOptions` of
@@ -101,7 +106,7 @@ class GroundedSAM:
     def __init__(
         self,
         predictor: SamPredictor,
-        scorer: RegionScorer,
+        scorer: RegionScorer | None,
         *,
         proposal_settings: EverythingSettings = DEFAULT_INDEX_SETTINGS,
         max_regions: int = 100,
@@ -113,6 +118,7 @@ class GroundedSAM:
         model_ids: tuple[str, str] = ("", ""),
         prefetch_boxes: bool = True,
         grounder: Grounder | None = None,
+        refiner: Any = None,
     ) -> None:
         self.options = QueryOptions(threshold=threshold, top_k=top_k, refine=refine)
         self.predictor = predictor
@@ -126,7 +132,14 @@ class GroundedSAM:
         self.grounder: Grounder = grounder or ClipGrounder(
             predictor, scorer, tuple(self.background_phrases)
         )
-        self.refiner = BoxRefiner(predictor, mask_nms_thresh, proposal_settings.points_per_batch)
+        self.refiner = refiner or BoxRefiner(
+            predictor, mask_nms_thresh, proposal_settings.points_per_batch
+        )
+
+    @property
+    def grounds_text(self) -> bool:
+        """Whether the SAM checkpoint grounds text itself (SAM 3: no CLIP, no proposals)."""
+        return isinstance(self.grounder, sam3_grounder.Sam3Grounder)
 
     @property
     def threshold(self) -> float:
@@ -175,9 +188,11 @@ class GroundedSAM:
         Args:
             sam: Hugging Face id (``"facebook/sam-vit-base"`` / ``-large`` / ``-huge``), an
                 alias (``"vit_b"``, ``"vit_l"``, ``"vit_h"``) or a local ``save_pretrained``
-                folder.
+                folder. A SAM 3 checkpoint (``"facebook/sam3"``, alias ``"sam3"``; gated on
+                the Hub) is recognised from its config and grounds text itself.
             clip: open_clip ``"name:pretrained"`` tag, ``"hf-hub:org/repo"``,
-                ``"local-dir:/path"`` or a local folder.
+                ``"local-dir:/path"`` or a local folder. Not loaded with SAM 3 (one log line
+                says so when another than the default is given).
             device: ``"cuda"``, ``"cpu"``, ... ; None picks CUDA when present, else CPU.
             dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; None picks float16 on CUDA,
                 bfloat16 on CPUs with AMX / AVX512-BF16, float32 on other CPUs (see
@@ -202,12 +217,15 @@ class GroundedSAM:
         from grounded_sam.clip.loading import clip_hub_model
         from grounded_sam.hub import hub_session
         from grounded_sam.sam.factory import load_predictor
-        from grounded_sam.sam.loading import sam_hub_model
+        from grounded_sam.sam.loading import peek_grounder, resolve_sam_checkpoint, sam_hub_model
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        # Both models are checked before either loads: one error names every missing one.
-        with hub_session([sam_hub_model(sam), clip_hub_model(clip)]):
+        # Both models are checked before either loads (CLIP not for a SAM 3 spec).
+        text_grounder = peek_grounder(sam) is not None
+        with hub_session([sam_hub_model(sam), None if text_grounder else clip_hub_model(clip)]):
+            if text_grounder or resolve_sam_checkpoint(sam).grounder is not None:
+                return cls(**sam3_grounder.sam3_engine(sam, clip, dev, dt, compile, **kwargs))
             # SAM, HQ-SAM or SAM 2, by its config
             predictor = load_predictor(sam, dev, dt, compile=compile)
             scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
@@ -248,6 +266,11 @@ class GroundedSAM:
             if embedding is None or tuple(embedding.original_size) != arr.shape[:2]:
                 embedding = self.predictor.encode(arr)
         t1 = time.perf_counter()
+        if self.grounds_text:  # SAM 3: its vision features are the whole index
+            ids, fingerprint = self.model_ids, self.model_fingerprint
+            return sam3_grounder.sam3_index(
+                self.predictor, arr, embedding, settings, ids, fingerprint
+            )
         with progress.stage("proposals", bar=False):  # generate_proposals shows its own bar
             proposals = generate_proposals(
                 self.predictor, arr, settings, embedding=embedding, show_progress=progress.enabled
@@ -278,17 +301,11 @@ class GroundedSAM:
                 self.predictor, index, all_regions, self.refine, settings.points_per_batch
             )
         t4 = time.perf_counter()
+        times = (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
         logger.info(
             "Indexed %dx%d image: %d proposals (encoder %.2fs, proposals %.2fs, CLIP %.2fs, "
-            "box decodes %.2fs)",
-            arr.shape[1],
-            arr.shape[0],
-            len(proposals),
-            t1 - t0,
-            t2 - t1,
-            t3 - t2,
-            t4 - t3,
-        )
+            "box decodes %.2fs)", *arr.shape[1::-1], len(proposals), *times,
+        )  # fmt: skip
         return index
 
     # -- phrase-dependent -----------------------------------------------------------------
@@ -343,7 +360,9 @@ class GroundedSAM:
         opts.check_for_image(index.size)
         candidates = self.grounder.ground(index, phrases, opts)
         found = self.refiner.refine(index, candidates, opts)
-        return grounded_detections(found, model_metadata(self.predictor, self.model_ids))
+        dets = grounded_detections(found, model_metadata(self.predictor, self.model_ids))
+        dets.data.update(getattr(found.candidates, "detection_data", dict)())  # SAM 3's scores
+        return dets
 
     def segment(
         self,
@@ -435,6 +454,8 @@ class GroundedSAM:
             with multimask output) and ``low_res_logits`` ((N, L, L) float32); ``metadata``
             as for :meth:`query`, with the phrases ``["prompt"]``.
         """
+        if self.grounds_text:
+            raise ValueError(sam3_grounder.NO_PREDICT)
         embedding = self._prepared(image).embedding if isinstance(image, ImageIndex) else None
         source = embedding or self.predictor.encode(load_image(image))
         pred = self.predictor.predict(
@@ -476,6 +497,8 @@ class GroundedSAM:
             record dicts (``segmentation``, ``bbox`` XYWH, ...):
             :func:`grounded_sam.export.records.everything_records`.
         """
+        if self.grounds_text:
+            raise ValueError(sam3_grounder.NO_EVERYTHING)
         if "output_mode" in settings:
             raise TypeError(
                 "everything() returns sv.Detections and has no output_mode: for Meta's "

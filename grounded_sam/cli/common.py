@@ -112,7 +112,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="SAM checkpoint: a Hugging Face id (facebook/sam-vit-base, -large, -huge; "
         "HQ-SAM or SAM 2.1 ids too), an alias (vit_b, vit_l, vit_h, hq_vit_b, sam2.1_t, "
         f"sam2.1_s, sam2.1_b+, sam2.1_l) or a local save_pretrained folder; ${ENV_SAM} sets "
-        "the default",
+        "the default. A SAM 3 checkpoint (facebook/sam3, alias sam3; gated) grounds text "
+        "itself: --clip and --crop-style are then not used",
     )
     group.add_argument(
         "--clip",
@@ -269,10 +270,12 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
 
     from grounded_sam.clip.loading import clip_hub_model
     from grounded_sam.hub import require_hub_models
-    from grounded_sam.sam.loading import sam_hub_model
+    from grounded_sam.sam.loading import peek_grounder, sam_hub_model
 
-    # Before the heavier imports: offline and not cached fails here, naming both models.
-    require_hub_models([sam_hub_model(args.sam), clip_hub_model(args.clip)])
+    # Before the heavier imports: offline and not cached fails here, naming both models
+    # (CLIP not for a SAM 3 checkpoint: it grounds text itself).
+    clip = None if peek_grounder(args.sam) else clip_hub_model(args.clip)
+    require_hub_models([sam_hub_model(args.sam), clip])
     from grounded_sam import GroundedSAM
     from grounded_sam.cli.options import query_options
 

@@ -43,6 +43,9 @@ from grounded_sam.sam.transforms import Sam2Transform, SamTransform
 
 __all__ = [
     "FAMILIES",
+    "SAM3",
+    "TEXT_GROUNDERS",
+    "GrounderFamily",
     "SamFamily",
     "aliases",
     "describe",
@@ -50,6 +53,7 @@ __all__ = [
     "for_model",
     "for_model_type",
     "get",
+    "grounder_for_model_type",
     "model_types",
     "names",
 ]
@@ -231,6 +235,94 @@ FAMILIES: tuple[SamFamily, ...] = (
 """Every supported family, SAM first (the default)."""
 
 
+@dataclass(frozen=True)
+class GrounderFamily:
+    """A checkpoint family that reads the text itself and is a grounder, not a SAM back-end.
+
+    SAM 3 finds every instance of a phrase with its own text encoder and DETR-style decoder;
+    it has no point-prompt mask decoder for the grid proposals and the box re-prompts of the
+    CLIP path. So it is not a :class:`SamFamily` (the SAM-family readers above, the factory
+    and the ONNX exporters never see it), but its checkpoints load through the same config-
+    first loader (:mod:`grounded_sam.sam.loading`) and ``GroundedSAM.from_pretrained`` builds
+    its grounder instead of loading CLIP.
+
+    Attributes:
+        name: Registry name (``"sam3"``).
+        title: Human name used in messages (``"SAM 3"``).
+        model_types: ``config.json`` ``model_type`` values of its checkpoints (the Hub's
+            ``facebook/sam3`` is saved by the video model, ``"sam3_video"``; the image model
+            loads its detector and ignores the tracker).
+        model_class: transformers class that loads it (``"Sam3Model"``).
+        backend: ``"module:Class"`` of its back-end (loading the processor, vision features,
+            the text-conditioned detector).
+        grounder: ``"module:Class"`` of its grounder.
+        encoder_features: Extra encoder feature maps a kept embedding carries (besides the
+            level the DETR encoder reads).
+        features_doc: What those are, for messages.
+        tiny: ``"module:function"`` saving a tiny random model with its processor.
+        aliases: Short names -> Hub ids of its released checkpoints.
+        example_id: A Hub id shown in messages.
+        gated: Its Hub repositories are gated (the licence must be accepted on the model page
+            and the user logged in before anything downloads).
+    """
+
+    name: str
+    title: str
+    model_types: tuple[str, ...]
+    model_class: str
+    backend: str
+    grounder: str
+    encoder_features: int
+    features_doc: str
+    tiny: str | None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    example_id: str = ""
+    gated: bool = False
+
+    def backend_class(self) -> type:
+        """The back-end class (imported on first use)."""
+        return _resolve(self.backend)
+
+    def grounder_class(self) -> type:
+        """The grounder class (imported on first use)."""
+        return _resolve(self.grounder)
+
+    def save_tiny(self, directory: str | Path, seed: int = 0, image_size: int = 112) -> Path:
+        """Save a tiny random model of this family with its processor.
+
+        Raises:
+            ValueError: The family has no tiny builder.
+        """
+        if self.tiny is None:
+            raise ValueError(f"No tiny random {self.title} model builder.")
+        return _resolve(self.tiny)(directory, seed=seed, image_size=image_size)
+
+
+SAM3 = GrounderFamily(
+    name="sam3",
+    title="SAM 3",
+    model_types=("sam3", "sam3_video"),
+    model_class="Sam3Model",
+    backend="grounded_sam.sam.sam3:Sam3Backend",
+    grounder="grounded_sam.grounding.sam3_grounder:Sam3Grounder",
+    encoder_features=2,
+    features_doc="SAM 3's two finer FPN levels (4x and 2x the DETR encoder's)",
+    tiny="grounded_sam.sam.sam3_tiny:save_tiny_sam3",
+    aliases=MappingProxyType({"sam3": "facebook/sam3"}),
+    example_id="facebook/sam3",
+    gated=True,
+)
+"""SAM 3 (Meta, Nov 2025): native text grounding (see :mod:`grounded_sam.sam.sam3`)."""
+
+TEXT_GROUNDERS: tuple[GrounderFamily, ...] = (SAM3,)
+"""Checkpoint families that ground text themselves (no CLIP)."""
+
+
+def grounder_for_model_type(model_type: str | None) -> GrounderFamily | None:
+    """The text-grounding family whose checkpoints have this ``model_type`` (None: none)."""
+    return next((f for f in TEXT_GROUNDERS if model_type in f.model_types), None)
+
+
 def names() -> tuple[str, ...]:
     """Registry names of every family (``("sam", "sam_hq", "sam2")``)."""
     return tuple(f.name for f in FAMILIES)
@@ -242,8 +334,12 @@ def model_types() -> tuple[str, ...]:
 
 
 def aliases() -> dict[str, str]:
-    """Short name -> Hub id of every family's released checkpoints (lower-case keys)."""
-    return {k: v for f in FAMILIES for k, v in f.aliases.items()}
+    """Short name -> Hub id of every family's released checkpoints (lower-case keys).
+
+    SAM families first, then the text grounders (``"sam3"``).
+    """
+    found = {k: v for f in FAMILIES for k, v in f.aliases.items()}
+    return {**found, **{k: v for f in TEXT_GROUNDERS for k, v in f.aliases.items()}}
 
 
 def describe() -> str:

@@ -2,7 +2,8 @@
 
 The checkpoint's ``config.json`` is read BEFORE any weights: its ``model_type`` picks the
 family's transformers class from the registry (:mod:`grounded_sam.sam.families`:
-``SamModel``, ``SamHQModel`` or ``Sam2Model``), and anything else is
+``SamModel``, ``SamHQModel`` or ``Sam2Model``; ``Sam3Model`` for SAM 3, a text grounder of
+its own: :data:`~grounded_sam.sam.families.TEXT_GROUNDERS`), and anything else is
 refused with a :class:`~grounded_sam.errors.ModelLoadError` naming the type found and the
 supported families. Loading itself is checked too: a checkpoint whose weights do not all fit
 the class (transformers' "newly initialized" case) is refused, so a user never gets random
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from grounded_sam.errors import ModelLoadError
-from grounded_sam.hub import HubModel, check_readable_file, require_hub_models
+from grounded_sam.hub import HubModel, check_readable_file, gated_advice, require_hub_models
 from grounded_sam.sam import families
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "SAM_FAMILIES",
     "SamCheckpoint",
     "load_sam_model",
+    "peek_grounder",
     "resolve_sam_checkpoint",
     "sam_hub_model",
 ]
@@ -49,7 +51,16 @@ SAM_FAMILIES: dict[str, tuple[str, str]] = {
 (a view of :mod:`grounded_sam.sam.families`)."""
 
 def _supported() -> str:
-    return families.describe()
+    grounders = "; ".join(
+        f"{f.title} ({' or '.join(repr(t) for t in f.model_types)})"
+        for f in families.TEXT_GROUNDERS
+    )
+    return f"{families.describe()}; and as a text grounder {grounders}"
+
+
+def _family(model_type: str) -> families.SamFamily | families.GrounderFamily:
+    """The SAM family or text-grounder family of a ``model_type`` (ValueError: neither)."""
+    return families.grounder_for_model_type(model_type) or families.for_model_type(model_type)
 
 
 @dataclass(frozen=True)
@@ -70,13 +81,18 @@ class SamCheckpoint:
 
     @property
     def class_name(self) -> str:
-        """The transformers class that loads it (``SamModel`` / ``SamHQModel`` / ``Sam2Model``)."""
-        return families.for_model_type(self.model_type).model_class
+        """The transformers class that loads it (``SamModel`` ... ``Sam3Model``)."""
+        return _family(self.model_type).model_class
 
     @property
     def family(self) -> str:
-        """Human name of the family (``"SAM"``, ``"HQ-SAM"``, ``"SAM 2 / 2.1"``)."""
-        return families.for_model_type(self.model_type).title
+        """Human name of the family (``"SAM"``, ``"HQ-SAM"``, ``"SAM 2 / 2.1"``, ``"SAM 3"``)."""
+        return _family(self.model_type).title
+
+    @property
+    def grounder(self) -> families.GrounderFamily | None:
+        """The text-grounder family (SAM 3) of the checkpoint, None for a SAM family."""
+        return families.grounder_for_model_type(self.model_type)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -99,6 +115,8 @@ def _read_model_type(config_file: str | Path, where: str) -> str:
 
 
 def _check_type(model_type: str, where: str) -> None:
+    if families.grounder_for_model_type(model_type) is not None:
+        return
     if model_type not in families.model_types():
         raise ModelLoadError(
             f"{where} holds a {model_type!r} model, not SAM: its config.json model_type is "
@@ -107,7 +125,14 @@ def _check_type(model_type: str, where: str) -> None:
         )
 
 
+def _gated(repo: str) -> bool:
+    """Whether ``repo`` is a released checkpoint of a gated family (facebook/sam3)."""
+    return any(f.gated and repo in f.aliases.values() for f in families.TEXT_GROUNDERS)
+
+
 def _download_advice(repo: str) -> str:
+    if _gated(repo):
+        return gated_advice(repo)
     return (
         f"Download it on a connected machine with `hf download {repo} --local-dir DIR` and "
         f"pass --sam DIR on the command line (sam='DIR' in Python)."
@@ -143,6 +168,11 @@ def _hub_config_file(repo: str) -> str:
                 "it is not in the local Hugging Face cache and could not be downloaded "
                 f"(offline, or a wrong id: {type(exc).__name__})"
             )
+            if type(exc).__name__ == "GatedRepoError":  # logged out, or licence not accepted
+                raise ModelLoadError(
+                    f"Could not load SAM model {repo!r}: it is gated and this account has no "
+                    f"access yet. {gated_advice(repo)}"
+                ) from None
     spelling = ""
     if repo not in SAM_ALIASES.values():
         examples = ", ".join(f.example_id for f in families.FAMILIES)
@@ -205,7 +235,7 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{path} is not a SAM model folder: expected config.json and model weights "
-                "written by save_pretrained (SamModel, SamHQModel or Sam2Model)."
+                "written by save_pretrained (SamModel, SamHQModel, Sam2Model or Sam3Model)."
             )
         check_readable_file(path / "config.json", f"the SAM model in {path} (its config.json)")
         model_type = _read_model_type(path / "config.json", str(path))
@@ -218,6 +248,46 @@ def resolve_sam_checkpoint(spec: str | os.PathLike) -> SamCheckpoint:
     model_type = _read_model_type(config_file, f"Hugging Face model {spec_str!r}")
     _check_type(model_type, f"Hugging Face model {spec_str!r} (config {config_file})")
     return SamCheckpoint(spec_str, spec_str, model_type, is_local=False)
+
+
+def peek_grounder(spec: str | os.PathLike) -> families.GrounderFamily | None:
+    """The text-grounder family (SAM 3) a SAM spec names, told without network or weights.
+
+    A local folder's ``config.json``, a Hub id whose config is in the local cache, or a
+    released id / alias of the family (``"sam3"``, ``"facebook/sam3"``). Used before any
+    download, to leave CLIP out of the models an engine checks and loads.
+
+    Args:
+        spec: As for :func:`load_sam_model`.
+
+    Returns:
+        The family, or None (a SAM family, or not known yet: the loader then decides from the
+        config, and reports what is wrong).
+    """
+    spec_str = os.fspath(spec)
+    repo = SAM_ALIASES.get(spec_str.lower(), spec_str)
+    config: str | Path | None = None
+    path = Path(repo).expanduser()
+    try:
+        if path.is_dir():
+            config = path / "config.json"
+        else:
+            known = next((f for f in families.TEXT_GROUNDERS if repo in f.aliases.values()), None)
+            if known is not None:
+                return known
+            if _looks_like_path(repo) or isinstance(spec, os.PathLike):
+                return None
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(repo, "config.json")
+            config = cached if isinstance(cached, str) else None
+        if config is None or not Path(config).is_file():
+            return None
+        data = json.loads(Path(config).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):  # unreadable or odd: the loader reports it
+        return None
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    return families.grounder_for_model_type(model_type if isinstance(model_type, str) else None)
 
 
 WEIGHTS_NAMES = (
@@ -293,8 +363,8 @@ def load_sam_model(spec: str | os.PathLike, device: torch.device, dtype: torch.d
         dtype: Weight precision.
 
     Returns:
-        ``transformers.SamModel``, ``SamHQModel`` or ``Sam2Model`` in eval mode on ``device``
-        with ``dtype`` weights.
+        ``transformers.SamModel``, ``SamHQModel``, ``Sam2Model`` (or ``Sam3Model`` for a SAM 3
+        checkpoint) in eval mode on ``device`` with ``dtype`` weights.
 
     Raises:
         ModelLoadError: The model could not be found, downloaded or read, is not a SAM-family
