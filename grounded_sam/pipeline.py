@@ -406,6 +406,18 @@ class GroundedSAM:
             self, images, prompt, batch_size=batch_size, show_progress=show_progress, **kwargs
         )
 
+    def track(
+        self, video: Any, prompt: str | Sequence[str], **kwargs: Any
+    ) -> Iterator[tuple[int, sv.Detections]]:
+        """Track phrases through a video: see :func:`grounded_sam.video.api.track`.
+
+        Yields ``(frame_index, sv.Detections)`` with ``tracker_id`` set (``every=``,
+        ``max_frames=``, ``propagator=``, ...); frames are streamed.
+        """
+        from grounded_sam.video.api import track
+
+        return track(self, video, prompt, **kwargs)
+
     # -- SAM prompts and everything -----------------------------------------------------
 
     def predict(
