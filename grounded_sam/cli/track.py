@@ -147,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be a positive number, got {args.fps}.")
-    # the video is checked (opened, first frame decoded) before the models load
+    # the video is checked (opened, first frame decoded) before the models load, and so is
+    # the propagator's family when it is --sam's (its config only)
     open_video(args.video, max_frames=args.max_frames, fps=args.fps).close()
+    if args.propagator is None:
+        _check_sam2(args.sam)
     gs = load_engine(args)
     t0 = time.perf_counter()
     run_ = track(
@@ -188,3 +191,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{reader.name}: {stats.frames} frames, {stats.tracks_started} track(s)")
     print("  wrote " + ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def _check_sam2(sam: str) -> None:
+    """Refuse early when --sam is not SAM 2.1 and no --propagator is given."""
+    from grounded_sam.sam.loading import resolve_sam_checkpoint
+
+    ckpt = resolve_sam_checkpoint(sam)
+    if ckpt.class_name != "Sam2Model":
+        raise ValueError(
+            f"--sam {sam} is a {ckpt.family} checkpoint, and tracking propagates masks with SAM "
+            "2.1's video predictor: add --propagator sam2.1_t (or a local SAM 2.1 folder), or "
+            "ground with --sam sam2.1_t."
+        )

@@ -227,6 +227,9 @@ def track(
             prop = engine_propagator(gs, propagator)
         else:
             prop_id, prop = "", propagator
+            reset = getattr(prop, "reset", None)
+            if callable(reset):  # a propagator used for another video: start afresh
+                reset()
         from grounded_sam.results import model_metadata
 
         models = {**model_metadata(gs.predictor, gs.model_ids), "propagator": prop_id}

@@ -4,8 +4,10 @@ The Hub's SAM 2.1 repositories are ``Sam2VideoModel`` saves (``model_type`` ``"s
 the image back-end (:mod:`grounded_sam.sam.sam2`) loads them as ``Sam2Model`` (ignoring the
 video weights) and the propagator (:mod:`grounded_sam.video.propagator`) as
 ``Sam2VideoModel``. :func:`save_tiny_sam2_video` writes the same kind of folder at a tiny size:
-the image path is :func:`grounded_sam.sam.tiny.tiny_sam2_config` (Hiera 16-128, FPN 32), the
-memory attention / encoder are shrunk to match (width 32, memory channels 16, 2 layers).
+the image path is :func:`grounded_sam.sam.tiny.tiny_sam2_config` (Hiera 16-128) with an FPN /
+decoder width of 128, the memory attention has 2 layers of width 128 and the memory features
+keep SAM 2.1's 64 channels (transformers fixes the memory cross-attention's key/value width at
+64), so an object pointer is split into 2 memory tokens (4 in SAM 2.1).
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import torch
 __all__ = ["save_tiny_sam2_video", "tiny_sam2_video_config"]
 
 
-def tiny_sam2_video_config(image_size: int = 256, hidden: int = 32, memory: int = 16):
+def tiny_sam2_video_config(image_size: int = 256, hidden: int = 128, memory: int = 64):
     """A ``Sam2VideoConfig``: the tiny SAM 2.1 image path plus a tiny memory bank.
 
     Args:
         image_size: Input side (1024 released); the memory attention's RoPE grid is
             ``image_size / 16`` square.
         hidden: FPN / decoder / memory-attention width (256 released).
-        memory: Channels of the memory features (64 released); object pointers are split
-            into ``hidden / memory`` tokens, as in SAM 2.1.
+        memory: Channels of the memory features (64 released; transformers' memory attention
+            reads 64); object pointers are split into ``hidden / memory`` tokens, as in
+            SAM 2.1.
 
     Returns:
         A ``transformers.Sam2VideoConfig``.

@@ -99,6 +99,13 @@ def video_overrides(config) -> list[str]:
         f"++model.memory_encoder.position_encoding.num_pos_feats={mem}",
         f"++model.memory_encoder.mask_downsampler.embed_dim={config.mask_downsampler_embed_dim}",
         f"++model.memory_encoder.fuser.layer.dim={config.memory_fuser_embed_dim}",
+        # Meta's build_sam2_video_predictor post-processing, without its hole filling (which
+        # needs the CUDA extension; transformers has none): dynamic multimask fallback as in
+        # transformers' decoder, masks from clicks binarised for the memory encoder
+        "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+        "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+        "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+        "++model.binarize_mask_from_pts_for_mem_enc=true",
         "++model.fill_hole_area=0",
     ]
 
@@ -113,7 +120,7 @@ def meta_video_predictor_from_hf(model) -> nn.Module:
         raise ValueError("Meta's SAM 2 builder fixes the decoder MLP 2048, 8 heads, IoU head 256")
     meta = build_sam2_video_predictor(
         "configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu",
-        hydra_overrides_extra=video_overrides(config),
+        hydra_overrides_extra=video_overrides(config), apply_postprocessing=False,
     )  # fmt: skip
     layers = sum(1 for k in model.state_dict() if re.match(
         r"memory_encoder\.mask_downsampler\.layers\.\d+\.conv\.weight$", k))  # fmt: skip

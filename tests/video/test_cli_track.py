@@ -44,7 +44,7 @@ def test_track_errors_are_one_line_and_write_nothing(tmp_path, video_model_args)
     for i in range(4):
         size = (48, 64) if i < 3 else (50, 64)
         Image.fromarray(np.full((*size, 3), 100, np.uint8)).save(folder / f"f{i}.png")
-    proc = run_cli(["track", folder, "--prompt", "thing", "--every", "2", "--out", out,
+    proc = run_cli(["track", folder, "--prompt", "thing", "--every", "2", "--out", out, "-q",
                     *video_model_args])  # fmt: skip
     assert proc.returncode == 1
     assert error_lines(proc.stderr) == [
@@ -56,7 +56,7 @@ def test_track_errors_are_one_line_and_write_nothing(tmp_path, video_model_args)
     # an unreadable video: before any model loads
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
-    proc = run_cli(["track", bad, "--prompt", "x", "--out", out, *video_model_args])
+    proc = run_cli(["track", bad, "--prompt", "x", "--out", out, "-q", *video_model_args])
     assert proc.returncode == 1 and "not a video that OpenCV or PyAV can read" in proc.stderr
     assert len(error_lines(proc.stderr)) == 1
     # absurd --every / --max-frames: usage errors

@@ -7,10 +7,13 @@ same box prompt on frame 0; Meta propagates over the whole (pre-loaded) video, w
 by frame with the bounded memory bank. The video has 20 frames, more than SAM 2.1's 16 object
 pointers, so Meta's ``min(num_frames, 16)`` pointer window equals streaming's 16.
 
-Tolerances (float32, same maths in another order: SDPA vs explicit attention, batched vs
-per-object memory encoding; measured values in the test's asserts' comments): per frame,
-low-res mask logits within 2e-3 + 1e-3 |ref| and masks at the video's size equal in >= 99.9 %
-of pixels; object-score logits within 2e-3 + 1e-3 |ref|.
+Tolerances (float32, the same maths in another order: SDPA vs explicit attention, batched
+vs per-object memory encoding). Per frame: low-res (64x64) mask logits within
+2e-3 + 1e-3 |ref| (measured: max |diff| 5.1e-4 at |logit| up to 159, i.e. 1.6e-4 beyond the
+relative part), masks at the video's size equal in >= 99.9 % of pixels (measured: 100 % on
+every frame), object-score logits within 2e-3 + 1e-3 |ref| (measured 1.7e-6). The reference's
+masks are real and change from frame to frame (random weights: 5-98 % of the frame, flipping
+between an object-sized mask and its complement), so equal masks are not a trivial match.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def test_propagation_matches_meta_sam2_video_predictor(video_model, meta, tmp_pa
     ref_masks, ref_low, ref_score = _meta_run(meta, video, pixels, tmp_path)
     # the reference produced real, changing masks
     areas = [m.mean() for m in ref_masks.values()]
-    assert all(0.002 < a < 0.9 for a in areas), areas
+    assert all(0.002 < a < 0.995 for a in areas), areas
     assert sum(not np.array_equal(ref_masks[0], ref_masks[t]) for t in range(1, FRAMES)) > 5
     ours = [prop.add(0, video.frame(0), [1], np.zeros((1, *video.size), bool), BOX, "box")]
     ours += [prop.step(t, video.frame(t)) for t in range(1, FRAMES)]
@@ -81,4 +84,4 @@ def test_propagation_matches_meta_sam2_video_predictor(video_model, meta, tmp_pa
         assert agree >= 0.999, (t, agree)
         np.testing.assert_allclose(low, ref_low[t], atol=2e-3, rtol=1e-3, err_msg=f"frame {t}")
         assert abs(float(out.object_scores[0]) - ref_score[t]) <= 2e-3 + 1e-3 * abs(ref_score[t])
-    print(f"max |low-res logit diff| (less 1e-3 |ref|) {worst_low:.2e}, score {worst_score:.2e}")
+    assert worst_low < 2e-3 and worst_score < 2e-3  # measured 1.6e-4 and 1.7e-6

@@ -13,13 +13,13 @@ from grounded_sam.video.types import TrackerSettings
 from grounded_sam.video.writers import TrackWriter, mot_lines, track_labels
 
 from .standins import ColourGrounder, ColourPropagator
-from .test_tracker import PHRASES, scene
+from .test_tracker import CONF, PHRASES, scene
 
 
 def _tracked(frames=12):
     video = scene(frames)
     tracker = VideoTracker(
-        ColourGrounder(video, PHRASES), ColourPropagator(), PHRASES, TrackerSettings(every=5)
+        ColourGrounder(video, PHRASES, CONF), ColourPropagator(), PHRASES, TrackerSettings(every=5)
     )
     return video, tracker, list(tracker.run(iter(video)))
 
@@ -83,7 +83,7 @@ def test_nothing_half_written_on_error(tmp_path):
 def test_labels_and_mot_lines():
     _, _, results = _tracked(1)
     dets = results[0][1]
-    assert track_labels(dets) == ["red box #1 0.90", "blue disc #2 0.90", "yellow disc #3 0.90"]
+    assert track_labels(dets) == ["red box #1 0.95", "blue disc #2 0.90", "yellow disc #3 0.85"]
     line = mot_lines(0, dets[:1]).strip().split(",")
     x1, y1, x2, y2 = dets.xyxy[0]
     assert line[:2] == ["1", "1"] and float(line[4]) == pytest.approx(x2 - x1)
