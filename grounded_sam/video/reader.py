@@ -221,7 +221,7 @@ def _open_folder(path: Path, max_frames: int | None, fps: float | None) -> Video
 def _open_file(path: Path, max_frames: int | None, fps: float | None) -> VideoReader:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    cap = _quiet_capture(cv2, path)
     if cap.isOpened():
         ok, bgr = cap.read()
         if not ok or bgr is None:
@@ -248,6 +248,25 @@ def _open_file(path: Path, max_frames: int | None, fps: float | None) -> VideoRe
         )  # fmt: skip
     cap.release()
     return _open_with_pyav(path, max_frames, fps)
+
+
+def _quiet_capture(cv2: Any, path: Path) -> Any:
+    """``cv2.VideoCapture(path)`` without FFmpeg's own log lines on stderr.
+
+    A file FFmpeg cannot parse makes it print lines such as ``moov atom not found``; the
+    reader reports the problem itself, in one line. The log level is FFmpeg's (through
+    ``OPENCV_FFMPEG_LOGLEVEL``, read when a capture opens), set for this call only unless the
+    user set it.
+    """
+    key = "OPENCV_FFMPEG_LOGLEVEL"
+    previous = os.environ.get(key)
+    if previous is None:
+        os.environ[key] = "-8"  # AV_LOG_QUIET
+    try:
+        return cv2.VideoCapture(str(path))
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
 
 
 def _bgr_to_rgb(bgr: np.ndarray) -> np.ndarray:
