@@ -195,6 +195,8 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
             for index, _ in run:
                 if (index + 1) % 100 == 0:
                     samples.append((index + 1, rss_mib()))
+                    logger.info("%s frame %d: RSS %.1f MiB, %.1f s", name, index + 1,
+                                samples[-1][1], time.perf_counter() - t0)  # fmt: skip
             out[name] = {
                 "frames": frames,
                 "every": args.memory_every,
