@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_SAM, GroundedSAM, RegionScorer
     from grounded_sam.sam.everything import EverythingSettings, Proposals
     from grounded_sam.sam.predictor import ImageEmbedding, Prediction, SamPredictor
+    from grounded_sam.video.types import TrackerSettings
 
 #: Public name -> module that defines it (imported lazily by ``__getattr__``).
 _LAZY: dict[str, str] = {
@@ -40,6 +41,7 @@ _LAZY: dict[str, str] = {
     "Proposals": "grounded_sam.sam.everything",
     "RegionScorer": "grounded_sam.pipeline",
     "SamPredictor": "grounded_sam.sam.predictor",
+    "TrackerSettings": "grounded_sam.video.types",
     "load_image": "grounded_sam.inputs",
     "parse_prompt": "grounded_sam.inputs",
 }
@@ -56,6 +58,7 @@ __all__ = [
     "Proposals",
     "RegionScorer",
     "SamPredictor",
+    "TrackerSettings",
     "load_image",
     "parse_prompt",
 ]

@@ -26,10 +26,10 @@ from grounded_sam.grounding import sam3_grounder
 from grounded_sam.grounding.boxes import region_box_masks
 from grounded_sam.grounding.grounder import ClipGrounder, Grounder, RegionScorer
 from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
-from grounded_sam.grounding.options import QueryOptions
+from grounded_sam.grounding.options import QueryOptions, query_phrases
 from grounded_sam.grounding.refine import BoxRefiner
 from grounded_sam.grounding.scoring import DEFAULT_BACKGROUND_PHRASES
-from grounded_sam.inputs import ImageInput, check_int, load_image, parse_prompt
+from grounded_sam.inputs import ImageInput, check_int, load_image
 from grounded_sam.results import (
     detection_metadata,
     grounded_detections,
@@ -260,7 +260,7 @@ class GroundedSAM:
         settings = proposal_settings or self.proposal_settings
         if settings.max_proposals is None or settings.max_proposals > self.max_regions:
             settings = replace(settings, max_proposals=self.max_regions)
-        progress = _stage_progress(show_progress)
+        progress = StageProgress.of(show_progress)
         t0 = time.perf_counter()
         with progress.stage("SAM encoder"):
             if embedding is None or tuple(embedding.original_size) != arr.shape[:2]:
@@ -356,7 +356,7 @@ class GroundedSAM:
         index.check_fits(self.model_ids, self.model_fingerprint)
         index.check_models(self.predictor, getattr(self.scorer, "embed_dim", None))
         index = self._prepared(index)
-        phrases = _phrases(prompt, opts)
+        phrases = query_phrases(prompt, opts)
         opts.check_for_image(index.size)
         candidates = self.grounder.ground(index, phrases, opts)
         found = self.refiner.refine(index, candidates, opts)
@@ -394,7 +394,7 @@ class GroundedSAM:
                 "segment_many(images, prompt), which yields (source, detections) pairs."
             )
         opts = self._options(options, knobs)
-        phrases = _phrases(prompt, opts)
+        phrases = query_phrases(prompt, opts)
         opts.negatives_for(phrases)
         if opts.per_image:  # a bad point or box fails before the expensive part
             image = load_image(image)
@@ -424,6 +424,18 @@ class GroundedSAM:
         return segment_many(
             self, images, prompt, batch_size=batch_size, show_progress=show_progress, **kwargs
         )
+
+    def track(
+        self, video: Any, prompt: str | Sequence[str], **kwargs: Any
+    ) -> Iterator[tuple[int, sv.Detections]]:
+        """Track phrases through a video: see :func:`grounded_sam.video.api.track`.
+
+        Yields ``(frame_index, sv.Detections)`` with ``tracker_id`` set (``every=``,
+        ``max_frames=``, ``propagator=``, ...); frames are streamed.
+        """
+        from grounded_sam.video.api import track
+
+        return track(self, video, prompt, **kwargs)
 
     # -- SAM prompts and everything -----------------------------------------------------
 
@@ -508,7 +520,7 @@ class GroundedSAM:
             cfg = EverythingSettings(**settings)
         except TypeError as exc:
             raise TypeError(f"Unknown everything() setting: {exc}") from exc
-        progress = _stage_progress(show_progress)
+        progress = StageProgress.of(show_progress)
         if isinstance(image, ImageIndex):
             arr, embedding = image.image, self._prepared(image).embedding
         else:
@@ -571,30 +583,3 @@ class GroundedSAM:
         if options is not None and not isinstance(options, QueryOptions):
             raise TypeError(f"options must be a QueryOptions, got {type(options).__name__}.")
         return (options or self.options).replace(**knobs)
-
-
-_NO_PROMPT = (
-    "Nothing to look for: give a prompt such as 'dog, cat', exemplars=[[x1, y1, x2, y2]] "
-    "around an example object, or both."
-)
-
-
-def _phrases(prompt: str | Sequence[str] | None, options: QueryOptions) -> list[str]:
-    """The prompt's phrases ([] for an exemplar-only query).
-
-    Raises:
-        ValueError: No prompt and no exemplars, or an empty prompt.
-        TypeError: A prompt that is neither a string nor a list of strings.
-    """
-    if prompt is None:
-        if options.exemplars is None:
-            raise ValueError(_NO_PROMPT)
-        return []
-    return parse_prompt(prompt)
-
-
-def _stage_progress(show_progress: bool | StageProgress) -> StageProgress:
-    """The caller's :class:`StageProgress`, or a new one shown when ``show_progress``."""
-    if isinstance(show_progress, StageProgress):
-        return show_progress
-    return StageProgress(enabled=bool(show_progress))

@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "sam clip",  # the two model back-ends
         "grounding",  # text -> regions over an index
         "results export",  # sv.Detections and files from them
-        "pipeline batch testing",  # the engine
+        "pipeline batch testing video",  # the engine (video: its tracker over a video)
         "__init__",  # the package facade (imports the engine for type checkers)
         "labeling deploy",  # datasets, ONNX
         "app distributed serve",  # the web page, Ray, the HTTP server

@@ -30,6 +30,7 @@ examples:
   grounded-sam segment photo.jpg --prompt "dog" --json > dog.json
   grounded-sam everything photo.jpg --out results/
   grounded-sam label images/ --classes "date, fig, hazelnut" --format coco --out dataset/
+  grounded-sam track clip.mp4 --prompt "person, car" --sam sam2.1_t --out tracks/
   grounded-sam shell photo.jpg
   grounded-sam app                      # web page on http://127.0.0.1:7860
   grounded-sam serve                    # HTTP API + Label Studio backend on :9090
@@ -43,7 +44,7 @@ Run 'grounded-sam COMMAND --help' for the options of a command.
 #: ``add_parser(commands)`` and ``run(args)``; its parser must be built without heavy imports
 #: (torch, transformers, supervision, gradio are imported inside ``run``) so that
 #: ``grounded-sam --help`` stays fast. tests/cli/test_startup.py checks this.
-COMMANDS = ("segment", "everything", "label", "shell", "app", "serve", "export_onnx")
+COMMANDS = ("segment", "everything", "label", "track", "shell", "app", "serve", "export_onnx")
 
 
 class _MainParser(ArgumentParser):

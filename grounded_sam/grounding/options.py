@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grounded_sam import limits
+from grounded_sam.inputs import parse_prompt
 
 __all__ = [
     "CALIBRATIONS",
     "DEFAULT_PART_THRESH",
     "QueryOptions",
     "query_fields",
+    "query_phrases",
 ]
 
 #: Calibration modes (see :func:`grounded_sam.grounding.scoring.score_phrases`).
@@ -454,3 +456,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):  # cannot happen once validated
         raise ValueError(f"not a finite number: {value!r}")
     return value
+
+
+_NO_PROMPT = (
+    "Nothing to look for: give a prompt such as 'dog, cat', exemplars=[[x1, y1, x2, y2]] "
+    "around an example object, or both."
+)
+
+
+def query_phrases(prompt: str | Sequence[str] | None, options: QueryOptions) -> list[str]:
+    """A query's phrases from its prompt ([] for an exemplar-only query).
+
+    Raises:
+        ValueError: No prompt and no exemplars, or an empty prompt.
+        TypeError: A prompt that is neither a string nor a list of strings.
+    """
+    if prompt is None:
+        if options.exemplars is None:
+            raise ValueError(_NO_PROMPT)
+        return []
+    return parse_prompt(prompt)

@@ -50,6 +50,13 @@ class StageProgress:
         self.tqdm_kwargs = tqdm_kwargs
         self.timings: dict[str, float] = {}
 
+    @classmethod
+    def of(cls, show_progress: bool | StageProgress) -> StageProgress:
+        """The caller's :class:`StageProgress`, or a new one shown when ``show_progress``."""
+        if isinstance(show_progress, StageProgress):
+            return show_progress
+        return cls(enabled=bool(show_progress))
+
     @contextmanager
     def stage(
         self, name: str, total: int = 1, unit: str = "step", bar: bool = True

@@ -11,7 +11,7 @@ import pytest
 from grounded_sam.cli.main import build_parser
 from tests.cli.conftest import cli_env
 
-COMMANDS = ["segment", "everything", "label", "shell", "app", "serve", "export-onnx"]
+COMMANDS = ["segment", "everything", "label", "track", "shell", "app", "serve", "export-onnx"]
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -1,0 +1,75 @@
+"""``gs.track``: the engine grounds key frames, SAM 2.1 (tiny, random) propagates."""
+
+from __future__ import annotations
+
+import pytest
+
+from grounded_sam.video.matching import mask_iou
+from grounded_sam.video.synthetic import demo_video
+from grounded_sam.video.types import TrackerSettings
+
+from .standins import ColourGrounder
+
+
+def test_gs_track_end_to_end(video_gs):
+    video = demo_video(8)
+    run = video_gs.track(video, "red box, blue disc", every=3)
+    seen = []
+    for index, dets in run:
+        seen.append(index)
+        assert dets.tracker_id is not None and len(dets.tracker_id) == len(dets)
+        assert dets.mask.shape[1:] == video.size
+        assert set(dets.data) >= {"class_name", "object_score", "grounded"}
+        assert set(dets.data["class_name"]) <= {"red box", "blue disc"}
+        assert dets.metadata["model_ids"]["propagator"] == video_gs.model_ids[0]
+    assert seen == list(range(8))
+    stats = run.stats
+    assert stats.frames == 8 and stats.key_frames == 3  # frames 0, 3, 6
+    assert stats.tracks_started >= 1  # threshold 0: the random engine finds regions
+    assert stats.grounding_s > 0 and stats.propagating_s > 0
+    # the propagator shares the engine's image encoder (same checkpoint)
+    prop = run.tracker.propagator
+    assert prop.model.vision_encoder is video_gs.predictor.model.vision_encoder
+
+
+def test_real_propagator_with_a_grounder_that_knows_the_objects(video_gs):
+    video = demo_video(10)
+    phrases = ["red box", "blue disc", "green box"]
+    conf = {"red box": 0.95, "blue disc": 0.9, "green box": 0.8}
+    grounder = ColourGrounder(video, phrases, conf)
+    run = video_gs.track(video, phrases, grounder=grounder, settings=TrackerSettings(every=4))
+    results = dict(run)
+    tracks = run.tracker.tracks
+    assert [t.label for t in tracks.values()][:2] == ["red box", "blue disc"]
+    assert tracks[1].first_frame == 0
+    # frame 0: the tracks are the grounded masks (mask prompts: SAM 2 outputs them, at its
+    # 64x64 low resolution upscaled back)
+    gt = video.masks(0)
+    for i in (0, 1):
+        assert mask_iou(results[0].mask[i : i + 1], gt[i][None])[0, 0] > 0.8
+    assert len(results) == 10
+
+
+def test_bad_inputs_fail_before_work(video_gs, tiny_gs, tmp_path):
+    video = demo_video(3)
+    with pytest.raises(ValueError, match="every must be in"):
+        video_gs.track(video, "red box", every=0)
+    with pytest.raises(ValueError, match="every must be an integer"):
+        video_gs.track(video, "red box", every=2.5)
+    with pytest.raises(ValueError, match="max_frames"):
+        video_gs.track(video, "red box", max_frames=0)
+    with pytest.raises(ValueError, match="phrases only"):
+        video_gs.track(video, "red box", points=[[5, 5]])
+    with pytest.raises(FileNotFoundError):
+        video_gs.track(tmp_path / "nope.mp4", "red box")
+    with pytest.raises(ValueError, match="propagator="):
+        tiny_gs.track(video, "red box")  # a SAM 1 engine needs a SAM 2.1 propagator
+
+
+def test_max_frames_and_early_stop(video_gs):
+    run = video_gs.track(demo_video(20), "red box", every=5, max_frames=4)
+    assert [i for i, _ in run] == [0, 1, 2, 3]
+    run = video_gs.track(demo_video(20), "red box", every=5)
+    next(run)
+    run.close()
+    assert run.stats.frames == 1
