@@ -31,11 +31,13 @@ Serve the engine over HTTP (FastAPI on uvicorn; OpenAPI docs at /docs):
   POST /v1/index      multipart image -> {"index_id": ...}  (content hash; kept in memory)
   POST /v1/query, /v1/predict, /v1/everything   JSON on an index_id
   POST /setup, /predict, /webhook               Label Studio's ML backend protocol
+  GET/POST /x-anylabeling/v1/models, /v1/predict X-AnyLabeling's remote-server protocol
 The JSON is what 'grounded-sam segment --json' prints. Model calls run one at a time on one
 worker thread; image encodes of queued index requests are batched on CUDA. The query flags
 below are the defaults of every request. Binds 127.0.0.1 unless --host says otherwise; set
 an API key (--api-key or $GROUNDED_SAM_API_KEY) before exposing it.
-Needs FastAPI and uvicorn: pip install -e ".[serve]" (from a clone).
+Needs FastAPI and uvicorn: pip install -e ".[serve]" (from a clone). --ray deploys the
+same app on Ray Serve replicas (pip install -e ".[ray-serve]").
 """
 
 EXAMPLE = """\
