@@ -280,7 +280,7 @@ def serve_forever(
     verbose: bool = False,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Connect to (or start) Ray, deploy, and keep serving until interrupted (Ctrl-C).
+    """Connect to (or start) Ray, deploy, and keep serving until Ctrl-C or SIGTERM.
 
     On the way out the application is deleted; Serve and Ray are shut down when this call
     started them (a local Ray); on a cluster it joined, Serve and Ray keep running.
@@ -295,9 +295,18 @@ def serve_forever(
         verbose: Ray's logs on the console.
         ready: Called once the application is running.
     """
+    import signal
+    import threading
+
     import ray
     from ray import serve
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (kill, docker stop): the same clean exit as Ctrl-C
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, stop)
     local = address in (None, "", "local")
     connected = False
     if not ray.is_initialized():
@@ -326,3 +335,5 @@ def serve_forever(
         finally:
             if connected:
                 ray.shutdown()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
