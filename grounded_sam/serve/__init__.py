@@ -11,6 +11,10 @@
   upload bounds;
 * :mod:`~grounded_sam.serve.labelstudio` (+ :mod:`~grounded_sam.serve.brush`, Label Studio's
   brush RLE): ``/setup``, ``/predict``, ``/webhook`` of the ``label-studio-ml`` protocol.
+* :mod:`~grounded_sam.serve.adapters`: X-AnyLabeling's remote-server protocol under
+  ``/x-anylabeling``;
+* :mod:`~grounded_sam.serve.ray_serve`: the same app as a Ray Serve deployment (one engine
+  per replica; ``grounded-sam serve --ray``).
 
 ``grounded-sam serve`` (:mod:`grounded_sam.cli.serve`) loads the models and runs the app on
 uvicorn. FastAPI is imported by these modules, never by the package itself.

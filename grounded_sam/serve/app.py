@@ -239,7 +239,7 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from grounded_sam import __version__
-    from grounded_sam.serve import labelstudio
+    from grounded_sam.serve import adapters, labelstudio
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -384,6 +384,7 @@ def create_app(
     labelstudio.add_routes(
         app, engine, source=label_studio, decode=image_of, max_bytes=max_upload_bytes
     )
+    adapters.add_routes(app, engine, decode=image_of, models=models)  # X-AnyLabeling
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     app.add_middleware(ApiKey, key=api_key)  # outermost: no body is read without the key
     return app

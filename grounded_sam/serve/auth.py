@@ -3,7 +3,7 @@
 A client sends the key in one of three ways (all compared in constant time):
 
 * ``Authorization: Bearer KEY`` (scripts, ``curl -H``);
-* ``X-API-Key: KEY``;
+* ``X-API-Key: KEY`` (or ``Token: KEY``, what X-AnyLabeling's remote-server model sends);
 * HTTP Basic auth with the key as the password and any user name: what Label Studio sends
   when its ML backend connection has "basic auth" set, and what a browser asks for on
   ``/docs`` (the 401 carries ``WWW-Authenticate: Basic``).
@@ -34,7 +34,7 @@ OPEN_PATHS = frozenset({"/health"})
 def key_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The key a request carries (Bearer, X-API-Key or Basic password), or None."""
     found = {k.lower(): v for k, v in headers}
-    api_key = found.get(b"x-api-key")
+    api_key = found.get(b"x-api-key") or found.get(b"token")  # Token: X-AnyLabeling's header
     if api_key:
         return api_key.decode("latin-1")
     auth = found.get(b"authorization", b"").decode("latin-1").strip()
