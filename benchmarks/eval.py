@@ -135,7 +135,7 @@ def build_engine(args: argparse.Namespace, workdir: Path):
         stability_score_thresh=args.stability_score_thresh,
         box_nms_thresh=args.box_nms_thresh,
     )
-    return GroundedSAM.from_pretrained(
+    gs = GroundedSAM.from_pretrained(
         sam=sam,
         clip=clip,
         device=args.device,
@@ -146,7 +146,8 @@ def build_engine(args: argparse.Namespace, workdir: Path):
         threshold=args.threshold,
         top_k=args.top_k or None,
         refine=args.refine,
-    ), (str(sam), str(clip))
+    )
+    return gs, (str(sam), None if gs.grounds_text else str(clip))  # SAM 3: no CLIP loaded
 
 
 def _best_iou(dt_rles: list, gt_rles: list) -> np.ndarray:

@@ -203,7 +203,7 @@ def export_files(
         image_path=session.name,
         prompt=result.prompt if result.kind == "text" else None,
         phrases=result.phrases,
-        models={"sam": gs.model_ids[0], "clip": gs.model_ids[1]},
+        models={"sam": gs.model_ids[0], "clip": _clip_id(gs)},
     )
     js = atomic_write_json(out / f"{stem}.json", doc, indent=2)
     mask_dir = Path(tempfile.mkdtemp(prefix="masks_", dir=out))
@@ -221,3 +221,8 @@ def export_files(
     files = ExportFiles(masks_zip=zp, overlay_png=png, json=js)
     session.exported = (result, key, files)
     return files
+
+
+def _clip_id(gs: GroundedSAM) -> str | None:
+    """The engine's CLIP id; None when it grounds text itself (SAM 3 loads no CLIP)."""
+    return None if getattr(gs, "grounds_text", False) else gs.model_ids[1]

@@ -160,6 +160,8 @@ def models_markdown(gs: GroundedSAM) -> str:
     """One line naming the models, device and dtype in use."""
     sam, clip = gs.model_ids
     dtype = str(getattr(gs.predictor, "dtype", "")).replace("torch.", "")
-    return f"Models: SAM `{sam or 'custom'}` · CLIP `{clip or 'custom'}` · device `{gs.device}`" + (
+    text = "no CLIP (SAM 3 grounds text)" if getattr(gs, "grounds_text", False) else None
+    clip_part = text or f"CLIP `{clip or 'custom'}`"
+    return f"Models: SAM `{sam or 'custom'}` · {clip_part} · device `{gs.device}`" + (
         f" · `{dtype}`" if dtype else ""
     )

@@ -135,6 +135,8 @@ class Session:
         upload: The last upload the page handled (gradio can report one upload twice).
         workdir: Temp folder for this tab's export files (deleted with the session).
         exported: The result and settings the files in ``workdir`` were written for.
+        grounds_text: The engine grounds text itself (SAM 3): its index holds vision
+            features, not candidate regions.
     """
 
     image: np.ndarray | None = None
@@ -149,6 +151,7 @@ class Session:
     prompt_logits: np.ndarray | None = None
     upload: str | None = None
     workdir: Path | None = None
+    grounds_text: bool = False
     exported: tuple[Result, tuple, ExportFiles] | None = None
     store: InitVar[IndexStore | None] = None
 
@@ -283,6 +286,7 @@ def set_image(
         _, built = _index_into(session, gs, image, key, on_stage)
         session.image = image
         session.name = name
+        session.grounds_text = bool(getattr(gs, "grounds_text", False))
         session.result = None
         session.reset_prompts()
         how = None if built else ("same picture as before" if same else "indexed before")
@@ -357,13 +361,18 @@ def index_markdown(session: Session, reused: bool = False, how: str | None = Non
             f"Indexes built in this session: {session.index_builds}."
         )
     n = len(index)
+    what = (
+        "SAM 3 vision features kept (SAM 3 grounds each phrase)"
+        if session.grounds_text
+        else f"{n} candidate region{'' if n == 1 else 's'}"
+    )
     done = (
         f"{how or 'same picture as before'}, index reused"
         if reused
         else f"indexed in {session.index_seconds:.2f} s"
     )
     return (
-        f"**{md(session.name)}** ({w}×{h} px): {n} candidate region{'' if n == 1 else 's'}, "
+        f"**{md(session.name)}** ({w}×{h} px): {what}, "
         f"{done}. "
         f"Indexes built in this session: {session.index_builds}."
     )

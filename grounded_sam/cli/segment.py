@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     images = check_images_exist(args.images)
     models = {"sam": args.sam, "clip": args.clip}
     gs = load_engine(args)
+    if gs.grounds_text:
+        models["clip"] = None  # SAM 3 grounds text itself: --clip was not loaded
     failed = 0
     stems = dict(zip(images, unique_stems(images), strict=True))
     t0 = time.perf_counter()

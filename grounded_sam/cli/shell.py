@@ -121,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
     progress = stage_progress(args)
     index = gs.index(image, show_progress=progress)
     say(args, f"{path}: indexed: {progress.summary()}")
+    kept = "SAM 3 vision features" if gs.grounds_text else f"{len(index)} regions"
     print(
         f"{path}: indexed {image.shape[1]}x{image.shape[0]} in {time.perf_counter() - t0:.2f}s "
-        f"({len(index)} regions). Type phrases (comma-separated); empty line or 'quit' ends."
+        f"({kept}). Type phrases (comma-separated); empty line or 'quit' ends."
     )
     overlay_path = None if out is None else Path(out) / f"{path.stem}_overlay.png"
     interactive = sys.stdin.isatty()

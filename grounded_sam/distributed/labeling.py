@@ -95,6 +95,13 @@ def import_ray() -> Any:
     return ray
 
 
+def peek_grounder(sam: str) -> object | None:
+    """The text-grounder family ``sam`` names (SAM 3), or None (see ``sam.loading``)."""
+    from grounded_sam.sam.loading import peek_grounder as peek
+
+    return peek(sam)
+
+
 def _engine_defaults() -> dict[str, Any]:
     from grounded_sam.pipeline import DEFAULT_CLIP, DEFAULT_INDEX_SETTINGS, DEFAULT_SAM, GroundedSAM
 
@@ -215,12 +222,13 @@ def label_dataset(
     settings = proposal_settings if proposal_settings is not None else d["proposal_settings"]
     max_regions = max_regions if max_regions is not None else d["max_regions"]
     options = (QueryOptions() if options is None else options).replace(**knobs)
+    grounds_text = peek_grounder(sam) is not None  # SAM 3: no CLIP, as the engine records it
     config = labeling_config(
         class_list,
         sam=sam,
-        clip=clip,
+        clip="" if grounds_text else clip,
         proposal_settings=settings,
-        crop_style=crop_style,
+        crop_style=None if grounds_text else crop_style,
         max_regions=max_regions,
         options=options,
     )

@@ -32,7 +32,21 @@ from grounded_sam.grounding.selection import Selection, select_regions
 from grounded_sam.inputs import as_boxes
 from grounded_sam.sam.predictor import SamPredictor
 
-__all__ = ["Candidates", "ClipGrounder", "Grounder", "RegionScorer", "query_labels"]
+__all__ = [
+    "NO_NEGATIVE_EXEMPLARS",
+    "Candidates",
+    "ClipGrounder",
+    "Grounder",
+    "RegionScorer",
+    "query_labels",
+]
+
+#: Why the CLIP grounder refuses ``negative_exemplars``.
+NO_NEGATIVE_EXEMPLARS = (
+    "negative_exemplars (--negative-exemplar) need a SAM 3 checkpoint (--sam sam3 or a local "
+    "SAM 3 folder), which takes boxes to avoid as prompts; with CLIP over SAM proposals, "
+    "name what to leave out as a negative phrase instead (negative=..., --negative)."
+)
 
 
 class RegionScorer(Protocol):
@@ -137,6 +151,8 @@ class ClipGrounder:
         """See :meth:`Grounder.ground`."""
         phrases = list(phrases)
         negatives = options.negatives_for(phrases)
+        if options.negative_exemplars is not None:
+            raise ValueError(NO_NEGATIVE_EXEMPLARS)
         labels = query_labels(phrases, options)
         if len(index) == 0:
             return Candidates.none(labels, index.region_embeddings.device)

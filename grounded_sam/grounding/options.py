@@ -103,6 +103,10 @@ class QueryOptions:
             same-label mask is a part, in [0, 1].
         exemplars: "More like this": xyxy boxes (original pixels) around example objects, or
             None. At most :data:`grounded_sam.limits.MAX_EXEMPLARS` boxes.
+        negative_exemplars: xyxy boxes (original pixels) around objects that must not be
+            found, or None. SAM 3 only: they join every prompt of the query (each phrase's and
+            the exemplars') as SAM 3 exemplar boxes with label 0; the CLIP grounder refuses
+            them. At most :data:`grounded_sam.limits.MAX_EXEMPLARS` boxes.
         exemplar_label: Class name of exemplar matches.
         points: (x, y) clicks in original pixels mixed with the text, or None: a region must
             contain a foreground click and no background click. At most
@@ -181,6 +185,17 @@ class QueryOptions:
             metavar="X1,Y1,X2,Y2",
         ),
     )
+    negative_exemplars: tuple[Box, ...] | None = field(
+        default=None,
+        metadata=_meta(
+            "box around an object that must NOT be found (repeatable; SAM 3 checkpoints "
+            "only: its exemplar prompts with box label 0)",
+            cli="--negative-exemplar",
+            per_image=True,
+            group="grounding",
+            metavar="X1,Y1,X2,Y2",
+        ),
+    )
     exemplar_label: str = field(
         default="exemplar",
         metadata=_meta(
@@ -252,6 +267,8 @@ class QueryOptions:
         put("exemplar_label", label)
         if self.exemplars is not None:
             put("exemplars", _boxes(self.exemplars))
+        if self.negative_exemplars is not None:
+            put("negative_exemplars", _boxes(self.negative_exemplars, "negative_exemplars"))
         if self.points is not None:
             pts, lab = _points(self.points, self.point_labels)
             put("points", pts)
@@ -321,7 +338,11 @@ class QueryOptions:
     @property
     def per_image(self) -> bool:
         """Whether the value holds per-image prompts (points or exemplars)."""
-        return self.points is not None or self.exemplars is not None
+        return (
+            self.points is not None
+            or self.exemplars is not None
+            or self.negative_exemplars is not None
+        )
 
     def negatives_for(self, phrases: Sequence[str]) -> list[str]:
         """The negative phrases, refusing one that is also a query phrase.
@@ -361,6 +382,11 @@ class QueryOptions:
                 as_boxes(self.exemplars, image_size)
             except ValueError as exc:
                 raise ValueError(f"Bad exemplar: {exc}") from None
+        if self.negative_exemplars is not None:
+            try:
+                as_boxes(self.negative_exemplars, image_size)
+            except ValueError as exc:
+                raise ValueError(f"Bad negative exemplar: {exc}") from None
 
 
 def query_fields() -> Iterator[dataclasses.Field]:
@@ -407,20 +433,21 @@ def _finite_rows(
     return tuple(tuple(float(v) for v in row) for row in arr)
 
 
-def _boxes(value: object) -> tuple[Box, ...]:
+def _boxes(value: object, name: str = "exemplars") -> tuple[Box, ...]:
+    what = "Negative exemplar" if name == "negative_exemplars" else "Exemplar"
     rows = _finite_rows(
-        "exemplars", value, 4, limits.MAX_EXEMPLARS, limits.REASONS["exemplars"],
+        name, value, 4, limits.MAX_EXEMPLARS, limits.REASONS["exemplars"],
         "[[x1, y1, x2, y2]]",
     )  # fmt: skip
     for x1, y1, x2, y2 in rows:
         if x2 < x1 or y2 < y1:
             raise ValueError(
-                f"Exemplar box {[x1, y1, x2, y2]} has x2 < x1 or y2 < y1; boxes are "
+                f"{what} box {[x1, y1, x2, y2]} has x2 < x1 or y2 < y1; boxes are "
                 "[x1, y1, x2, y2] with the top-left corner first."
             )
         if x2 - x1 < 1 or y2 - y1 < 1:
             raise ValueError(
-                f"Exemplar box {[x1, y1, x2, y2]} has no area: draw a box of at least one "
+                f"{what} box {[x1, y1, x2, y2]} has no area: draw a box of at least one "
                 "pixel around an example object, as [x1, y1, x2, y2]."
             )
     return rows  # type: ignore[return-value]

@@ -31,6 +31,10 @@ What a query's options mean with SAM 3:
 * **exemplars** (xyxy boxes, "more like this") are SAM 3's own box prompts (positive
   exemplars), with the text ``"visual"`` as ``Sam3Processor`` fills in for boxes alone; their
   detections get ``exemplar_label``.
+* **negative_exemplars** (xyxy boxes, "not this") are SAM 3 box prompts with label 0, added
+  to every prompt of the query: each phrase is then its own prompt (its text, then the boxes;
+  no batching over phrases), and the exemplar prompt holds both kinds of boxes. Negative
+  phrases stay text-only.
 * **points** filter: a detection must contain every foreground click's pixel and no background
   click's (SAM 3's image detector takes no clicks, so masks are not re-prompted with them).
 * **top_k**, **keep_parts**, **part_thresh**, **min_region_area**: as for CLIP
@@ -211,15 +215,29 @@ class Sam3Grounder:
         labels = query_labels(phrases, options)
         runs: list[tuple[Sam3Detections, int, int]] = []  # (detections, first label, rows)
         texts = phrases + negatives
-        if texts:
-            first = 0
-            for det in self.detect(index, self.backend.text_prompts(texts)):
+        avoid = None  # negative exemplar boxes: label 0 in every prompt of the query
+        if options.negative_exemplars is not None:
+            avoid = torch.from_numpy(as_boxes(options.negative_exemplars, index.size))
+        batched = texts if avoid is None else negatives
+        first = 0 if avoid is None else len(phrases)
+        if avoid is not None:  # one prompt per phrase: its text, then the boxes to avoid
+            for i, phrase in enumerate(phrases):
+                prompt = self.backend.box_prompt(
+                    index.embedding, avoid, torch.zeros(len(avoid), dtype=torch.long), phrase
+                )
+                runs.append((self.backend.detect(index.embedding, prompt), i, 1))
+        if batched:
+            for det in self.detect(index, self.backend.text_prompts(batched)):
                 runs.append((det, first, len(det.logits)))
                 first += len(det.logits)
         if options.exemplars is not None:
             boxes = torch.from_numpy(as_boxes(options.exemplars, index.size))
+            box_labels = torch.ones(len(boxes), dtype=torch.long)
+            if avoid is not None:
+                boxes = torch.cat([boxes, avoid])
+                box_labels = torch.cat([box_labels, torch.zeros(len(avoid), dtype=torch.long)])
             det = self.backend.detect(
-                index.embedding, self.backend.box_prompt(index.embedding, boxes)
+                index.embedding, self.backend.box_prompt(index.embedding, boxes, box_labels)
             )
             runs.append((det, len(texts), 1))
         found = self._select(index, runs, options.threshold, labels)

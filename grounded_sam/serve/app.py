@@ -258,7 +258,8 @@ def create_app(
     install_error_handlers(app)
     bodies = multipart_schema()
     gs = engine.gs
-    models = {"sam": gs.model_ids[0], "clip": gs.model_ids[1]}
+    no_clip = getattr(gs, "grounds_text", False)  # SAM 3 grounds text itself
+    models = {"sam": gs.model_ids[0], "clip": None if no_clip else gs.model_ids[1]}
 
     async def image_of(data: bytes, name: str):
         return await run_in_threadpool(decode_image, data, max_pixels=max_image_pixels, name=name)

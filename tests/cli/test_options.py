@@ -34,8 +34,10 @@ def test_the_knobs_that_are_cli_flags() -> None:
     assert {
         "--threshold", "--top-k", "--refine", "--min-region-area", "--negative",
         "--calibration", "--keep-parts", "--part-thresh", "--exemplar", "--exemplar-label",
+        "--negative-exemplar",
     } == ALL_FLAGS  # fmt: skip
-    assert {"--exemplar", "--exemplar-label"} == ALL_FLAGS - OFFERED["label"]
+    per_image = {"--exemplar", "--exemplar-label", "--negative-exemplar"}
+    assert per_image == ALL_FLAGS - OFFERED["label"]
 
 
 @pytest.mark.parametrize("command", sorted(OFFERED))

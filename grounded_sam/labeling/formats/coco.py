@@ -58,7 +58,8 @@ def write_coco(job: ExportJob) -> list[Path]:
         ]
     result = {
         "info": {
-            "description": "Labeled by grounded_sam (text-prompted SAM + CLIP)",
+            "description": "Labeled by grounded_sam (text-prompted "
+            + ("SAM + CLIP)" if job.config.get("clip", "?") else "SAM 3)"),
             "grounded_sam": dict(job.config),
         },
         "licenses": licenses,
