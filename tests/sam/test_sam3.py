@@ -23,6 +23,14 @@ from tests.sam.sam3_models import IMAGE_SIZE, require_sam3, scene, tiny_sam3_fol
 
 CPU = torch.device("cpu")
 
+#: The SAM 3 tests that read checkpoints' key layouts were written against transformers 5.24;
+#: the CI floor (5.1.0) maps the Hub's sam3_video layout and a stripped checkpoint otherwise
+#: (its Sam3Model has no key conversion for the ``detector_model.`` prefix), so there they skip.
+_NEW_TRANSFORMERS = pytest.mark.skipif(
+    tuple(int(p) for p in __import__("transformers").__version__.split(".")[:2]) < (5, 24),
+    reason="SAM 3 checkpoint layouts tested with transformers >= 5.24 only",
+)
+
 
 @pytest.fixture(scope="module")
 def folder() -> Path:
@@ -78,6 +86,7 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
     return out
 
 
+@_NEW_TRANSFORMERS
 def test_missing_or_unexpected_tensors_are_refused(folder, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -180,6 +189,7 @@ def test_tiny_config_is_the_real_architecture(folder):
     assert np.isclose(cfg["detr_decoder_config"]["num_queries"], 16)
 
 
+@_NEW_TRANSFORMERS
 def test_the_hubs_video_layout_loads_as_the_image_model(folder, backend, tmp_path):
     """facebook/sam3 is saved by Sam3VideoModel: ``model_type`` sam3_video, the image model's
     config under ``detector_config``, its weights prefixed ``detector_model.``, the tracker's
