@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import supervision as sv
 
-__all__ = ["annotate_detections", "detection_labels", "drawable_text"]
+__all__ = ["annotate_detections", "detection_labels", "draw_bgr", "drawable_text"]
 
 #: Longest label drawn (longer labels are cut with "...").
 MAX_LABEL_CHARS = 60
@@ -115,26 +115,57 @@ def annotate_detections(
             f"Masks are {dets.mask.shape[1:]} but the image is {image.shape[:2]}: draw "
             "detections on the image they were computed for."
         )
+    texts = None
+    if draw_labels:
+        texts = [str(t) for t in (labels if labels is not None else detection_labels(dets))]
     # supervision's annotators draw with OpenCV, whose images are BGR.
-    scene = np.ascontiguousarray(image[..., ::-1])
+    scene = draw_bgr(np.ascontiguousarray(image[..., ::-1]), dets, opacity, texts, draw_boxes)
+    return np.ascontiguousarray(scene[..., ::-1])
+
+
+def draw_bgr(
+    scene: np.ndarray,
+    dets: sv.Detections,
+    opacity: float,
+    texts: Sequence[str] | None,
+    draw_boxes: bool = True,
+) -> np.ndarray:
+    """Draw masks, boxes and text tags on a BGR image in place (as supervision does).
+
+    Shared by :func:`annotate` and the video writer. Colours follow the track
+    (``tracker_id``) when there is one, else the class (``class_id``), else the index.
+
+    Args:
+        scene: (H, W, 3) uint8 BGR, C-contiguous; drawn on.
+        dets: Detections in its pixel frame (see :func:`annotate`).
+        opacity: Mask fill opacity in [0, 1] (0 draws no fill).
+        texts: One tag per detection, or None for no tags.
+        draw_boxes: Outline the boxes.
+
+    Returns:
+        (H, W, 3) uint8 BGR, the annotated scene.
+    """
     if len(dets) == 0:
-        return np.ascontiguousarray(scene[..., ::-1])
-    lookup = sv.ColorLookup.CLASS if dets.class_id is not None else sv.ColorLookup.INDEX
-    h, w = image.shape[:2]
+        return scene
+    if dets.tracker_id is not None:
+        lookup = sv.ColorLookup.TRACK
+    elif dets.class_id is not None:
+        lookup = sv.ColorLookup.CLASS
+    else:
+        lookup = sv.ColorLookup.INDEX
+    h, w = scene.shape[:2]
     thickness = sv.calculate_optimal_line_thickness(resolution_wh=(w, h))
     text_scale = sv.calculate_optimal_text_scale(resolution_wh=(w, h))
     if dets.mask is not None and opacity > 0:
         scene = sv.MaskAnnotator(opacity=float(opacity), color_lookup=lookup).annotate(scene, dets)
     if draw_boxes:
         scene = sv.BoxAnnotator(thickness=thickness, color_lookup=lookup).annotate(scene, dets)
-    if draw_labels:
-        texts = list(labels) if labels is not None else detection_labels(dets)
-        texts = [drawable_text(str(t)) for t in texts]
+    if texts is not None:
         scene = sv.LabelAnnotator(
             color_lookup=lookup,
             text_scale=text_scale,
             text_thickness=max(1, thickness // 2),
             text_padding=max(2, int(6 * text_scale)),
             smart_position=True,
-        ).annotate(scene, dets, labels=texts)
-    return np.ascontiguousarray(scene[..., ::-1])
+        ).annotate(scene, dets, labels=[drawable_text(t) for t in texts])
+    return scene

@@ -45,7 +45,7 @@ from typing import IO, Any
 import numpy as np
 import supervision as sv
 
-from grounded_sam.export.annotate import drawable_text
+from grounded_sam.export.annotate import draw_bgr
 from grounded_sam.export.files import current_umask
 from grounded_sam.export.records import detections_to_records, jsonable
 
@@ -80,24 +80,7 @@ def annotate_tracks(frame: np.ndarray, dets: sv.Detections, opacity: float = 0.5
         (H, W, 3) uint8 **BGR** (what OpenCV's video writer takes).
     """
     scene = np.ascontiguousarray(frame[..., ::-1])
-    if len(dets) == 0:
-        return scene
-    lookup = sv.ColorLookup.TRACK if dets.tracker_id is not None else sv.ColorLookup.INDEX
-    h, w = frame.shape[:2]
-    thickness = sv.calculate_optimal_line_thickness(resolution_wh=(w, h))
-    scale = sv.calculate_optimal_text_scale(resolution_wh=(w, h))
-    if dets.mask is not None and opacity > 0:
-        scene = sv.MaskAnnotator(opacity=float(opacity), color_lookup=lookup).annotate(scene, dets)
-    scene = sv.BoxAnnotator(thickness=thickness, color_lookup=lookup).annotate(scene, dets)
-    labels = [drawable_text(t) for t in track_labels(dets)]
-    scene = sv.LabelAnnotator(
-        color_lookup=lookup,
-        text_scale=scale,
-        text_thickness=max(1, thickness // 2),
-        text_padding=max(2, int(6 * scale)),
-        smart_position=True,
-    ).annotate(scene, dets, labels=labels)
-    return np.ascontiguousarray(scene)
+    return np.ascontiguousarray(draw_bgr(scene, dets, opacity, track_labels(dets)))
 
 
 def mot_lines(index: int, dets: sv.Detections) -> str:
