@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import synthetic_image
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA
+from tests.local_ray import local_ray
 
 CLASSES = "date, fig, hazelnut"
 
@@ -22,20 +22,8 @@ def ray_address() -> str:
     and Ray is shut down at the end of the session (no process left behind).
     """
     ray = pytest.importorskip("ray", reason="ray[data] is not installed (pip install -e .[ray])")
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ctx = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=200 * 1024 * 1024,
-        logging_level="WARNING",
-    )
-    try:
-        yield ctx.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
+    with local_ray(ray) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import socket
 
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.local_ray import local_ray
 from tests.serve.conftest import png, scene
 
 
@@ -26,20 +25,8 @@ def ray_address():
     if ray.is_initialized():
         yield ray.get_runtime_context().gcs_address
         return
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ctx = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=200 * 1024 * 1024,
-        logging_level="WARNING",
-    )
-    try:
-        yield ctx.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
+    with local_ray(ray) as address:
+        yield address
 
 
 def _free_port() -> int:
