@@ -114,23 +114,12 @@ def build_meta_sam2(config) -> nn.Module:
     """Meta's ``SAM2Base`` (SAM 2.1 tiny config, sizes overridden to match ``config``)."""
     from sam2.build_sam import build_sam2
 
-    bb = config.vision_config.backbone_config
-    vc = config.vision_config
     dc = config.mask_decoder_config
     if dc.mlp_dim != 2048 or dc.num_attention_heads != 8 or dc.iou_head_hidden_dim != 256:
         raise ValueError("Meta's SAM 2 builder fixes the decoder MLP 2048, 8 heads, IoU head 256")
     overrides = [
         f"++model.image_size={config.prompt_encoder_config.image_size}",
-        f"++model.image_encoder.trunk.embed_dim={bb.hidden_size}",
-        f"++model.image_encoder.trunk.num_heads={bb.num_attention_heads}",
-        f"++model.image_encoder.trunk.stages={list(bb.blocks_per_stage)}",
-        f"++model.image_encoder.trunk.global_att_blocks={list(bb.global_attention_blocks)}",
-        f"++model.image_encoder.trunk.window_spec={list(bb.window_size_per_stage)}",
-        "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size="
-        f"{list(bb.window_positional_embedding_background_size)}",
-        f"++model.image_encoder.neck.d_model={vc.fpn_hidden_size}",
-        f"++model.image_encoder.neck.position_encoding.num_pos_feats={vc.fpn_hidden_size}",
-        f"++model.image_encoder.neck.backbone_channel_list={list(vc.backbone_channel_list)}",
+        *image_encoder_overrides(config),
     ]
     model = build_sam2(
         "configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu", hydra_overrides_extra=overrides
@@ -161,3 +150,21 @@ def meta_sam2_from_hf(model) -> nn.Module:
     if not_video:
         raise KeyError(f"image-path weights of Meta's SAM2Base left unset: {not_video[:5]}")
     return meta.eval()
+
+
+def image_encoder_overrides(config) -> list[str]:
+    """Hydra overrides that give Meta's SAM 2 image encoder a transformers config's sizes."""
+    bb = config.vision_config.backbone_config
+    vc = config.vision_config
+    return [
+        f"++model.image_encoder.trunk.embed_dim={bb.hidden_size}",
+        f"++model.image_encoder.trunk.num_heads={bb.num_attention_heads}",
+        f"++model.image_encoder.trunk.stages={list(bb.blocks_per_stage)}",
+        f"++model.image_encoder.trunk.global_att_blocks={list(bb.global_attention_blocks)}",
+        f"++model.image_encoder.trunk.window_spec={list(bb.window_size_per_stage)}",
+        "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size="
+        f"{list(bb.window_positional_embedding_background_size)}",
+        f"++model.image_encoder.neck.d_model={vc.fpn_hidden_size}",
+        f"++model.image_encoder.neck.position_encoding.num_pos_feats={vc.fpn_hidden_size}",
+        f"++model.image_encoder.neck.backbone_channel_list={list(vc.backbone_channel_list)}",
+    ]

@@ -15,7 +15,7 @@ import re
 import torch
 from torch import nn
 
-from tests.sam.reference_sam2 import hf_to_meta_sam2_key
+from tests.sam.reference_sam2 import hf_to_meta_sam2_key, image_encoder_overrides
 
 __all__ = ["meta_video_predictor_from_hf", "video_overrides"]
 
@@ -66,24 +66,13 @@ def hf_to_meta_key(key: str, downsampler_layers: int) -> str:
 
 def video_overrides(config) -> list[str]:
     """Hydra overrides giving Meta's SAM 2.1 tiny config the sizes of a ``Sam2VideoConfig``."""
-    bb = config.vision_config.backbone_config
-    vc = config.vision_config
     hidden = config.memory_attention_hidden_size
     mem = config.memory_encoder_output_channels
     rope = list(config.memory_attention_rope_feat_sizes)
     return [
         f"++model.image_size={config.image_size}",
         f"++model.num_maskmem={config.num_maskmem}",
-        f"++model.image_encoder.trunk.embed_dim={bb.hidden_size}",
-        f"++model.image_encoder.trunk.num_heads={bb.num_attention_heads}",
-        f"++model.image_encoder.trunk.stages={list(bb.blocks_per_stage)}",
-        f"++model.image_encoder.trunk.global_att_blocks={list(bb.global_attention_blocks)}",
-        f"++model.image_encoder.trunk.window_spec={list(bb.window_size_per_stage)}",
-        "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size="
-        f"{list(bb.window_positional_embedding_background_size)}",
-        f"++model.image_encoder.neck.d_model={vc.fpn_hidden_size}",
-        f"++model.image_encoder.neck.position_encoding.num_pos_feats={vc.fpn_hidden_size}",
-        f"++model.image_encoder.neck.backbone_channel_list={list(vc.backbone_channel_list)}",
+        *image_encoder_overrides(config),
         f"++model.memory_attention.d_model={hidden}",
         f"++model.memory_attention.num_layers={config.memory_attention_num_layers}",
         f"++model.memory_attention.layer.d_model={hidden}",
