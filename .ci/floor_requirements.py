@@ -8,6 +8,14 @@ in ``DIR`` and prints, one a line, each one that neither ``DIR`` nor the environ
 transformers), so that only those are added to ``DIR``; ``.ci/run`` repeats until it prints
 nothing. Everything else (numpy, torch, safetensors...) stays the environment's.
 
+Optional integrations are the exception: transformers imports some packages whenever they are
+installed (``kernels``, through ``transformers.integrations.hub_kernels``, on every import of
+``transformers.activations``), so a newer copy in the environment breaks an older
+transformers even though nothing requires it (transformers 5.1.0 with kernels 0.19: "Either a
+revision or a version must be specified" on importing any SAM model). For the extras named in
+``RUNTIME_EXTRAS``, a package the environment has at a version outside the floor's range is
+printed with that range, so the folder gets a matching copy.
+
 Usage: ``python .ci/floor_requirements.py DIR``.
 """
 
@@ -18,6 +26,19 @@ from importlib import metadata
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+#: Extras of the floor distribution whose packages it uses as soon as they are installed.
+RUNTIME_EXTRAS = frozenset({"kernels"})
+
+
+def _extra_of(req: Requirement) -> str | None:
+    """The extra a requirement belongs to (``None`` if it is unconditional or not per extra)."""
+    if req.marker is None:
+        return None
+    for extra in RUNTIME_EXTRAS:
+        if req.marker.evaluate({"extra": extra}) and not req.marker.evaluate({"extra": ""}):
+            return extra
+    return None
 
 
 def _versions(dists: list[metadata.Distribution]) -> dict[str, str]:
@@ -32,7 +53,8 @@ def missing_requirements(folder: str) -> list[str]:
 
     Returns:
         Requirement strings (without markers) to install into ``folder``; empty when every
-        requirement is met by ``folder`` or, failing that, by this environment.
+        requirement is met by ``folder`` or, failing that, by this environment, and every
+        installed package of a ``RUNTIME_EXTRAS`` extra is in the range the folder asks for.
 
     Raises:
         ValueError: If ``folder`` holds no distribution.
@@ -45,9 +67,12 @@ def missing_requirements(folder: str) -> list[str]:
     for dist in here:
         for line in dist.requires or []:
             req = Requirement(line)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue  # an extra's requirement, or another platform's
             version = versions.get(canonicalize_name(req.name))
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                # An extra's requirement, or another platform's: only a runtime integration
+                # that is installed (and at a version the floor does not accept) matters.
+                if _extra_of(req) is None or version is None:
+                    continue
             if version is None or not req.specifier.contains(version, prereleases=True):
                 needed.add(f"{req.name}{req.specifier}")
     return sorted(needed)
