@@ -61,6 +61,28 @@ HIERA = {
 MODELS = ["sam_vit_b", "hq_vit_b", "sam2.1_t", "sam2.1_s", "sam2.1_b+", "sam2.1_l"]
 
 
+def sam2_vision_config(name: str) -> dict[str, Any]:
+    """The ``vision_config`` of a released SAM 2.1 size (``"sam2.1_t"`` ... ``"sam2.1_l"``)."""
+    h = HIERA[name]
+    widths = [h["embed"] * 2**i for i in range(4)]
+    backbone = {
+        "model_type": "sam2_hiera_det_model",
+        "hidden_size": h["embed"],
+        "num_attention_heads": h["heads"],
+        "blocks_per_stage": h["stages"],
+        "embed_dim_per_stage": widths,
+        "num_attention_heads_per_stage": [h["heads"] * 2**i for i in range(4)],
+        "window_size_per_stage": h["win"],
+        "global_attention_blocks": h["glob"],
+        "window_positional_embedding_background_size": h["bkg"],
+    }
+    return {
+        "model_type": "sam2_vision_model",
+        "backbone_config": backbone,
+        "backbone_channel_list": widths[::-1],
+    }
+
+
 def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     """A full-size model of the named family/size with realistic random weights."""
     import transformers as tf
@@ -71,25 +93,7 @@ def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     elif name == "hq_vit_b":
         model = tf.SamHQModel(tf.SamHQConfig())
     else:
-        h = HIERA[name]
-        widths = [h["embed"] * 2**i for i in range(4)]
-        backbone = {
-            "model_type": "sam2_hiera_det_model",
-            "hidden_size": h["embed"],
-            "num_attention_heads": h["heads"],
-            "blocks_per_stage": h["stages"],
-            "embed_dim_per_stage": widths,
-            "num_attention_heads_per_stage": [h["heads"] * 2**i for i in range(4)],
-            "window_size_per_stage": h["win"],
-            "global_attention_blocks": h["glob"],
-            "window_positional_embedding_background_size": h["bkg"],
-        }
-        vision = {
-            "model_type": "sam2_vision_model",
-            "backbone_config": backbone,
-            "backbone_channel_list": widths[::-1],
-        }
-        model = tf.Sam2Model(tf.Sam2Config(vision_config=vision))
+        model = tf.Sam2Model(tf.Sam2Config(vision_config=sam2_vision_config(name)))
     realistic_init_(model, seed)
     return model.eval()
 

@@ -42,7 +42,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_backends import HIERA  # noqa: E402
+from benchmarks.bench_backends import sam2_vision_config  # noqa: E402
 from benchmarks.bench_speed import realistic_init_, save_random_clip  # noqa: E402
 from benchmarks.common import machine_info  # noqa: E402
 
@@ -64,27 +64,11 @@ def save_random_sam2_video(directory: Path, size: str, seed: int = 0) -> Path:
     """A full-size SAM 2.1 (``Sam2VideoModel``) with realistic random weights, saved."""
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
-    h = HIERA[f"sam2.1_{size}"]
-    widths = [h["embed"] * 2**i for i in range(4)]
-    backbone = {
-        "model_type": "sam2_hiera_det_model",
-        "hidden_size": h["embed"],
-        "num_attention_heads": h["heads"],
-        "blocks_per_stage": h["stages"],
-        "embed_dim_per_stage": widths,
-        "num_attention_heads_per_stage": [h["heads"] * 2**i for i in range(4)],
-        "window_size_per_stage": h["win"],
-        "global_attention_blocks": h["glob"],
-        "window_positional_embedding_background_size": h["bkg"],
-    }
-    vision = {
-        "model_type": "sam2_vision_model",
-        "backbone_config": backbone,
-        "backbone_channel_list": widths[::-1],
-    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Sam2VideoModel(Sam2VideoConfig(vision_config=vision)).eval()
+        model = Sam2VideoModel(
+            Sam2VideoConfig(vision_config=sam2_vision_config(f"sam2.1_{size}"))
+        ).eval()
     realistic_init_(model, seed)
     with torch.no_grad():
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
