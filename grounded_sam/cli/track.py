@@ -13,11 +13,11 @@ from grounded_sam.cli.common import (
     add_proposal_options,
     check_out_dir,
     load_engine,
-    positive_int,
     probability,
     say,
 )
 from grounded_sam.cli.options import add_query_options, query_options
+from grounded_sam.cli.tracking import add_tracking_options, check_propagator, tracker_settings
 
 __all__ = ["add_parser", "run"]
 
@@ -51,9 +51,6 @@ example:
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``track`` command."""
-    from grounded_sam.video.types import TrackerSettings
-
-    defaults = TrackerSettings()
     parser = commands.add_parser(
         "track",
         help="track the objects a text prompt names through a video (stable ids)",
@@ -66,48 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "-p", "--prompt", required=True, help="phrase or comma-separated phrases, e.g. 'dog, car'"
     )
     parser.add_argument("-o", "--out", metavar="DIR", required=True, help="output folder")
-    group = parser.add_argument_group("tracking")
-    group.add_argument(
-        "--every",
-        type=positive_int,
-        default=defaults.every,
-        metavar="N",
-        help="ground the phrases on frame 0 and every N frames (1: every frame); objects are "
-        "propagated in between",
-    )
-    group.add_argument(
-        "--max-frames",
-        type=positive_int,
-        default=None,
-        metavar="M",
-        help="stop after M frames (default: the whole video)",
-    )
-    group.add_argument(
-        "--match-iou",
-        type=probability,
-        default=defaults.match_iou,
-        help="a key-frame detection keeps a track's id when their masks' IoU is at least this",
-    )
-    group.add_argument(
-        "--lost-after",
-        type=positive_int,
-        default=defaults.lost_after,
-        metavar="K",
-        help="a track ends after K consecutive frames SAM 2.1 sees its object as gone",
-    )
-    group.add_argument(
-        "--max-tracks",
-        type=positive_int,
-        default=defaults.max_tracks,
-        help="at most this many live tracks (each is propagated on every frame)",
-    )
-    group.add_argument(
-        "--propagator",
-        metavar="MODEL",
-        default=None,
-        help="SAM 2.1 checkpoint that propagates masks (Hub id, alias sam2.1_t / sam2.1_s / "
-        "sam2.1_b+ / sam2.1_l, or folder); default: --sam, which must then be SAM 2.1",
-    )
+    group = add_tracking_options(parser)
     group.add_argument(
         "--fps",
         type=float,
@@ -132,26 +88,19 @@ def run(args: argparse.Namespace) -> int:
     from grounded_sam import parse_prompt
     from grounded_sam.video.api import track
     from grounded_sam.video.reader import open_video
-    from grounded_sam.video.types import TrackerSettings
     from grounded_sam.video.writers import TrackWriter
 
     phrases = parse_prompt(args.prompt)
     options = query_options(args)
     options.negatives_for(phrases)
-    settings = TrackerSettings(
-        every=args.every,
-        match_iou=args.match_iou,
-        lost_after=args.lost_after,
-        max_tracks=args.max_tracks,
-    )
+    settings = tracker_settings(args)
     out = check_out_dir(args.out)
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be a positive number, got {args.fps}.")
     # the video is checked (opened, first frame decoded) before the models load, and so is
     # the propagator's family when it is --sam's (its config only)
     open_video(args.video, max_frames=args.max_frames, fps=args.fps).close()
-    if args.propagator is None:
-        _check_sam2(args.sam)
+    check_propagator(args)
     gs = load_engine(args)
     t0 = time.perf_counter()
     run_ = track(
@@ -191,16 +140,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"{reader.name}: {stats.frames} frames, {stats.tracks_started} track(s)")
     print("  wrote " + ", ".join(str(p) for p in written.values()))
     return 0
-
-
-def _check_sam2(sam: str) -> None:
-    """Refuse early when --sam is not SAM 2.1 and no --propagator is given."""
-    from grounded_sam.sam.loading import resolve_sam_checkpoint
-
-    ckpt = resolve_sam_checkpoint(sam)
-    if ckpt.class_name != "Sam2Model":
-        raise ValueError(
-            f"--sam {sam} is a {ckpt.family} checkpoint, and tracking propagates masks with SAM "
-            "2.1's video predictor: add --propagator sam2.1_t (or a local SAM 2.1 folder), or "
-            "ground with --sam sam2.1_t."
-        )
