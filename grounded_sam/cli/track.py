@@ -31,7 +31,9 @@ image); SAM 2.1's video predictor carries every object's mask between them. A de
 whose mask overlaps a track's (mask IoU >= --match-iou) keeps that track's id; a new object
 gets a new id; a track whose object SAM 2.1 sees as gone for --lost-after frames ends.
 
-Writes into --out, each file only once the whole video is done (never half-written):
+Writes into --out, each file only once the whole video is done (never half-written); files
+of an earlier run are replaced then (kept as they were if this run fails), or, with
+--skip-existing, a video whose files are all there is skipped before any model loads:
   STEM_tracked.mp4   masks, boxes and "label #id confidence" drawn on every frame
   STEM.json          per frame: track_id, label, confidence, box (xyxy pixels), area,
                      mask (COCO RLE), object_score; plus every track's first/last frame
@@ -76,6 +78,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     group.add_argument(
         "--no-video", action="store_true", help="write only the JSON and MOT files, no mp4"
     )
+    group.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="do nothing when every output file of this video is already in --out (default: "
+        "replace them, atomically, once the new run is done)",
+    )
     add_query_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
@@ -99,7 +107,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps must be a positive number, got {args.fps}.")
     # the video is checked (opened, first frame decoded) before the models load, and so is
     # the propagator's family when it is --sam's (its config only)
-    open_video(args.video, max_frames=args.max_frames, fps=args.fps).close()
+    probe = open_video(args.video, max_frames=args.max_frames, fps=args.fps)
+    probe.close()
+    paths = TrackWriter.output_paths(out, probe.stem, video=not args.no_video)
+    present = [p for p in paths.values() if p.exists()]
+    if present and len(present) == len(paths) and args.skip_existing:
+        say(args, f"{probe.name}: already tracked into {out} (--skip-existing): skipped")
+        print(f"{probe.name}: skipped, " + ", ".join(str(p) for p in present) + " exist")
+        return 0
+    if present:
+        say(args, f"{probe.name}: will replace {', '.join(p.name for p in present)} in {out} "
+                  "once this run is done")  # fmt: skip
     check_propagator(args)
     gs = load_engine(args)
     t0 = time.perf_counter()
