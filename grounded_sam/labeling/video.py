@@ -37,11 +37,18 @@ from grounded_sam.labeling.formats.mot import write_mot
 from grounded_sam.labeling.lock import dataset_lock
 from grounded_sam.labeling.run import LabelReport, one_line
 from grounded_sam.labeling.scan import is_dataset_dir
-from grounded_sam.labeling.state import SCHEMA, begin_run, run_file, source_stamp
+from grounded_sam.labeling.state import (
+    SCHEMA,
+    begin_run,
+    read_run_config,
+    run_file,
+    source_stamp,
+)
 from grounded_sam.labeling.video_state import (
     LabeledVideo,
     clear_partial,
     load_video_result,
+    saved_videos,
     video_state_path,
 )
 from grounded_sam.video.reader import VIDEO_EXTENSIONS
@@ -55,6 +62,7 @@ __all__ = [
     "VIDEO_FORMATS",
     "VideoLabelReport",
     "check_video_format",
+    "export_video_dataset",
     "export_videos",
     "find_videos",
     "label_video_folder",
@@ -396,6 +404,27 @@ def export_videos(
     else:
         files = write_mot(out, ordered, seqs, list(classes))
     return files, tracks
+
+
+def export_video_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[Path]:
+    """Export (again) the videos saved in ``out_dir``, e.g. in another format; no model needed.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no labeling run.
+        ValueError: An image format, or ``out_dir`` holds a dataset of images.
+        grounded_sam.labeling.lock.DatasetBusyError: Another run holds ``out_dir``.
+    """
+    out = Path(out_dir)
+    check_video_format(fmt)
+    with dataset_lock(out):
+        config = read_run_config(out)
+        if "video" not in config:
+            raise ValueError(
+                f"{out} holds a dataset of images: export it with "
+                "grounded_sam.labeling.export_dataset (coco, yolo or voc)."
+            )
+        files, _ = export_videos(out, list(saved_videos(out)), config["classes"], fmt, config)
+        return files
 
 
 def label_video_folder(

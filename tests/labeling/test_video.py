@@ -11,8 +11,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from grounded_sam import EverythingSettings
-from grounded_sam.labeling import STATE_DIRNAME, labeling_config
+from grounded_sam.labeling import STATE_DIRNAME, export_dataset, labeling_config
 from grounded_sam.labeling.video import (
+    export_video_dataset,
     label_video_folder,
     label_videos,
     prepare_video_labeling,
@@ -167,6 +168,17 @@ def test_interrupted_run_resumes_with_the_unfinished_video(video_folder, tmp_pat
     report, _ = run(no_models, video_folder, out, "mot")
     assert (report.reused, report.labeled) == (2, 0)
     assert (out / "a" / "gt" / "gt.txt").is_file()
+    gt = (out / "a" / "gt" / "gt.txt").read_text()
+    (out / "a" / "gt" / "gt.txt").unlink()
+    (out / "annotations.json").unlink()
+    assert export_video_dataset(out, "coco") == [out / "annotations.json"]
+    assert json.loads((out / "annotations.json").read_text()) == a
+    assert export_video_dataset(out, "mot")[0] == out / "seqmap.txt"
+    assert (out / "a" / "gt" / "gt.txt").read_text() == gt
+    with pytest.raises(ValueError, match="holds a dataset of videos"):
+        export_dataset(out, "yolo")
+    with pytest.raises(ValueError, match="image format"):
+        export_video_dataset(out, "voc")
     # other tracking settings refuse to resume
     with pytest.raises(ValueError, match="video differ.*--restart"):
         run(no_models, video_folder, out, settings=TrackerSettings(every=5))
@@ -210,3 +222,32 @@ def test_scan_errors(video_folder, tmp_path):
         label_videos(ColourEngine(), video_folder, [], CLASSES, out, "yolo", config=config())
     with pytest.raises(ValueError, match="No videos found in"):
         label_video_folder(ColourEngine(), images, CLASSES, out)
+
+
+def test_real_engine_tracks_through_the_same_path_as_track(tmp_path, tiny_model_specs):
+    """The tiny random SAM 2.1 + CLIP engine: propagator from its own SAM, config from it."""
+    from grounded_sam import GroundedSAM
+    from grounded_sam.video.tiny import save_tiny_sam2_video
+
+    sam = save_tiny_sam2_video(tmp_path / "sam2")
+    gs = GroundedSAM.from_pretrained(
+        sam=str(sam), clip=tiny_model_specs[1], device="cpu", threshold=0.0,
+        proposal_settings=EverythingSettings(points_per_side=4, pred_iou_thresh=0.0,
+                                             stability_score_thresh=0.5),
+    )  # fmt: skip
+    clip = write_lossless(clips()["a.avi"], tmp_path / "in" / "clip.avi")
+    out = tmp_path / "ds"
+    report = label_video_folder(gs, clip, "red box, blue disc", out, every=2, max_frames=3,
+                                progress=False)  # fmt: skip
+    assert (report.total, report.labeled, report.failed, report.frames) == (1, 1, [], 3)
+    doc = json.loads((out / "annotations.json").read_text())
+    cfg = doc["info"]["grounded_sam"]
+    assert cfg["sam"] == str(sam) and cfg["video"]["tracker"]["every"] == 2
+    assert cfg["video"]["max_frames"] == 3 and len(doc["images"]) == 3
+    assert doc["annotations"], "random weights gave no detection: nothing was checked"
+    COCO(str(out / "annotations.json"))
+    # the state file is the track command's JSON: same records
+    state = json.loads((out / STATE_DIRNAME / "videos" / "clip.avi.json").read_text())
+    assert state["num_frames"] == 3 and state["stats"]["key_frames"] == 2
+    n = sum(f["num_instances"] for f in state["frames"])
+    assert n == len(doc["annotations"])
