@@ -39,7 +39,8 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
     add_tracking_options(
         parser,
         "videos (when IMAGES_DIR holds videos)",
-        "Each video is tracked with the classes as phrases, as the 'track' command does.",
+        "Each video is tracked with the classes as phrases, as the 'track' command does "
+        "(these flags do nothing for a folder of images).",
     )
 
 
@@ -104,7 +105,10 @@ def run_videos(
     print(f"  {'class':<{width}}  tracks")
     for name in classes:
         print(f"  {name:<{width}}  {report.instances.get(name, 0):>6}")
-    print(f"  {args.format} dataset: {', '.join(str(p) for p in report.exported)}")
+    files = [str(p) for p in report.exported]
+    if len(files) > 4:  # mot: seqmap.txt and one folder per video
+        files = [*files[:3], f"... ({len(files) - 1} sequence folders)"]
+    print(f"  {args.format} dataset: {', '.join(files)}")
     if report.failed:
         for rel, reason in report.failed:
             print(f"  failed: {rel}: {reason}")
