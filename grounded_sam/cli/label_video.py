@@ -29,18 +29,25 @@ classes are the phrases; --every, --propagator, ... below) and the dataset is
          frame_index), annotations with track_id / instance_id, RLE, bbox xywh, score
   mot:   SEQ/seqinfo.ini and SEQ/gt/gt.txt (MOTChallenge: frame,id,left,top,width,height,
          1,class,1) per video, SEQ/gt/scores.txt (confidences), seqmap.txt
-Frames are not extracted. Resumable per video (a finished video is never tracked again). A
-folder with both images and videos is refused: label them into separate datasets.
+Frames are written (SEQ/img1/000001.jpg, ...) only with --frames. Resumable per video (a
+finished video is never tracked again). A folder with both images and videos is refused:
+label them into separate datasets.
 """
 
 
 def add_video_options(parser: argparse.ArgumentParser) -> None:
     """The tracking flags, for video jobs."""
-    add_tracking_options(
+    group = add_tracking_options(
         parser,
         "videos (when IMAGES_DIR holds videos)",
         "Each video is tracked with the classes as phrases, as the 'track' command does "
         "(these flags do nothing for a folder of images).",
+    )
+    group.add_argument(
+        "--frames",
+        action="store_true",
+        help="also write every frame as SEQ/img1/000001.jpg, ... (the files both formats "
+        "name; JPEG, many times the video's size)",
     )
 
 
@@ -93,6 +100,7 @@ def run_videos(
         restart=args.restart,
         progress=not (args.no_progress or args.quiet),
         on_failure=on_failure,
+        frames=args.frames,
     )
     elapsed = time.perf_counter() - t0
     done = report.reused + report.labeled

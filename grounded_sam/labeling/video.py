@@ -34,6 +34,7 @@ from grounded_sam.inputs import IMAGE_EXTENSIONS, find_images, parse_prompt
 from grounded_sam.labeling.config import engine_config, engine_options
 from grounded_sam.labeling.formats.coco_video import write_coco_video
 from grounded_sam.labeling.formats.mot import write_mot
+from grounded_sam.labeling.frames import extract_frames
 from grounded_sam.labeling.lock import dataset_lock
 from grounded_sam.labeling.run import LabelReport, one_line
 from grounded_sam.labeling.scan import is_dataset_dir
@@ -200,6 +201,7 @@ def label_videos(
     progress: bool = True,
     on_failure: Callable[[str, str], None] | None = None,
     lock_wait: float = 0.0,
+    frames: bool = False,
     **knobs: Any,
 ) -> VideoLabelReport:
     """Track videos (resumably, one state file per video) and export the dataset.
@@ -225,6 +227,8 @@ def label_videos(
         on_failure: Called with ``(relative path, reason)`` when a video fails; the run goes
             on. Default: log a warning.
         lock_wait: Seconds to wait when another run holds ``out_dir``.
+        frames: Also write every frame as ``SEQ/img1/000001.jpg``, ... (decoded again from
+            the video; :mod:`~grounded_sam.labeling.frames`), the files the datasets name.
         **knobs: Changes to ``options`` (``threshold=``, ``top_k=``, ...).
 
     Returns:
@@ -255,8 +259,9 @@ def label_videos(
         begin_run(out_dir, config, restart)
         clear_partial(out_dir)
         job = _VideoJob(
-            Path(root), Path(out_dir), class_list, settings, max_frames, progress, on_failure
-        )
+            Path(root), Path(out_dir), class_list, settings, max_frames, progress, on_failure,
+            frames,
+        )  # fmt: skip
         return job.run(engine, gs, propagator, videos, options, knobs, config, fmt)
 
 
@@ -269,6 +274,7 @@ class _VideoJob:
     max_frames: int | None
     progress: bool
     on_failure: Callable[[str, str], None] | None
+    frames: bool
 
     def run(
         self,
@@ -284,8 +290,10 @@ class _VideoJob:
         report = VideoLabelReport(total=len(videos))
         done: dict[str, LabeledVideo] = {}
         todo: list[tuple[str, Path]] = []
+        sources: dict[str, Path] = {}
         for path in map(Path, videos):
             rel = path.relative_to(self.root).as_posix()
+            sources[rel] = path
             entry = load_video_result(self.out, rel, path) if path.exists() else None
             if entry is None:
                 todo.append((rel, path))
@@ -326,8 +334,9 @@ class _VideoJob:
                 bar.close()
         entries = [done[k] for k in sorted(done)]
         report.exported, report.instances = export_videos(
-            self.out, entries, self.classes, fmt, config
-        )
+            self.out, entries, self.classes, fmt, config,
+            frames={rel: sources[rel] for rel in done} if self.frames else None,
+        )  # fmt: skip
         report.frames = sum(e.num_frames for e in entries)
         return report
 
@@ -386,8 +395,18 @@ def export_videos(
     classes: Sequence[str],
     fmt: str,
     config: Mapping[str, Any],
+    frames: Mapping[str, Path] | None = None,
 ) -> tuple[list[Path], Counter]:
     """Write the dataset of tracked videos (sorted by ``rel``) in ``fmt``.
+
+    Args:
+        out_dir: DATASET_DIR.
+        entries: The tracked videos.
+        classes: Class names, in category order.
+        fmt: ``"coco"`` or ``"mot"``.
+        config: The run's config (``video.max_frames`` is used to extract frames).
+        frames: ``{rel: source video}``: also write each video's frames into ``SEQ/img1``
+            (None: no frames).
 
     Returns:
         ``(files and folders written, tracks per class)``.
@@ -399,6 +418,10 @@ def export_videos(
     tracks: Counter = Counter()
     for entry in ordered:
         tracks.update(t["label"] for t in entry.load().get("tracks", []))
+    if frames is not None:
+        max_frames = (config.get("video") or {}).get("max_frames")
+        for entry, seq in zip(ordered, seqs, strict=True):
+            extract_frames(frames[entry.rel], out / seq, entry.num_frames, max_frames)
     if fmt == "coco":
         files = write_coco_video(out, ordered, seqs, list(classes), config)
     else:

@@ -50,11 +50,12 @@ def test_label_videos_to_mot_then_coco_video_without_tracking_again(clips, tmp_p
         assert len(cols) == 9 and 1 <= int(cols[0]) <= 4 and int(cols[1]) >= 1
         assert cols[6] == "1" and cols[7] in ("1", "2") and cols[8] == "1"
     # the same command in another format: exported from the saved tracks, no model loaded
-    proc = run_cli([*cmd, "--format", "coco"])
+    proc = run_cli([*cmd, "--format", "coco", "--frames"])
     assert proc.returncode == 0, proc.stderr
     assert "(0 now, 2 from an earlier run)" in proc.stdout
     assert "models ready" not in proc.stderr
     coco = COCO(str(out / "annotations.json"))
+    assert all((out / img["file_name"]).is_file() for img in coco.dataset["images"])
     doc = json.loads((out / "annotations.json").read_text())
     assert [v["name"] for v in doc["videos"]] == ["street", "sub__yard"]
     assert len(coco.getImgIds()) == 8 and len(coco.getAnnIds()) == sum(

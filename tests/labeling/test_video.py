@@ -69,8 +69,10 @@ def test_coco_video_loads_in_pycocotools_and_holds_the_objects(video_folder, tmp
     assert [c["name"] for c in doc["categories"]] == CLASSES
     assert len(doc["images"]) == 15  # every frame, with or without objects
     first = doc["images"][0]
-    assert (first["video_id"], first["frame_index"], first["file_name"]) == (1, 0, "a/000001.jpg")
-    assert doc["images"][9]["file_name"] == "sub__b/000001.jpg"
+    assert (first["video_id"], first["frame_index"]) == (1, 0)
+    assert first["file_name"] == "a/img1/000001.jpg"
+    assert doc["images"][9]["file_name"] == "sub__b/img1/000001.jpg"
+    assert not (out / "a").exists()  # no frames without frames=True
     coco = COCO(str(out / "annotations.json"))
     assert len(coco.getImgIds()) == 15 and len(coco.getAnnIds()) == len(doc["annotations"])
     # oracle: every annotation's mask is exactly its object's visible pixels on that frame
@@ -251,3 +253,28 @@ def test_real_engine_tracks_through_the_same_path_as_track(tmp_path, tiny_model_
     assert state["num_frames"] == 3 and state["stats"]["key_frames"] == 2
     n = sum(f["num_instances"] for f in state["frames"])
     assert n == len(doc["annotations"])
+
+
+def test_frames_are_written_where_both_formats_name_them(video_folder, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out, "coco", frames=True)
+    doc = json.loads((out / "annotations.json").read_text())
+    videos = list(clips().values())
+    for img in doc["images"]:
+        path = out / img["file_name"]
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+        truth = videos[img["video_id"] - 1].frame(img["frame_index"])
+        assert pixels.shape == truth.shape and np.abs(pixels - truth).mean() < 4  # JPEG
+    assert sorted(p.name for p in (out / "sub__b" / "img1").iterdir()) == [
+        f"{i:06d}.jpg" for i in range(1, 7)
+    ]
+    assert [p.name for p in out.rglob(".img1*")] == []
+    # the MOT export of the same run keeps the complete frame folders (not decoded again)
+    stamp = (out / "a" / "img1" / "000001.jpg").stat().st_mtime_ns
+    run(ColourEngine(), video_folder, out, "mot", frames=True)
+    assert (out / "a" / "img1" / "000001.jpg").stat().st_mtime_ns == stamp
+    ini = configparser.ConfigParser()
+    ini.read(out / "a" / "seqinfo.ini")
+    assert len(list((out / "a" / ini["Sequence"]["imDir"]).glob("*.jpg"))) == 9

@@ -8,7 +8,7 @@ mmtracking's ``CocoVID``)::
      "videos": [{"id": 1, "name": SEQ, "file": "sub/clip.mp4", "width": W, "height": H,
                  "length": T, "fps": 30.0}, ...],
      "images": [{"id": 1, "video_id": 1, "frame_index": 0, "frame_id": 0,
-                 "file_name": "SEQ/000001.jpg", "width": W, "height": H}, ...],
+                 "file_name": "SEQ/img1/000001.jpg", "width": W, "height": H}, ...],
      "tracks": [{"id": 1, "category_id": 1, "video_id": 1}, ...],
      "annotations": [{"id": 1, "image_id": 1, "video_id": 1, "category_id": 1,
                       "track_id": 1, "instance_id": 1, "segmentation": RLE, "area": A,
@@ -16,13 +16,14 @@ mmtracking's ``CocoVID``)::
                       "object_score": 9.3, "grounded": true}, ...]}
 
 Every frame of a video is an image (also those without annotations), ``frame_index`` 0-based.
-``file_name`` is the frame's name in MOTChallenge style (``SEQ/<frame + 1, 6 digits>.jpg``);
-the frames themselves are not extracted (the video is the source). ``track_id`` /
-``instance_id`` are unique over the dataset (a video's track ids are offset by the tracks of
-the videos before it); ``category_id`` of an annotation is the label of that frame's
-detection, that of a track (``tracks``) its last matched label. ``bbox`` is xywh pixels of the
-mask's tight box, ``segmentation`` exact COCO RLE (iscrowd 0, as the image COCO export);
-``score`` is the grounding confidence of the detection the track last matched.
+``file_name`` is the frame's file relative to DATASET_DIR in MOTChallenge's layout
+(``SEQ/img1/<frame + 1, 6 digits>.jpg``), written only with ``label --frames``
+(:mod:`grounded_sam.labeling.frames`; by default the video is the source of the pixels).
+``track_id`` / ``instance_id`` are unique over the dataset (a video's track ids are offset by
+the tracks of the videos before it); ``category_id`` of an annotation is the label of that
+frame's detection, that of a track (``tracks``) its last matched label. ``bbox`` is xywh
+pixels of the mask's tight box, ``segmentation`` exact COCO RLE (iscrowd 0, as the image COCO
+export); ``score`` is the grounding confidence of the detection the track last matched.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from grounded_sam.export.files import atomic_write_json
+from grounded_sam.labeling.frames import FRAMES_DIR, frame_name
 from grounded_sam.labeling.video_state import LabeledVideo
 
 __all__ = ["frame_file_name", "write_coco_video"]
 
 
 def frame_file_name(seq: str, frame_index: int) -> str:
-    """The file name of a frame: ``SEQ/000001.jpg`` for frame index 0 (MOT's ``img1`` names)."""
-    return f"{seq}/{frame_index + 1:06d}.jpg"
+    """A frame's file relative to DATASET_DIR: ``SEQ/img1/000001.jpg`` for frame index 0."""
+    return f"{seq}/{FRAMES_DIR}/{frame_name(frame_index)}"
 
 
 def write_coco_video(

@@ -13,10 +13,11 @@ sequence, 1, 2, ...), the box in pixels (left, top, width, height of the mask's 
 as ``grounded-sam track``'s ``.mot.txt``), 1 (consider the entry), the class (category id:
 the 1-based index of the class in ``--classes``) and visibility 1. A ground-truth file has no
 confidence column, so the grounding confidence is in the ``scores.txt`` sidecar (as YOLO's
-``scores/``). The frames are not extracted into ``img1/``: the evaluation tools read only
-``seqinfo.ini`` and ``gt/gt.txt``, and the video is the source of the pixels
-(``ffmpeg -i clip.mp4 SEQ/img1/%06d.jpg`` writes the frames under the names ``seqinfo.ini``
-gives).
+``scores/``). The frames are written into ``SEQ/img1/`` only with ``label --frames``
+(:mod:`grounded_sam.labeling.frames`): the evaluation tools (TrackEval, py-motmetrics) read
+only ``seqinfo.ini`` and ``gt/gt.txt``, the video is the source of the pixels, and JPEG
+frames take many times the video's size; training a detector or tracker on the dataset
+needs them.
 """
 
 from __future__ import annotations
