@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from grounded_sam.export.files import flat_stems
 from grounded_sam.grounding.options import QueryOptions
-from grounded_sam.inputs import IMAGE_EXTENSIONS, find_images, parse_prompt
+from grounded_sam.inputs import IMAGE_EXTENSIONS, check_int, find_images, parse_prompt
 from grounded_sam.labeling.config import engine_config, engine_options
 from grounded_sam.labeling.formats.coco_video import write_coco_video
 from grounded_sam.labeling.formats.mot import write_mot
@@ -52,7 +52,7 @@ from grounded_sam.labeling.video_state import (
     saved_videos,
     video_state_path,
 )
-from grounded_sam.video.reader import VIDEO_EXTENSIONS
+from grounded_sam.video.reader import MAX_FRAMES, VIDEO_EXTENSIONS
 from grounded_sam.video.types import TrackerSettings
 
 if TYPE_CHECKING:
@@ -243,6 +243,8 @@ def label_videos(
     check_video_format(fmt)
     class_list = parse_prompt(classes, what="class list")
     settings = settings or TrackerSettings()
+    if max_frames is not None:
+        check_int("max_frames", max_frames, 1, MAX_FRAMES)
     gs = engine if hasattr(engine, "index") else None
     if options is None and gs is not None:
         options = engine_options(gs)

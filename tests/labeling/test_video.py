@@ -220,6 +220,8 @@ def test_scan_errors(video_folder, tmp_path):
         prepare_video_labeling(video_folder, out)
     with pytest.raises(ValueError, match="contains the videos folder"):
         prepare_video_labeling(video_folder / "a.avi", video_folder.parent)
+    with pytest.raises(ValueError, match="max_frames"):
+        label_videos(ColourEngine(), video_folder, [], CLASSES, out, max_frames=0, config=config())
     with pytest.raises(ValueError, match="image format.*coco or mot"):
         label_videos(ColourEngine(), video_folder, [], CLASSES, out, "yolo", config=config())
     with pytest.raises(ValueError, match="No videos found in"):
