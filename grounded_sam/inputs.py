@@ -47,6 +47,7 @@ def find_images(
     root: str | os.PathLike,
     exclude: Sequence[str | os.PathLike] = (),
     skip_dir: Callable[[Path], bool] | None = None,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
 ) -> list[Path]:
     """All images under ``root``, recursively, in a stable (sorted) order.
 
@@ -59,10 +60,12 @@ def find_images(
             Hidden folders (name starting with ".") are skipped too.
         skip_dir: Called with each subfolder (never ``root``); True skips it and everything
             under it (e.g. a dataset an earlier labeling run wrote there).
+        extensions: Lower-case suffixes to list (default :data:`IMAGE_EXTENSIONS`; the video
+            labeler gives :data:`grounded_sam.video.reader.VIDEO_EXTENSIONS`).
 
     Returns:
-        Paths of files whose extension is one of :data:`IMAGE_EXTENSIONS` (any case),
-        sorted by their path relative to ``root``.
+        Paths of files whose extension is one of ``extensions`` (any case), sorted by their
+        path relative to ``root``.
     """
     root = Path(root)
     skip = {Path(p).resolve() for p in exclude}
@@ -78,7 +81,7 @@ def find_images(
             kept.append(d)
         dirnames[:] = kept
         for name in filenames:
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+            if Path(name).suffix.lower() in extensions and not name.startswith("."):
                 path = here / name
                 kind = _special_kind(path)
                 if kind is None:

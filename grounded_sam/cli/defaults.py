@@ -19,6 +19,7 @@ __all__ = [
     "EVERYTHING",
     "INDEX_PROPOSALS",
     "QUERY",
+    "VIDEO_DATASET_FORMATS",
 ]
 
 #: ``grounded_sam.sam.loading.DEFAULT_SAM``.
@@ -57,3 +58,5 @@ QUERY: dict[str, int | float | None] = {
 
 #: ``grounded_sam.labeling.FORMATS``.
 DATASET_FORMATS = ("coco", "yolo", "voc")
+#: ``grounded_sam.labeling.video.VIDEO_FORMATS`` (``label`` on videos: COCO-video, MOTChallenge).
+VIDEO_DATASET_FORMATS = ("coco", "mot")

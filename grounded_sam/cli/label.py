@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import (
@@ -16,6 +17,8 @@ from grounded_sam.cli.common import (
     positive_int,
     proposal_settings,
 )
+from grounded_sam.cli.label_video import DESCRIPTION as VIDEO_DESCRIPTION
+from grounded_sam.cli.label_video import add_video_options
 from grounded_sam.cli.options import add_query_options, query_options
 
 if TYPE_CHECKING:
@@ -46,7 +49,8 @@ Dataset layout in OUT:
   yolo:  labels/*.txt + data.yaml (segmentation polygons); scores/*.txt holds the
          confidence of each label line, in the same order (sidecar)
   voc:   annotations/*.xml
-"""
+
+%s"""
 
 EXAMPLE = """\
 examples:
@@ -62,19 +66,20 @@ examples:
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``label`` command."""
     from grounded_sam.cli.defaults import DATASET_FORMATS as FORMATS
+    from grounded_sam.cli.defaults import VIDEO_DATASET_FORMATS as VIDEO_FORMATS
 
     parser = commands.add_parser(
         "label",
         help="label a folder of images with class names and export a dataset",
-        description=DESCRIPTION,
+        description=DESCRIPTION % VIDEO_DESCRIPTION,
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "images_dir",
         metavar="IMAGES_DIR",
-        help="folder of images; with --ray also a text file of image paths/URIs, or a URI "
-        "such as s3://bucket/images",
+        help="folder of images, or of videos, or one video file; with --ray also a text file "
+        "of image paths/URIs, or a URI such as s3://bucket/images",
     )
     parser.add_argument(
         "-c",
@@ -84,7 +89,11 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="comma-separated class names, e.g. 'date, fig, hazelnut'",
     )
     parser.add_argument(
-        "-f", "--format", default="coco", choices=FORMATS, help="dataset format to export"
+        "-f",
+        "--format",
+        default="coco",
+        choices=(*FORMATS, *(f for f in VIDEO_FORMATS if f not in FORMATS)),
+        help="dataset format to export (videos: coco = COCO-video, or mot)",
     )
     parser.add_argument(
         "-o",
@@ -103,6 +112,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_query_options(parser)
     add_proposal_options(parser)
     add_model_options(parser)
+    add_video_options(parser)
     _add_ray_options(parser)
     parser.set_defaults(run=run)
     return parser
@@ -186,6 +196,11 @@ def run(args: argparse.Namespace) -> int:
     # too long) and names the flag
     classes = parse_prompt(args.classes, what="class list (--classes)")
     options = query_options(args)  # validated once, here, before anything loads
+    videos = _videos(args)
+    if videos is not None:
+        from grounded_sam.cli.label_video import run_videos
+
+        return run_videos(args, classes, options, *videos)
     if args.ray is not None:
         return _run_ray(args, classes, options)
     if "://" in args.images_dir:
@@ -223,6 +238,20 @@ def run(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - t0
     return _summary(args, classes, report, elapsed)
+
+
+def _videos(args: argparse.Namespace) -> tuple[Path, list[Path]] | None:
+    """The videos of the job (None: a job of images); ``--format mot`` needs videos."""
+    from grounded_sam.cli.defaults import DATASET_FORMATS
+    from grounded_sam.labeling.video import prepare_video_labeling
+
+    found = None if "://" in args.images_dir else prepare_video_labeling(args.images_dir, args.out)
+    if found is None and args.format not in DATASET_FORMATS:
+        raise ValueError(
+            f"--format {args.format} is a video format and {args.images_dir} holds no videos: "
+            "give a video file or a folder of videos, or --format coco, yolo or voc for images."
+        )
+    return found
 
 
 def _run_ray(args: argparse.Namespace, classes: list[str], options: QueryOptions) -> int:

@@ -13,11 +13,11 @@ from grounded_sam.cli.common import (
     add_proposal_options,
     check_out_dir,
     load_engine,
-    positive_int,
     probability,
     say,
 )
 from grounded_sam.cli.options import add_query_options, query_options
+from grounded_sam.cli.tracking import add_tracking_options, check_propagator, tracker_settings
 
 __all__ = ["add_parser", "run"]
 
@@ -31,7 +31,9 @@ image); SAM 2.1's video predictor carries every object's mask between them. A de
 whose mask overlaps a track's (mask IoU >= --match-iou) keeps that track's id; a new object
 gets a new id; a track whose object SAM 2.1 sees as gone for --lost-after frames ends.
 
-Writes into --out, each file only once the whole video is done (never half-written):
+Writes into --out, each file only once the whole video is done (never half-written); files
+of an earlier run are replaced then (kept as they were if this run fails), or, with
+--skip-existing, a video whose files are all there is skipped before any model loads:
   STEM_tracked.mp4   masks, boxes and "label #id confidence" drawn on every frame
   STEM.json          per frame: track_id, label, confidence, box (xyxy pixels), area,
                      mask (COCO RLE), object_score; plus every track's first/last frame
@@ -51,9 +53,6 @@ example:
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``track`` command."""
-    from grounded_sam.video.types import TrackerSettings
-
-    defaults = TrackerSettings()
     parser = commands.add_parser(
         "track",
         help="track the objects a text prompt names through a video (stable ids)",
@@ -66,48 +65,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "-p", "--prompt", required=True, help="phrase or comma-separated phrases, e.g. 'dog, car'"
     )
     parser.add_argument("-o", "--out", metavar="DIR", required=True, help="output folder")
-    group = parser.add_argument_group("tracking")
-    group.add_argument(
-        "--every",
-        type=positive_int,
-        default=defaults.every,
-        metavar="N",
-        help="ground the phrases on frame 0 and every N frames (1: every frame); objects are "
-        "propagated in between",
-    )
-    group.add_argument(
-        "--max-frames",
-        type=positive_int,
-        default=None,
-        metavar="M",
-        help="stop after M frames (default: the whole video)",
-    )
-    group.add_argument(
-        "--match-iou",
-        type=probability,
-        default=defaults.match_iou,
-        help="a key-frame detection keeps a track's id when their masks' IoU is at least this",
-    )
-    group.add_argument(
-        "--lost-after",
-        type=positive_int,
-        default=defaults.lost_after,
-        metavar="K",
-        help="a track ends after K consecutive frames SAM 2.1 sees its object as gone",
-    )
-    group.add_argument(
-        "--max-tracks",
-        type=positive_int,
-        default=defaults.max_tracks,
-        help="at most this many live tracks (each is propagated on every frame)",
-    )
-    group.add_argument(
-        "--propagator",
-        metavar="MODEL",
-        default=None,
-        help="SAM 2.1 checkpoint that propagates masks (Hub id, alias sam2.1_t / sam2.1_s / "
-        "sam2.1_b+ / sam2.1_l, or folder); default: --sam, which must then be SAM 2.1",
-    )
+    group = add_tracking_options(parser)
     group.add_argument(
         "--fps",
         type=float,
@@ -119,6 +77,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--no-video", action="store_true", help="write only the JSON and MOT files, no mp4"
+    )
+    group.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="do nothing when every output file of this video is already in --out (default: "
+        "replace them, atomically, once the new run is done)",
     )
     add_query_options(parser)
     add_proposal_options(parser)
@@ -132,26 +96,29 @@ def run(args: argparse.Namespace) -> int:
     from grounded_sam import parse_prompt
     from grounded_sam.video.api import track
     from grounded_sam.video.reader import open_video
-    from grounded_sam.video.types import TrackerSettings
     from grounded_sam.video.writers import TrackWriter
 
     phrases = parse_prompt(args.prompt)
     options = query_options(args)
     options.negatives_for(phrases)
-    settings = TrackerSettings(
-        every=args.every,
-        match_iou=args.match_iou,
-        lost_after=args.lost_after,
-        max_tracks=args.max_tracks,
-    )
+    settings = tracker_settings(args)
     out = check_out_dir(args.out)
     if args.fps is not None and not args.fps > 0:
         raise ValueError(f"--fps must be a positive number, got {args.fps}.")
     # the video is checked (opened, first frame decoded) before the models load, and so is
     # the propagator's family when it is --sam's (its config only)
-    open_video(args.video, max_frames=args.max_frames, fps=args.fps).close()
-    if args.propagator is None:
-        _check_sam2(args.sam)
+    probe = open_video(args.video, max_frames=args.max_frames, fps=args.fps)
+    probe.close()
+    paths = TrackWriter.output_paths(out, probe.stem, video=not args.no_video)
+    present = [p for p in paths.values() if p.exists()]
+    if present and len(present) == len(paths) and args.skip_existing:
+        say(args, f"{probe.name}: already tracked into {out} (--skip-existing): skipped")
+        print(f"{probe.name}: skipped, " + ", ".join(str(p) for p in present) + " exist")
+        return 0
+    if present:
+        say(args, f"{probe.name}: will replace {', '.join(p.name for p in present)} in {out} "
+                  "once this run is done")  # fmt: skip
+    check_propagator(args)
     gs = load_engine(args)
     t0 = time.perf_counter()
     run_ = track(
@@ -191,16 +158,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"{reader.name}: {stats.frames} frames, {stats.tracks_started} track(s)")
     print("  wrote " + ", ".join(str(p) for p in written.values()))
     return 0
-
-
-def _check_sam2(sam: str) -> None:
-    """Refuse early when --sam is not SAM 2.1 and no --propagator is given."""
-    from grounded_sam.sam.loading import resolve_sam_checkpoint
-
-    ckpt = resolve_sam_checkpoint(sam)
-    if ckpt.class_name != "Sam2Model":
-        raise ValueError(
-            f"--sam {sam} is a {ckpt.family} checkpoint, and tracking propagates masks with SAM "
-            "2.1's video predictor: add --propagator sam2.1_t (or a local SAM 2.1 folder), or "
-            "ground with --sam sam2.1_t."
-        )

@@ -32,6 +32,10 @@ Modules, one job each:
 * :mod:`~grounded_sam.labeling.export`: writing the dataset (:func:`export_dataset`);
 * :mod:`~grounded_sam.labeling.formats`: one module per format (COCO, YOLO, VOC), written
   through supervision's ``DetectionDataset``.
+* :mod:`~grounded_sam.labeling.video`: a folder of videos (or one video file), each tracked
+  by :func:`grounded_sam.video.api.track` and saved per video
+  (:mod:`~grounded_sam.labeling.video_state`), exported as COCO-video or MOTChallenge
+  (:func:`label_videos`, :func:`label_video_folder`).
 
 :mod:`grounded_sam.distributed` labels on a Ray cluster with the same per-image step, state
 config and exporter.
@@ -43,14 +47,22 @@ from grounded_sam.labeling.lock import DatasetBusyError, dataset_lock
 from grounded_sam.labeling.run import LabelReport, label_folder, label_image, label_images
 from grounded_sam.labeling.scan import IMAGE_EXTENSIONS, find_images, prepare_labeling
 from grounded_sam.labeling.state import STATE_DIRNAME, LabeledImage, begin_run
+from grounded_sam.labeling.video import (
+    VIDEO_FORMATS,
+    VideoLabelReport,
+    label_video_folder,
+    label_videos,
+)
 
 __all__ = [
     "FORMATS",
     "IMAGE_EXTENSIONS",
     "STATE_DIRNAME",
+    "VIDEO_FORMATS",
     "DatasetBusyError",
     "LabelReport",
     "LabeledImage",
+    "VideoLabelReport",
     "begin_run",
     "dataset_lock",
     "export_dataset",
@@ -59,6 +71,8 @@ __all__ = [
     "label_folder",
     "label_image",
     "label_images",
+    "label_video_folder",
+    "label_videos",
     "labeling_config",
     "prepare_labeling",
 ]

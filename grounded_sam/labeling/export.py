@@ -97,6 +97,11 @@ def export_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[Path]:
     check_format(fmt)
     with dataset_lock(out):
         config = read_run_config(out)
+        if "video" in config:
+            raise ValueError(
+                f"{out} holds a dataset of videos: export it with "
+                "grounded_sam.labeling.video.export_video_dataset (coco or mot)."
+            )
         entries = sorted(saved_results(out), key=lambda e: e.rel)
         return write_dataset(out, entries, config["classes"], fmt, config, copy_images=False)
 

@@ -31,7 +31,14 @@ import numpy as np
 
 from grounded_sam.inputs import IMAGE_EXTENSIONS, check_image_size, check_int, load_image
 
-__all__ = ["DEFAULT_FPS", "MAX_FRAMES", "VideoReader", "VideoSource", "open_video"]
+__all__ = [
+    "DEFAULT_FPS",
+    "MAX_FRAMES",
+    "VIDEO_EXTENSIONS",
+    "VideoReader",
+    "VideoSource",
+    "open_video",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_FPS = 30.0
 #: Largest ``max_frames`` accepted (about 9 hours at 30 fps).
 MAX_FRAMES = 1_000_000
+#: Suffixes a folder scan takes for video files (``grounded-sam label`` on a folder of videos;
+#: compared case-insensitively). :func:`open_video` itself opens any file OpenCV or PyAV reads.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 
 VideoSource = str | os.PathLike | Iterable[np.ndarray]
 """A video file, a folder of frames, or an iterable of (H, W, 3) uint8 RGB frames."""

@@ -128,12 +128,7 @@ class TrackWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self.size = size
         self.opacity = opacity
-        self.paths = {
-            "json": self.out / f"{stem}.json",
-            "mot": self.out / f"{stem}.mot.txt",
-        }
-        if video:
-            self.paths["video"] = self.out / f"{stem}_tracked.mp4"
+        self.paths = self.output_paths(self.out, stem, video)
         self._tmp: dict[str, Path] = {}
         self._files: dict[str, IO[str]] = {}
         self._video: Any = None
@@ -150,6 +145,19 @@ class TrackWriter:
         except BaseException:
             self.abort()
             raise
+
+    @staticmethod
+    def output_paths(out: str | os.PathLike, stem: str, video: bool = True) -> dict[str, Path]:
+        """The final files of a writer: ``{"json": ..., "mot": ..., "video": ...}``.
+
+        A writer replaces these atomically when it closes (an earlier run's files stay as
+        they were until then); ``grounded-sam track --skip-existing`` checks them first.
+        """
+        out = Path(out)
+        paths = {"json": out / f"{stem}.json", "mot": out / f"{stem}.mot.txt"}
+        if video:
+            paths["video"] = out / f"{stem}_tracked.mp4"
+        return paths
 
     def _temp(self, final: Path) -> Path:
         suffix = ".tmp.mp4" if final.suffix == ".mp4" else ".tmp"

@@ -27,3 +27,6 @@ def test_query_defaults_and_formats() -> None:
     params = inspect.signature(GroundedSAM.__init__).parameters
     assert defaults.QUERY == {k: params[k].default for k in defaults.QUERY}
     assert defaults.DATASET_FORMATS == FORMATS
+    from grounded_sam.labeling.video import VIDEO_FORMATS
+
+    assert defaults.VIDEO_DATASET_FORMATS == VIDEO_FORMATS

@@ -63,4 +63,4 @@ def test_console_script_help() -> None:
     assert proc.returncode == 0, proc.stderr
     for flag in ("--classes", "--format", "--out", "--restart", "--threshold", "--sam"):
         assert flag in proc.stdout
-    assert "{coco,yolo,voc}" in proc.stdout and "(default: coco)" in proc.stdout
+    assert "{coco,yolo,voc,mot}" in proc.stdout and "(default: coco)" in proc.stdout

@@ -64,3 +64,30 @@ def test_track_errors_are_one_line_and_write_nothing(tmp_path, video_model_args)
         proc = run_cli(["track", bad, "--prompt", "x", "--out", out, *flag])
         assert proc.returncode == 2 and flag[0] in proc.stderr, proc.stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_rerun_skips_with_skip_existing_else_replaces(tmp_path, capsys):
+    from grounded_sam.cli.main import main
+
+    clip = demo_video(3).write(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("clip.json", "clip.mot.txt"):
+        (out / name).write_text("earlier run")
+    # every file there: skipped before any model loads (the --sam given does not exist)
+    missing = ["--sam", str(tmp_path / "no-model"), "--clip", f"local-dir:{tmp_path}/none"]
+    argv = ["track", str(clip), "-p", "red box", "-o", str(out), "--no-video", *missing]
+    assert main([*argv, "--skip-existing"]) == 0
+    captured = capsys.readouterr()
+    assert "already tracked into" in captured.err
+    assert "skipped" in captured.out
+    assert (out / "clip.json").read_text() == "earlier run"
+    # without the flag the run goes on (here to the missing model) and says it will replace
+    # the files; they are kept as they were when it fails
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "will replace clip.json, clip.mot.txt" in err and "no-model" in err
+    assert sorted(p.name for p in out.iterdir()) == ["clip.json", "clip.mot.txt"]
+    assert (out / "clip.mot.txt").read_text() == "earlier run"
+    # the mp4 is an output too: with it missing, --skip-existing tracks (and fails the same way)
+    assert main(argv[:-5] + missing + ["--skip-existing"]) == 1

@@ -87,3 +87,16 @@ def test_labels_and_mot_lines():
     line = mot_lines(0, dets[:1]).strip().split(",")
     x1, y1, x2, y2 = dets.xyxy[0]
     assert line[:2] == ["1", "1"] and float(line[4]) == pytest.approx(x2 - x1)
+
+
+def test_a_second_run_replaces_the_files_atomically(tmp_path):
+    video, _, results = _tracked(4)
+    paths = TrackWriter.output_paths(tmp_path, "scene", video=False)
+    for header in ({"run": 1}, {"run": 2}):
+        with TrackWriter(tmp_path, "scene", video.size, 10.0, header, video=False) as writer:
+            for t, dets in results[: 1 + header["run"]]:
+                writer.write(t, video.frame(t), dets)
+            assert writer.close() == paths
+        doc = json.loads(paths["json"].read_text())
+        assert (doc["run"], doc["num_frames"]) == (header["run"], 1 + header["run"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.json", "scene.mot.txt"]

@@ -5,6 +5,9 @@
 * :mod:`~grounded_sam.labeling.formats.yolo`: ``labels/*.txt`` (segmentation polygons),
   ``scores/*.txt`` (the confidence of each label line) and ``data.yaml``;
 * :mod:`~grounded_sam.labeling.formats.voc`: ``annotations/*.xml`` (Pascal VOC);
+* :mod:`~grounded_sam.labeling.formats.coco_video`: videos: ``annotations.json`` in
+  COCO-video (TAO style: videos, frames as images, tracks, annotations with ``track_id``);
+* :mod:`~grounded_sam.labeling.formats.mot`: videos: MOTChallenge sequence folders;
 * :mod:`~grounded_sam.labeling.formats.common`: what they share (supervision's
   ``DetectionDataset`` in chunks, moving staged files into place).
 
