@@ -25,7 +25,9 @@ Results: ``brushlabels`` in Label Studio's own RLE (:mod:`grounded_sam.serve.bru
 ``BrushLabels`` tag, ``polygonlabels`` in percent of the image size for a ``PolygonLabels``
 tag (one polygon per detection: a mask in several parts is joined first, as for YOLO
 exports); each with ``score`` (the detection's confidence), and per task the mean score and
-``model_version``. Options are the server's default query options.
+``model_version``. Query options: the server's defaults, changed by the project's extra params
+(sent with ``/setup``), the tag's ``model_*`` attributes (``model_score_threshold="0.4"``) and
+the request's ``params`` (:mod:`grounded_sam.serve.labelstudio_options`).
 
 Task images are read only from Label Studio itself (``LABEL_STUDIO_URL``: uploads
 ``/data/upload/...``, local storage ``/data/local-files/?d=...``, cloud storage through its
@@ -53,6 +55,7 @@ import numpy as np
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from grounded_sam.grounding.options import QueryOptions
     from grounded_sam.serve.engine import ServeEngine
 
 __all__ = ["ImageSource", "LabelConfig", "parse_label_config", "add_routes", "ls_results"]
@@ -78,12 +81,17 @@ class LabelStudioError(ValueError):
 
 @dataclass(frozen=True)
 class LabelTag:
-    """A ``BrushLabels`` / ``PolygonLabels`` tag: ``labels`` are ``(value, phrase)`` pairs."""
+    """A ``BrushLabels`` / ``PolygonLabels`` tag: ``labels`` are ``(value, phrase)`` pairs.
+
+    ``options`` are the query options its ``model_*`` attributes set, as ``(knob, text)``
+    pairs (:mod:`grounded_sam.serve.labelstudio_options`).
+    """
 
     kind: str  # "brushlabels" or "polygonlabels"
     from_name: str
     to_name: str
     labels: tuple[tuple[str, str], ...]
+    options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,9 +111,12 @@ def parse_label_config(xml: str) -> LabelConfig:
     """Read the image and the brush / polygon label tags of a labeling config.
 
     Raises:
-        LabelStudioError: Not XML, too long, or no ``BrushLabels`` / ``PolygonLabels`` tag
-            over an ``Image`` with labels.
+        LabelStudioError: Not XML, too long, no ``BrushLabels`` / ``PolygonLabels`` tag
+            over an ``Image`` with labels, or a ``model_*`` attribute that names no query
+            option.
     """
+    from grounded_sam.serve.labelstudio_options import tag_option_attributes
+
     if not isinstance(xml, str) or not xml.strip():
         raise LabelStudioError("The labeling config is missing: send the project's label_config.")
     if len(xml) > MAX_CONFIG_CHARS:
@@ -129,7 +140,11 @@ def parse_label_config(xml: str) -> LabelConfig:
             for lab in el.iter()
             if lab.tag.lower() == "label" and lab.get("value")
         )
-        tags.append(LabelTag(kind, el.get("name", ""), el.get("toName", ""), labels))
+        try:
+            options = tag_option_attributes(el.attrib, el.get("name", ""))
+        except ValueError as exc:
+            raise LabelStudioError(str(exc)) from None
+        tags.append(LabelTag(kind, el.get("name", ""), el.get("toName", ""), labels, options))
     if not tags:
         raise LabelStudioError(
             "The labeling config has no BrushLabels or PolygonLabels tag over an Image: this "
@@ -393,8 +408,12 @@ async def predict_task(
     task: dict[str, Any],
     config: LabelConfig,
     context: Any,
+    options: QueryOptions | None = None,
 ) -> dict[str, Any]:
-    """One task's prediction: ``{"result": [...], "score": mean, "model_version": ...}``."""
+    """One task's prediction: ``{"result": [...], "score": mean, "model_version": ...}``.
+
+    ``options`` are the request's query options (None: the server's defaults).
+    """
     from starlette.concurrency import run_in_threadpool
 
     from grounded_sam.inputs import parse_prompt
@@ -430,7 +449,9 @@ async def predict_task(
             if not tag.labels:
                 raise LabelStudioError(f"The config's {tag.from_name!r} tag has no labels.")
             phrases, labels = [p for _, p in tag.labels], values
-        _, dets = await engine.segment(image, phrases, engine.gs.options)
+        options = options if options is not None else engine.gs.options
+        options.check_for_image(image.shape[:2])
+        _, dets = await engine.segment(image, phrases, options)
         results = await run_in_threadpool(ls_results, dets, tag, labels)
     score = float(np.mean([r["score"] for r in results])) if results else 0.0
     return {"result": results, "score": score, "model_version": engine.model_version}
@@ -447,6 +468,10 @@ def add_routes(
     """Add ``/setup``, ``/predict``, ``/webhook`` (and ``/metrics``) to the app."""
     from fastapi import Body
 
+    from grounded_sam.serve.labelstudio_options import ProjectParams, request_options
+
+    projects = ProjectParams()  # the extra params of each project, from /setup
+
     if source is not None:
         source.max_bytes = min(source.max_bytes, max_bytes)
 
@@ -454,8 +479,11 @@ def add_routes(
               tags=["label-studio"])  # fmt: skip
     async def setup(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         schema = body.get("schema") or body.get("label_config")
-        if schema is not None:
-            parse_label_config(schema)
+        projects.set(body.get("project"), body.get("extra_params"), engine.gs.options)
+        if schema is not None:  # the tag's model_* options are checked now, as a request would
+            tag = parse_label_config(schema).tag
+            request_options(engine.gs.options, extra_params=projects.get(body.get("project")),
+                            tag_options=tag.options, tag=tag.from_name)  # fmt: skip
         return {"model_version": engine.model_version}
 
     @app.post("/predict", summary="Label Studio: predictions for tasks", tags=["label-studio"])
@@ -468,10 +496,19 @@ def add_routes(
         config = parse_label_config(body.get("label_config"))
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
         context = params.get("context", body.get("context"))
+        options = request_options(
+            engine.gs.options,
+            extra_params=projects.get(body.get("project")),
+            tag_options=config.tag.options,
+            tag=config.tag.from_name,
+            params=params,
+        )
         results = []
         for task in tasks:
             try:
-                results.append(await predict_task(engine, source, decode, task, config, context))
+                results.append(
+                    await predict_task(engine, source, decode, task, config, context, options)
+                )
             except Exception as exc:
                 if len(tasks) == 1:
                     raise

@@ -182,9 +182,16 @@ def error_message(errors: list[dict[str, Any]]) -> str:
 QueryOptionsBody: type[BaseModel] = create_model(
     "QueryOptionsBody", __config__=_STRICT, **_option_fields(form=False)
 )
+#: The same knobs given as text, as form fields are (Label Studio's tag attributes): numbers
+#: and booleans as their text, box and point lists as JSON text.
+_QueryOptionsText: type[BaseModel] = create_model(
+    "QueryOptionsText", __config__=_STRICT, **_option_fields(form=True)
+)
 
 
-def parse_query_options(values: Any, base: QueryOptions, *, what: str = "options") -> QueryOptions:
+def parse_query_options(
+    values: Any, base: QueryOptions, *, what: str = "options", text: bool = False
+) -> QueryOptions:
     """Validate a JSON object of query knobs the way ``/v1/query`` does, over ``base``.
 
     Args:
@@ -192,6 +199,8 @@ def parse_query_options(values: Any, base: QueryOptions, *, what: str = "options
             e.g. ``{"threshold": 0.4, "top_k": 3}``; None or empty: ``base``.
         base: The defaults the knobs change.
         what: What the values are, for messages (e.g. ``"the model's Extra params"``).
+        text: The values are text, as in a multipart form or XML attributes (``"0.4"``,
+            ``"true"``, ``"[[10, 20, 60, 90]]"``), not JSON values.
 
     Returns:
         The validated value.
@@ -212,7 +221,7 @@ def parse_query_options(values: Any, base: QueryOptions, *, what: str = "options
             f'{{"threshold": 0.4, "top_k": 3}}, got {type(values).__name__}.'
         )
     try:
-        model = QueryOptionsBody.model_validate(dict(values))
+        model = (_QueryOptionsText if text else QueryOptionsBody).model_validate(dict(values))
     except ValidationError as exc:
         errors = exc.errors()
         names = ""
