@@ -29,28 +29,24 @@ exports); each with ``score`` (the detection's confidence), and per task the mea
 (sent with ``/setup``), the tag's ``model_*`` attributes (``model_score_threshold="0.4"``) and
 the request's ``params`` (:mod:`grounded_sam.serve.labelstudio_options`).
 
-Task images are read only from Label Studio itself (``LABEL_STUDIO_URL``: uploads
-``/data/upload/...``, local storage ``/data/local-files/?d=...``, cloud storage through its
-``/tasks/ID/presign/`` redirect, or an absolute URL on that same host), with
-``LABEL_STUDIO_API_KEY`` (a legacy token as ``Token KEY``; a personal access token, a JWT,
-is exchanged at ``/api/token/refresh`` for a short-lived ``Bearer`` token), or from files
-under a configured local-files root. Any other URL is refused: the server never fetches
-arbitrary URLs.
+Task images are read only from Label Studio itself (``LABEL_STUDIO_URL``: uploads, local
+storage, cloud storage ``s3://`` / ``gs://`` / ``azure-blob://`` URIs through its
+``/tasks/ID/presign/`` resolver, same-host redirects only) or from files under a configured
+local-files root (:mod:`grounded_sam.serve.labelstudio_images`). Any other URL is refused: the
+server never fetches arbitrary URLs.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
+
+from grounded_sam.serve.labelstudio_images import ImageSource, LabelStudioError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -58,7 +54,14 @@ if TYPE_CHECKING:
     from grounded_sam.grounding.options import QueryOptions
     from grounded_sam.serve.engine import ServeEngine
 
-__all__ = ["ImageSource", "LabelConfig", "parse_label_config", "add_routes", "ls_results"]
+__all__ = [
+    "ImageSource",
+    "LabelConfig",
+    "LabelStudioError",
+    "add_routes",
+    "ls_results",
+    "parse_label_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +69,6 @@ logger = logging.getLogger(__name__)
 MAX_CONFIG_CHARS = 1_000_000
 #: Most tasks in one /predict request.
 MAX_TASKS = 100
-
-
-class LabelStudioError(ValueError):
-    """A task or config the backend cannot use; ``status`` is the HTTP status (422/502)."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- the labeling config ----------------------------------------------------------------------
@@ -152,154 +147,6 @@ def parse_label_config(xml: str) -> LabelConfig:
             "value='cat'/></BrushLabels><Image name='image' value='$image'/>."
         )
     return LabelConfig(tuple(tags), images)
-
-
-# -- reading task images ------------------------------------------------------------------------
-
-
-@dataclass
-class ImageSource:
-    """Where task images may be read from.
-
-    Args:
-        url: Label Studio's base URL (``LABEL_STUDIO_URL``), e.g. ``http://127.0.0.1:8080``.
-        api_key: Its API key (``LABEL_STUDIO_API_KEY``): a legacy token or a personal access
-            token.
-        local_root: Files of Label Studio's local storage (``/data/local-files/?d=REL``) are
-            read from ``local_root / REL`` (``LOCAL_FILES_DOCUMENT_ROOT``); never outside it.
-        max_bytes: Largest image read.
-        timeout: Seconds per HTTP request to Label Studio.
-    """
-
-    url: str | None = None
-    api_key: str | None = None
-    local_root: Path | None = None
-    max_bytes: int = 20 * 1024 * 1024
-    timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.url:
-            parts = urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(
-                    f"LABEL_STUDIO_URL must be http(s)://host[:port], got {self.url!r}."
-                )
-            self.url = self.url.rstrip("/")
-        if self.local_root is not None:
-            self.local_root = Path(self.local_root).resolve()
-        self._lock = threading.Lock()
-        self._bearer: tuple[str, float] | None = None
-
-    def read(self, ref: str, task_id: object = None) -> bytes:
-        """The bytes of a task's image reference (blocking; run it off the event loop).
-
-        Raises:
-            LabelStudioError: A reference this server may not or cannot read (422), or Label
-                Studio did not give the file (502).
-        """
-        if not isinstance(ref, str) or not ref:
-            raise LabelStudioError("The task has no image URL under its image key.")
-        parts = urlsplit(ref)
-        if parts.path.startswith("/data/local-files") and self.local_root is not None:
-            rel = parse_qs(parts.query).get("d", [""])[0]
-            return self._local(unquote(rel))
-        if parts.scheme in ("s3", "gs", "azure-blob"):
-            return self._get(f"/tasks/{int(task_id or 0)}/presign/?fileuri={quote(ref)}",
-                             follow=True)  # fmt: skip
-        if parts.scheme in ("http", "https"):
-            if not self.url or f"{parts.scheme}://{parts.netloc}" != self._origin():
-                raise LabelStudioError(
-                    f"The task image {ref[:80]!r} is not on the configured Label Studio host "
-                    f"({self.url or 'none: set LABEL_STUDIO_URL'}); this server reads images "
-                    "only from there or from its local-files root."
-                )
-            return self._get(parts.path + (f"?{parts.query}" if parts.query else ""))
-        path = ref if ref.startswith("/") else f"/{ref}"
-        if path.startswith("/upload/"):
-            path = "/data" + path
-        if path.startswith(("/data/", "/storage-data/")):
-            return self._get(path)
-        raise LabelStudioError(
-            f"Cannot read the task image {ref[:80]!r}: give Label Studio uploads, local "
-            "storage or cloud storage (this server never fetches other URLs)."
-        )
-
-    def _origin(self) -> str:
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.netloc}"
-
-    def _local(self, rel: str) -> bytes:
-        from grounded_sam.serve.limits import PayloadTooLarge
-
-        root = self.local_root
-        assert root is not None
-        path = (root / rel.lstrip("/")).resolve()
-        if not path.is_relative_to(root) or not rel:
-            raise LabelStudioError(f"The local file {rel!r} is outside the local-files root.")
-        if not path.is_file():
-            raise LabelStudioError(f"The local file {rel!r} is not under the local-files root.")
-        if path.stat().st_size > self.max_bytes:
-            raise PayloadTooLarge(f"The local file {rel!r} is over {self.max_bytes:,} bytes.")
-        return path.read_bytes()
-
-    def _headers(self, client: Any) -> dict[str, str]:
-        key = self.api_key or ""
-        if not key:
-            raise LabelStudioError(
-                "Reading Label Studio's files needs its API key: set LABEL_STUDIO_API_KEY "
-                "(Account & Settings > Access token)."
-            )
-        if key.count(".") != 2:  # a legacy token
-            return {"Authorization": f"Token {key}"}
-        with self._lock:  # a personal access token: exchange it for a short-lived one
-            if self._bearer is None or self._bearer[1] < time.monotonic():
-                r = client.post(f"{self.url}/api/token/refresh", json={"refresh": key})
-                if r.status_code != 200 or "access" not in r.json():
-                    raise LabelStudioError(
-                        f"Label Studio refused the API key ({r.status_code} from "
-                        "/api/token/refresh): check LABEL_STUDIO_API_KEY.",
-                        status=502,
-                    )
-                self._bearer = (str(r.json()["access"]), time.monotonic() + 240)
-            return {"Authorization": f"Bearer {self._bearer[0]}"}
-
-    def _get(self, path: str, follow: bool = False) -> bytes:
-        import httpx
-
-        from grounded_sam.serve.limits import PayloadTooLarge
-
-        if not self.url:
-            raise LabelStudioError(
-                "The task image is a Label Studio file, but LABEL_STUDIO_URL is not set: start "
-                "the server with --label-studio-url (or set LABEL_STUDIO_URL) and "
-                "LABEL_STUDIO_API_KEY, or --local-files-root for local storage."
-            )
-        try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=follow) as client:
-                headers = self._headers(client)
-                with client.stream("GET", self.url + path, headers=headers) as r:
-                    if r.status_code != 200:
-                        raise LabelStudioError(
-                            f"Label Studio answered {r.status_code} for {path[:80]} (check "
-                            "LABEL_STUDIO_API_KEY and that the task still exists).",
-                            status=502,
-                        )
-                    chunks, size = [], 0
-                    for chunk in r.iter_bytes():
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise PayloadTooLarge(
-                                f"The task image is over the server's limit of "
-                                f"{self.max_bytes:,} bytes."
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-        except httpx.HTTPError as exc:
-            raise LabelStudioError(
-                f"Could not reach Label Studio at {self.url} ({type(exc).__name__}): check "
-                "LABEL_STUDIO_URL.",
-                status=502,
-            ) from None
 
 
 # -- results ------------------------------------------------------------------------------------
