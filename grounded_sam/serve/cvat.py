@@ -316,10 +316,12 @@ def load_function(environ: Mapping[str, str] | None = None) -> CvatFunction:
         raise ValueError(
             f"GROUNDED_SAM_MAX_IMAGE_PIXELS must be an integer, got {max_pixels!r}."
         ) from None
+    from grounded_sam.grounding.options import QueryOptions
+
+    asked = env.get("GROUNDED_SAM_OPTIONS")
+    parse_query_options(asked, QueryOptions(), what="GROUNDED_SAM_OPTIONS")  # before the load
     gs = GroundedSAM.from_pretrained(**kwargs)
-    options = parse_query_options(
-        env.get("GROUNDED_SAM_OPTIONS"), gs.options, what="GROUNDED_SAM_OPTIONS"
-    )
+    options = parse_query_options(asked, gs.options, what="GROUNDED_SAM_OPTIONS")
     return CvatFunction(gs, labels, options, max_image_pixels=max_pixels)
 
 

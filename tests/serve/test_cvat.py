@@ -252,3 +252,9 @@ def test_bad_settings_fail_at_start_up(tiny_gs, tmp_path, monkeypatch) -> None:
     env = {"GROUNDED_SAM_FUNCTION_YAML": str(good), "GROUNDED_SAM_PROPOSALS": "{points"}
     with pytest.raises(ValueError, match="GROUNDED_SAM_PROPOSALS"):
         load_function(env)
+    env = {"GROUNDED_SAM_FUNCTION_YAML": str(good), "GROUNDED_SAM_OPTIONS": '{"top_k": -1}'}
+    with pytest.raises(ValueError, match="GROUNDED_SAM_OPTIONS: .*top_k"):
+        load_function(env)
+    env["GROUNDED_SAM_OPTIONS"] = '{"thresh": 0.5}'
+    with pytest.raises(ValueError, match="unknown field 'thresh'.*threshold, top_k"):
+        load_function(env)
