@@ -10,11 +10,15 @@
 * :mod:`~grounded_sam.serve.auth`, :mod:`~grounded_sam.serve.limits`: the API key and the
   upload bounds;
 * :mod:`~grounded_sam.serve.labelstudio` (+ :mod:`~grounded_sam.serve.brush`, Label Studio's
-  brush RLE): ``/setup``, ``/predict``, ``/webhook`` of the ``label-studio-ml`` protocol.
+  brush RLE): ``/setup``, ``/predict``, ``/webhook`` of the ``label-studio-ml`` protocol;
+  :mod:`~grounded_sam.serve.labelstudio_options` (per-project and per-request query options)
+  and :mod:`~grounded_sam.serve.labelstudio_images` (task images, from Label Studio only);
 * :mod:`~grounded_sam.serve.adapters`: X-AnyLabeling's remote-server protocol under
   ``/x-anylabeling``;
 * :mod:`~grounded_sam.serve.ray_serve`: the same app as a Ray Serve deployment (one engine
-  per replica; ``grounded-sam serve --ray``).
+  per replica; ``grounded-sam serve --ray``);
+* :mod:`~grounded_sam.serve.cvat`: a CVAT serverless (Nuclio) detector function running the
+  engine in its own process (``cvat_function/function.yaml``; imports pydantic, not FastAPI).
 
 ``grounded-sam serve`` (:mod:`grounded_sam.cli.serve`) loads the models and runs the app on
 uvicorn. FastAPI is imported by these modules, never by the package itself.

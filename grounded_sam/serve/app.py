@@ -49,6 +49,7 @@ from grounded_sam.serve.schemas import (
     PredictRequest,
     QueryRequest,
     SegmentForm,
+    error_message,
     everything_settings,
     multipart_schema,
     query_options,
@@ -78,23 +79,6 @@ class UserError(ValueError):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
-
-
-def error_message(errors: list[dict[str, Any]]) -> str:
-    """One line from pydantic's errors: ``field: problem; field: problem``."""
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-        if err.get("type") == "extra_forbidden":
-            parts.append(f"unknown field {loc!r} (see /docs for the fields of this route)")
-        elif err.get("type") == "json_invalid" and loc and not loc.isdigit():
-            parts.append(f"{loc}: not valid JSON text (e.g. [[10, 20, 60, 90]])")
-        elif err.get("type") == "json_invalid":
-            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', '')})")
-        else:
-            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

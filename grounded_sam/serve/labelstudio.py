@@ -25,37 +25,43 @@ Results: ``brushlabels`` in Label Studio's own RLE (:mod:`grounded_sam.serve.bru
 ``BrushLabels`` tag, ``polygonlabels`` in percent of the image size for a ``PolygonLabels``
 tag (one polygon per detection: a mask in several parts is joined first, as for YOLO
 exports); each with ``score`` (the detection's confidence), and per task the mean score and
-``model_version``. Options are the server's default query options.
+``model_version``. Query options: the server's defaults, changed by the project's extra params
+(sent with ``/setup``), the tag's ``model_*`` attributes (``model_score_threshold="0.4"``) and
+the request's ``params`` (:mod:`grounded_sam.serve.labelstudio_options`).
 
-Task images are read only from Label Studio itself (``LABEL_STUDIO_URL``: uploads
-``/data/upload/...``, local storage ``/data/local-files/?d=...``, cloud storage through its
-``/tasks/ID/presign/`` redirect, or an absolute URL on that same host), with
-``LABEL_STUDIO_API_KEY`` (a legacy token as ``Token KEY``; a personal access token, a JWT,
-is exchanged at ``/api/token/refresh`` for a short-lived ``Bearer`` token), or from files
-under a configured local-files root. Any other URL is refused: the server never fetches
-arbitrary URLs.
+Task images are read only from Label Studio itself (``LABEL_STUDIO_URL``: uploads, local
+storage, cloud storage ``s3://`` / ``gs://`` / ``azure-blob://`` URIs through its
+``/tasks/ID/presign/`` resolver, same-host redirects only) or from files under a configured
+local-files root (:mod:`grounded_sam.serve.labelstudio_images`). Any other URL is refused: the
+server never fetches arbitrary URLs.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
+
+from grounded_sam.serve.labelstudio_images import ImageSource, LabelStudioError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from grounded_sam.grounding.options import QueryOptions
     from grounded_sam.serve.engine import ServeEngine
 
-__all__ = ["ImageSource", "LabelConfig", "parse_label_config", "add_routes", "ls_results"]
+__all__ = [
+    "ImageSource",
+    "LabelConfig",
+    "LabelStudioError",
+    "add_routes",
+    "ls_results",
+    "parse_label_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +71,22 @@ MAX_CONFIG_CHARS = 1_000_000
 MAX_TASKS = 100
 
 
-class LabelStudioError(ValueError):
-    """A task or config the backend cannot use; ``status`` is the HTTP status (422/502)."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 # -- the labeling config ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LabelTag:
-    """A ``BrushLabels`` / ``PolygonLabels`` tag: ``labels`` are ``(value, phrase)`` pairs."""
+    """A ``BrushLabels`` / ``PolygonLabels`` tag: ``labels`` are ``(value, phrase)`` pairs.
+
+    ``options`` are the query options its ``model_*`` attributes set, as ``(knob, text)``
+    pairs (:mod:`grounded_sam.serve.labelstudio_options`).
+    """
 
     kind: str  # "brushlabels" or "polygonlabels"
     from_name: str
     to_name: str
     labels: tuple[tuple[str, str], ...]
+    options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,12 @@ def parse_label_config(xml: str) -> LabelConfig:
     """Read the image and the brush / polygon label tags of a labeling config.
 
     Raises:
-        LabelStudioError: Not XML, too long, or no ``BrushLabels`` / ``PolygonLabels`` tag
-            over an ``Image`` with labels.
+        LabelStudioError: Not XML, too long, no ``BrushLabels`` / ``PolygonLabels`` tag
+            over an ``Image`` with labels, or a ``model_*`` attribute that names no query
+            option.
     """
+    from grounded_sam.serve.labelstudio_options import tag_option_attributes
+
     if not isinstance(xml, str) or not xml.strip():
         raise LabelStudioError("The labeling config is missing: send the project's label_config.")
     if len(xml) > MAX_CONFIG_CHARS:
@@ -129,7 +135,11 @@ def parse_label_config(xml: str) -> LabelConfig:
             for lab in el.iter()
             if lab.tag.lower() == "label" and lab.get("value")
         )
-        tags.append(LabelTag(kind, el.get("name", ""), el.get("toName", ""), labels))
+        try:
+            options = tag_option_attributes(el.attrib, el.get("name", ""))
+        except ValueError as exc:
+            raise LabelStudioError(str(exc)) from None
+        tags.append(LabelTag(kind, el.get("name", ""), el.get("toName", ""), labels, options))
     if not tags:
         raise LabelStudioError(
             "The labeling config has no BrushLabels or PolygonLabels tag over an Image: this "
@@ -137,154 +147,6 @@ def parse_label_config(xml: str) -> LabelConfig:
             "value='cat'/></BrushLabels><Image name='image' value='$image'/>."
         )
     return LabelConfig(tuple(tags), images)
-
-
-# -- reading task images ------------------------------------------------------------------------
-
-
-@dataclass
-class ImageSource:
-    """Where task images may be read from.
-
-    Args:
-        url: Label Studio's base URL (``LABEL_STUDIO_URL``), e.g. ``http://127.0.0.1:8080``.
-        api_key: Its API key (``LABEL_STUDIO_API_KEY``): a legacy token or a personal access
-            token.
-        local_root: Files of Label Studio's local storage (``/data/local-files/?d=REL``) are
-            read from ``local_root / REL`` (``LOCAL_FILES_DOCUMENT_ROOT``); never outside it.
-        max_bytes: Largest image read.
-        timeout: Seconds per HTTP request to Label Studio.
-    """
-
-    url: str | None = None
-    api_key: str | None = None
-    local_root: Path | None = None
-    max_bytes: int = 20 * 1024 * 1024
-    timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.url:
-            parts = urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(
-                    f"LABEL_STUDIO_URL must be http(s)://host[:port], got {self.url!r}."
-                )
-            self.url = self.url.rstrip("/")
-        if self.local_root is not None:
-            self.local_root = Path(self.local_root).resolve()
-        self._lock = threading.Lock()
-        self._bearer: tuple[str, float] | None = None
-
-    def read(self, ref: str, task_id: object = None) -> bytes:
-        """The bytes of a task's image reference (blocking; run it off the event loop).
-
-        Raises:
-            LabelStudioError: A reference this server may not or cannot read (422), or Label
-                Studio did not give the file (502).
-        """
-        if not isinstance(ref, str) or not ref:
-            raise LabelStudioError("The task has no image URL under its image key.")
-        parts = urlsplit(ref)
-        if parts.path.startswith("/data/local-files") and self.local_root is not None:
-            rel = parse_qs(parts.query).get("d", [""])[0]
-            return self._local(unquote(rel))
-        if parts.scheme in ("s3", "gs", "azure-blob"):
-            return self._get(f"/tasks/{int(task_id or 0)}/presign/?fileuri={quote(ref)}",
-                             follow=True)  # fmt: skip
-        if parts.scheme in ("http", "https"):
-            if not self.url or f"{parts.scheme}://{parts.netloc}" != self._origin():
-                raise LabelStudioError(
-                    f"The task image {ref[:80]!r} is not on the configured Label Studio host "
-                    f"({self.url or 'none: set LABEL_STUDIO_URL'}); this server reads images "
-                    "only from there or from its local-files root."
-                )
-            return self._get(parts.path + (f"?{parts.query}" if parts.query else ""))
-        path = ref if ref.startswith("/") else f"/{ref}"
-        if path.startswith("/upload/"):
-            path = "/data" + path
-        if path.startswith(("/data/", "/storage-data/")):
-            return self._get(path)
-        raise LabelStudioError(
-            f"Cannot read the task image {ref[:80]!r}: give Label Studio uploads, local "
-            "storage or cloud storage (this server never fetches other URLs)."
-        )
-
-    def _origin(self) -> str:
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.netloc}"
-
-    def _local(self, rel: str) -> bytes:
-        from grounded_sam.serve.limits import PayloadTooLarge
-
-        root = self.local_root
-        assert root is not None
-        path = (root / rel.lstrip("/")).resolve()
-        if not path.is_relative_to(root) or not rel:
-            raise LabelStudioError(f"The local file {rel!r} is outside the local-files root.")
-        if not path.is_file():
-            raise LabelStudioError(f"The local file {rel!r} is not under the local-files root.")
-        if path.stat().st_size > self.max_bytes:
-            raise PayloadTooLarge(f"The local file {rel!r} is over {self.max_bytes:,} bytes.")
-        return path.read_bytes()
-
-    def _headers(self, client: Any) -> dict[str, str]:
-        key = self.api_key or ""
-        if not key:
-            raise LabelStudioError(
-                "Reading Label Studio's files needs its API key: set LABEL_STUDIO_API_KEY "
-                "(Account & Settings > Access token)."
-            )
-        if key.count(".") != 2:  # a legacy token
-            return {"Authorization": f"Token {key}"}
-        with self._lock:  # a personal access token: exchange it for a short-lived one
-            if self._bearer is None or self._bearer[1] < time.monotonic():
-                r = client.post(f"{self.url}/api/token/refresh", json={"refresh": key})
-                if r.status_code != 200 or "access" not in r.json():
-                    raise LabelStudioError(
-                        f"Label Studio refused the API key ({r.status_code} from "
-                        "/api/token/refresh): check LABEL_STUDIO_API_KEY.",
-                        status=502,
-                    )
-                self._bearer = (str(r.json()["access"]), time.monotonic() + 240)
-            return {"Authorization": f"Bearer {self._bearer[0]}"}
-
-    def _get(self, path: str, follow: bool = False) -> bytes:
-        import httpx
-
-        from grounded_sam.serve.limits import PayloadTooLarge
-
-        if not self.url:
-            raise LabelStudioError(
-                "The task image is a Label Studio file, but LABEL_STUDIO_URL is not set: start "
-                "the server with --label-studio-url (or set LABEL_STUDIO_URL) and "
-                "LABEL_STUDIO_API_KEY, or --local-files-root for local storage."
-            )
-        try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=follow) as client:
-                headers = self._headers(client)
-                with client.stream("GET", self.url + path, headers=headers) as r:
-                    if r.status_code != 200:
-                        raise LabelStudioError(
-                            f"Label Studio answered {r.status_code} for {path[:80]} (check "
-                            "LABEL_STUDIO_API_KEY and that the task still exists).",
-                            status=502,
-                        )
-                    chunks, size = [], 0
-                    for chunk in r.iter_bytes():
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise PayloadTooLarge(
-                                f"The task image is over the server's limit of "
-                                f"{self.max_bytes:,} bytes."
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-        except httpx.HTTPError as exc:
-            raise LabelStudioError(
-                f"Could not reach Label Studio at {self.url} ({type(exc).__name__}): check "
-                "LABEL_STUDIO_URL.",
-                status=502,
-            ) from None
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -393,8 +255,12 @@ async def predict_task(
     task: dict[str, Any],
     config: LabelConfig,
     context: Any,
+    options: QueryOptions | None = None,
 ) -> dict[str, Any]:
-    """One task's prediction: ``{"result": [...], "score": mean, "model_version": ...}``."""
+    """One task's prediction: ``{"result": [...], "score": mean, "model_version": ...}``.
+
+    ``options`` are the request's query options (None: the server's defaults).
+    """
     from starlette.concurrency import run_in_threadpool
 
     from grounded_sam.inputs import parse_prompt
@@ -430,7 +296,9 @@ async def predict_task(
             if not tag.labels:
                 raise LabelStudioError(f"The config's {tag.from_name!r} tag has no labels.")
             phrases, labels = [p for _, p in tag.labels], values
-        _, dets = await engine.segment(image, phrases, engine.gs.options)
+        options = options if options is not None else engine.gs.options
+        options.check_for_image(image.shape[:2])
+        _, dets = await engine.segment(image, phrases, options)
         results = await run_in_threadpool(ls_results, dets, tag, labels)
     score = float(np.mean([r["score"] for r in results])) if results else 0.0
     return {"result": results, "score": score, "model_version": engine.model_version}
@@ -447,6 +315,10 @@ def add_routes(
     """Add ``/setup``, ``/predict``, ``/webhook`` (and ``/metrics``) to the app."""
     from fastapi import Body
 
+    from grounded_sam.serve.labelstudio_options import ProjectParams, request_options
+
+    projects = ProjectParams()  # the extra params of each project, from /setup
+
     if source is not None:
         source.max_bytes = min(source.max_bytes, max_bytes)
 
@@ -454,8 +326,11 @@ def add_routes(
               tags=["label-studio"])  # fmt: skip
     async def setup(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         schema = body.get("schema") or body.get("label_config")
-        if schema is not None:
-            parse_label_config(schema)
+        projects.set(body.get("project"), body.get("extra_params"), engine.gs.options)
+        if schema is not None:  # the tag's model_* options are checked now, as a request would
+            tag = parse_label_config(schema).tag
+            request_options(engine.gs.options, extra_params=projects.get(body.get("project")),
+                            tag_options=tag.options, tag=tag.from_name)  # fmt: skip
         return {"model_version": engine.model_version}
 
     @app.post("/predict", summary="Label Studio: predictions for tasks", tags=["label-studio"])
@@ -468,10 +343,19 @@ def add_routes(
         config = parse_label_config(body.get("label_config"))
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
         context = params.get("context", body.get("context"))
+        options = request_options(
+            engine.gs.options,
+            extra_params=projects.get(body.get("project")),
+            tag_options=config.tag.options,
+            tag=config.tag.from_name,
+            params=params,
+        )
         results = []
         for task in tasks:
             try:
-                results.append(await predict_task(engine, source, decode, task, config, context))
+                results.append(
+                    await predict_task(engine, source, decode, task, config, context, options)
+                )
             except Exception as exc:
                 if len(tasks) == 1:
                     raise

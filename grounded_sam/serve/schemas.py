@@ -16,10 +16,11 @@ comma-separated string or a list. In a multipart form, box and point lists are J
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Json, create_model
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, create_model
 
 from grounded_sam.grounding.options import QueryOptions, query_fields
 
@@ -30,8 +31,11 @@ __all__ = [
     "PredictRequest",
     "QueryRequest",
     "SegmentForm",
+    "QueryOptionsBody",
+    "error_message",
     "everything_settings",
     "multipart_schema",
+    "parse_query_options",
     "query_options",
 ]
 
@@ -153,6 +157,81 @@ def query_options(values: Mapping[str, Any], base: QueryOptions) -> QueryOptions
             value = None
         changes[f.name] = value
     return base.replace(**changes)
+
+
+def error_message(errors: list[dict[str, Any]]) -> str:
+    """One line from pydantic's errors: ``field: problem; field: problem``."""
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"unknown field {loc!r} (see /docs for the fields of this route)")
+        elif err.get("type") == "json_invalid" and loc and not loc.isdigit():
+            parts.append(f"{loc}: not valid JSON text (e.g. [[10, 20, 60, 90]])")
+        elif err.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', '')})")
+        else:
+            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+#: A JSON object of query knobs only (Label Studio's extra params and per-request params, a
+#: CVAT function's ``GROUNDED_SAM_OPTIONS``): the members of ``/v1/query`` without ``index_id``,
+#: ``prompt`` and ``format``.
+QueryOptionsBody: type[BaseModel] = create_model(
+    "QueryOptionsBody", __config__=_STRICT, **_option_fields(form=False)
+)
+#: The same knobs given as text, as form fields are (Label Studio's tag attributes): numbers
+#: and booleans as their text, box and point lists as JSON text.
+_QueryOptionsText: type[BaseModel] = create_model(
+    "QueryOptionsText", __config__=_STRICT, **_option_fields(form=True)
+)
+
+
+def parse_query_options(
+    values: Any, base: QueryOptions, *, what: str = "options", text: bool = False
+) -> QueryOptions:
+    """Validate a JSON object of query knobs the way ``/v1/query`` does, over ``base``.
+
+    Args:
+        values: A mapping (or its JSON text) of :class:`QueryOptions` field names to values,
+            e.g. ``{"threshold": 0.4, "top_k": 3}``; None or empty: ``base``.
+        base: The defaults the knobs change.
+        what: What the values are, for messages (e.g. ``"the model's Extra params"``).
+        text: The values are text, as in a multipart form or XML attributes (``"0.4"``,
+            ``"true"``, ``"[[10, 20, 60, 90]]"``), not JSON values.
+
+    Returns:
+        The validated value.
+
+    Raises:
+        ValueError: Not an object, an unknown knob or a bad value; one line naming it.
+    """
+    if values is None or values == "" or values == {}:
+        return base
+    if isinstance(values, (str, bytes)):
+        try:
+            values = json.loads(values)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{what} is not valid JSON ({exc.msg} at {exc.pos}).") from None
+    if not isinstance(values, Mapping):
+        raise ValueError(
+            f"{what} must be a JSON object of query options such as "
+            f'{{"threshold": 0.4, "top_k": 3}}, got {type(values).__name__}.'
+        )
+    try:
+        model = (_QueryOptionsText if text else QueryOptionsBody).model_validate(dict(values))
+    except ValidationError as exc:
+        errors = exc.errors()
+        names = ""
+        if any(e.get("type") == "extra_forbidden" for e in errors):
+            names = f" (query options: {', '.join(f.name for f in query_fields())})"
+        raise ValueError(f"{what}: {error_message(errors)}{names}") from None
+    try:
+        return query_options(model.model_dump(), base)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 class IndexRef(BaseModel):

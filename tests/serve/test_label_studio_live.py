@@ -11,7 +11,8 @@ enabled for its user), starts ``grounded-sam serve`` with ``LABEL_STUDIO_URL`` a
 token and an API key, creates a BrushLabels project, imports a real photo, connects the
 server as the project's ML backend (basic auth, the key as password), asks Label Studio to
 retrieve predictions, and checks that the stored prediction decodes (Label Studio's RLE) to
-exactly the masks ``/v1/segment`` returns for the same image and phrases.
+exactly the masks ``/v1/segment`` returns for the same image and phrases, with the query
+option the ML backend's extra params set (Label Studio sends them with ``/setup``).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def test_label_studio_stores_our_masks(label_studio, backend) -> None:
             "auth_method": "BASIC_AUTH",
             "basic_auth_user": "label-studio",
             "basic_auth_pass": KEY,
+            "extra_params": {"calibration": "per_phrase"},  # sent with /setup
         },
     )
     assert r.status_code == 201, r.text  # fmt: skip
@@ -165,19 +167,26 @@ def test_label_studio_stores_our_masks(label_studio, backend) -> None:
         stored[(result["value"]["brushlabels"][0], mask.tobytes())] = result["score"]
     assert stored, "Label Studio stored no masks"
 
-    r = httpx.post(
-        f"{backend}/v1/segment",
-        headers={"X-API-Key": KEY},
-        timeout=300,
-        files={"image": (PHOTO.name, image)},
-        data={"prompt": "date, fig, hazelnut"},
-    )
-    assert r.status_code == 200, r.text  # fmt: skip
-    names = {"date": "date", "fig": "fig", "hazelnut": "Nut"}
-    ours = {
-        (names[i["label"]], mask_utils.decode(i["mask"]).astype(bool).tobytes()): i["confidence"]
-        for i in r.json()["instances"]
-    }
+    def segment(**options: str) -> dict[tuple[str, bytes], float]:
+        r = httpx.post(
+            f"{backend}/v1/segment",
+            headers={"X-API-Key": KEY},
+            timeout=300,
+            files={"image": (PHOTO.name, image)},
+            data={"prompt": "date, fig, hazelnut", **options},
+        )
+        assert r.status_code == 200, r.text  # fmt: skip
+        names = {"date": "date", "fig": "fig", "hazelnut": "Nut"}
+        return {
+            (names[i["label"]], mask_utils.decode(i["mask"]).astype(bool).tobytes()): i[
+                "confidence"
+            ]
+            for i in r.json()["instances"]
+        }
+
+    ours = segment(calibration="per_phrase")  # the model's extra params reached /predict
     assert stored.keys() == ours.keys()
     for k, score in stored.items():
         assert score == pytest.approx(ours[k])
+    default = segment()
+    assert any(score != pytest.approx(default.get(k, -1.0)) for k, score in stored.items())
