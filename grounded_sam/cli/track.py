@@ -38,7 +38,9 @@ Writes into --out, each file only once the whole video is done (never half-writt
   STEM.mot.txt       MOTChallenge lines: frame,id,left,top,width,height,conf,-1,-1,-1
                      (frames 1-based)
 
-Propagation needs a SAM 2.1 checkpoint: --propagator, or --sam when that is SAM 2.1.
+Propagation needs a SAM 2.1 checkpoint (--propagator, or --sam when that is SAM 2.1) or
+SAM 3: with --sam sam3 (and no --propagator) SAM 3's own tracker, from the same checkpoint,
+carries the masks (its ViT backbone held once).
 """
 
 EXAMPLE = """\
@@ -106,7 +108,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="MODEL",
         default=None,
         help="SAM 2.1 checkpoint that propagates masks (Hub id, alias sam2.1_t / sam2.1_s / "
-        "sam2.1_b+ / sam2.1_l, or folder); default: --sam, which must then be SAM 2.1",
+        "sam2.1_b+ / sam2.1_l, or folder), or a SAM 3 one (its tracker); default: --sam, which "
+        "must then be SAM 2.1 or SAM 3",
     )
     group.add_argument(
         "--fps",
@@ -194,13 +197,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_sam2(sam: str) -> None:
-    """Refuse early when --sam is not SAM 2.1 and no --propagator is given."""
+    """Refuse early when --sam is neither SAM 2.1 nor a SAM 3 with its tracker (no --propagator)."""
     from grounded_sam.sam.loading import resolve_sam_checkpoint
 
     ckpt = resolve_sam_checkpoint(sam)
-    if ckpt.class_name != "Sam2Model":
+    if ckpt.grounder is not None:  # SAM 3: its own tracker, when the checkpoint holds it
+        from grounded_sam.video.sam3_propagator import check_sam3_tracker
+
+        check_sam3_tracker(sam)
+    elif ckpt.class_name != "Sam2Model":
         raise ValueError(
             f"--sam {sam} is a {ckpt.family} checkpoint, and tracking propagates masks with SAM "
-            "2.1's video predictor: add --propagator sam2.1_t (or a local SAM 2.1 folder), or "
-            "ground with --sam sam2.1_t."
+            "2.1's video predictor or SAM 3's tracker: add --propagator sam2.1_t (or a local SAM "
+            "2.1 folder), or ground with --sam sam2.1_t or --sam sam3."
         )
