@@ -120,3 +120,15 @@ def test_image_only_sam3_engine_is_refused_with_what_to_pass(tmp_path):
     gs = GroundedSAM.from_pretrained(sam=str(tiny_sam3_folder()), device="cpu", dtype="float32")
     with pytest.raises(ModelLoadError, match="image-only SAM 3 .*propagator='sam2.1_t'"):
         gs.track(demo_video(2), "red box")
+
+
+def test_a_sam3_checkpoint_as_propagator_of_a_clip_engine(tiny_gs, sam3_video_dir):
+    from grounded_sam.video.sam3_propagator import Sam3TrackerPropagator
+
+    video = demo_video(4)
+    grounder = ColourGrounder(video, ["red box"])
+    run = tiny_gs.track(video, "red box", propagator=sam3_video_dir, grounder=grounder, every=2)
+    results = dict(run)
+    assert isinstance(run.tracker.propagator, Sam3TrackerPropagator)
+    assert run.propagator_id == str(sam3_video_dir)
+    assert all(len(d) == 1 and d.tracker_id.tolist() == [1] for d in results.values())
