@@ -40,7 +40,9 @@ of an earlier run are replaced then (kept as they were if this run fails), or, w
   STEM.mot.txt       MOTChallenge lines: frame,id,left,top,width,height,conf,-1,-1,-1
                      (frames 1-based)
 
-Propagation needs a SAM 2.1 checkpoint: --propagator, or --sam when that is SAM 2.1.
+Propagation needs a SAM 2.1 checkpoint (--propagator, or --sam when that is SAM 2.1) or
+SAM 3: with --sam sam3 (and no --propagator) SAM 3's own tracker, from the same checkpoint,
+carries the masks (its ViT backbone held once).
 """
 
 EXAMPLE = """\

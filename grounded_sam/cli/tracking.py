@@ -61,7 +61,8 @@ def add_tracking_options(
         metavar="MODEL",
         default=None,
         help="SAM 2.1 checkpoint that propagates masks (Hub id, alias sam2.1_t / sam2.1_s / "
-        "sam2.1_b+ / sam2.1_l, or folder); default: --sam, which must then be SAM 2.1",
+        "sam2.1_b+ / sam2.1_l, or folder), or a SAM 3 one (its tracker); default: --sam, which "
+        "must then be SAM 2.1 or SAM 3",
     )
     return group
 
@@ -79,7 +80,9 @@ def tracker_settings(args: argparse.Namespace):
 
 
 def check_propagator(args: argparse.Namespace) -> None:
-    """Refuse early (config only, no weights) when --sam is not SAM 2.1 and no --propagator.
+    """Refuse early (config only, no weights) when --sam cannot propagate and no --propagator.
+
+    --sam must then be SAM 2.1, or a SAM 3 checkpoint that holds its tracker.
 
     Raises:
         ValueError: Saying which flag to add.
@@ -89,9 +92,13 @@ def check_propagator(args: argparse.Namespace) -> None:
     from grounded_sam.sam.loading import resolve_sam_checkpoint
 
     ckpt = resolve_sam_checkpoint(args.sam)
-    if ckpt.class_name != "Sam2Model":
+    if ckpt.grounder is not None:  # SAM 3: its own tracker, when the checkpoint holds it
+        from grounded_sam.video.sam3_propagator import check_sam3_tracker
+
+        check_sam3_tracker(args.sam)
+    elif ckpt.class_name != "Sam2Model":
         raise ValueError(
             f"--sam {args.sam} is a {ckpt.family} checkpoint, and tracking propagates masks with "
-            "SAM 2.1's video predictor: add --propagator sam2.1_t (or a local SAM 2.1 folder), "
-            "or ground with --sam sam2.1_t."
+            "SAM 2.1's video predictor or SAM 3's tracker: add --propagator sam2.1_t (or a local "
+            "SAM 2.1 folder), or ground with --sam sam2.1_t or --sam sam3."
         )

@@ -14,7 +14,7 @@ import torch
 
 from grounded_sam.sam.sam3 import TEXT_LENGTH
 
-__all__ = ["clip_bpe_tokenizer", "save_tiny_sam3", "tiny_sam3_config"]
+__all__ = ["clip_bpe_tokenizer", "save_tiny_sam3", "save_tiny_sam3_processor", "tiny_sam3_config"]
 
 
 def clip_bpe_tokenizer(bpe_path: str | os.PathLike | None = None):
@@ -153,6 +153,23 @@ def save_tiny_sam3(directory: str | Path, seed: int = 0, image_size: int = 112) 
     model = transformers.Sam3Model(tiny_sam3_config(image_size)).eval()
     _fan_in_init(model, seed)
     model.save_pretrained(directory)
+    save_tiny_sam3_processor(directory, image_size)
+    return directory
+
+
+def save_tiny_sam3_processor(directory: str | Path, image_size: int = 112) -> Path:
+    """Save a ``Sam3Processor`` for a tiny SAM 3 (input side ``image_size``) into ``directory``.
+
+    Args:
+        directory: The model's folder.
+        image_size: Input side (a multiple of 14).
+
+    Returns:
+        The folder.
+    """
+    import transformers
+
+    directory = Path(directory)
     side = image_size // 14 * 4
     # transformers 5.1 names it Sam3ImageProcessorFast; later releases Sam3ImageProcessor
     image_cls = getattr(transformers, "Sam3ImageProcessor", None)

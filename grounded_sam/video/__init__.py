@@ -1,4 +1,4 @@
-"""Text-prompted video: key-frame grounding + SAM 2.1 propagation with stable track ids.
+"""Text-prompted video: key-frame grounding + SAM 2.1 or SAM 3 propagation with stable track ids.
 
 ``gs.track(video, "person, car", every=10)`` (:func:`grounded_sam.video.api.track`) yields
 ``(frame_index, sv.Detections)`` with ``tracker_id`` set; ``grounded-sam track`` writes the
@@ -8,10 +8,11 @@ Modules: :mod:`~grounded_sam.video.reader` (frames, streamed), :mod:`~grounded_s
 (settings, the propagator and grounder interfaces), :mod:`~grounded_sam.video.matching`
 (mask IoU, matching), :mod:`~grounded_sam.video.tracker` (the loop: match, start, end
 tracks), :mod:`~grounded_sam.video.propagator` (SAM 2.1's video predictor through
-transformers, bounded memory), :mod:`~grounded_sam.video.writers` (files),
+transformers, bounded memory), :mod:`~grounded_sam.video.sam3_propagator` (SAM 3's own
+tracker, the same code), :mod:`~grounded_sam.video.writers` (files),
 :mod:`~grounded_sam.video.api` (the engine wired in), :mod:`~grounded_sam.video.synthetic`
-(videos with known objects) and :mod:`~grounded_sam.video.tiny` (a tiny random SAM 2.1 video
-checkpoint).
+(videos with known objects), :mod:`~grounded_sam.video.tiny` and
+:mod:`~grounded_sam.video.sam3_tiny` (tiny random SAM 2.1 / SAM 3 video checkpoints).
 
 The names below are imported on first use, so that ``grounded-sam track --help`` imports
 neither torch nor supervision.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from grounded_sam.video.api import TrackingRun, track
     from grounded_sam.video.propagator import Sam2VideoPropagator
     from grounded_sam.video.reader import VideoReader, open_video
+    from grounded_sam.video.sam3_propagator import Sam3TrackerPropagator
     from grounded_sam.video.tracker import VideoTracker
     from grounded_sam.video.types import (
         KeyFrameGrounder,
@@ -41,6 +43,7 @@ _LAZY: dict[str, str] = {
     "Propagated": "grounded_sam.video.types",
     "Propagator": "grounded_sam.video.types",
     "Sam2VideoPropagator": "grounded_sam.video.propagator",
+    "Sam3TrackerPropagator": "grounded_sam.video.sam3_propagator",
     "Track": "grounded_sam.video.types",
     "TrackStats": "grounded_sam.video.types",
     "TrackerSettings": "grounded_sam.video.types",
@@ -56,6 +59,7 @@ __all__ = [
     "Propagated",
     "Propagator",
     "Sam2VideoPropagator",
+    "Sam3TrackerPropagator",
     "Track",
     "TrackStats",
     "TrackerSettings",

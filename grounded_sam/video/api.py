@@ -71,33 +71,47 @@ def engine_grounder(
 
 
 def engine_propagator(gs: Engine, propagator: str | os.PathLike | None = None) -> Propagator:
-    """A SAM 2.1 video propagator for the engine (same device and dtype).
+    """A video propagator for the engine (same device and dtype).
 
     Args:
         gs: The engine.
-        propagator: A SAM 2.1 checkpoint (Hub id, alias or folder); None: the engine's own SAM
-            checkpoint, which must then be SAM 2 / 2.1 (its image encoder is shared).
+        propagator: A SAM 2.1 checkpoint (Hub id, alias or folder; its video predictor) or a SAM
+            3 checkpoint (SAM 3's own tracker,
+            :class:`~grounded_sam.video.sam3_propagator.Sam3TrackerPropagator`); None: the
+            engine's own SAM checkpoint, which must then be SAM 2 / 2.1 or SAM 3 (its image
+            encoder, or SAM 3's ViT backbone, is shared).
 
     Raises:
-        ValueError: None given and the engine's SAM is not SAM 2.
+        ValueError: None given and the engine's SAM is neither SAM 2 nor SAM 3.
         grounded_sam.ModelLoadError: The checkpoint cannot be loaded as a video model.
     """
     from grounded_sam.video.propagator import Sam2VideoPropagator, load_video_model
+    from grounded_sam.video.sam3_propagator import (
+        Sam3TrackerPropagator,
+        is_sam3_checkpoint,
+        load_sam3_tracker,
+    )
 
     sam_id = gs.model_ids[0]
     if propagator is None:
-        if getattr(gs.predictor, "FAMILY", None) != "sam2":
+        if getattr(gs.predictor, "FAMILY", None) not in ("sam2", "sam3"):
             raise ValueError(
-                f"Tracking propagates masks with SAM 2.1's video predictor, and this engine's SAM "
-                f"({sam_id or 'unnamed'}) is not SAM 2: pass propagator='sam2.1_t' (or a local "
-                "SAM 2.1 folder; on the command line --propagator), or load the engine with a "
-                "SAM 2.1 checkpoint (sam='sam2.1_t')."
+                f"Tracking propagates masks with SAM 2.1's video predictor or SAM 3's tracker, "
+                f"and this engine's SAM ({sam_id or 'unnamed'}) is neither: pass "
+                "propagator='sam2.1_t' (or a local SAM 2.1 folder; on the command line "
+                "--propagator), or load the engine with a SAM 2.1 or SAM 3 checkpoint "
+                "(sam='sam2.1_t', sam='sam3')."
             )
         propagator = sam_id
-    model = load_video_model(propagator, gs.predictor.device, gs.predictor.dtype)
-    prop = Sam2VideoPropagator(model)
+    device, dtype = gs.predictor.device, gs.predictor.dtype
+    if is_sam3_checkpoint(propagator):  # SAM 3's own tracker (the same checkpoint's)
+        prop: Sam2VideoPropagator = Sam3TrackerPropagator(
+            *load_sam3_tracker(propagator, device, dtype)
+        )
+    else:
+        prop = Sam2VideoPropagator(load_video_model(propagator, device, dtype))
     if os.fspath(propagator) == sam_id and prop.share_image_encoder(gs.predictor.model):
-        logger.info("Propagator shares the engine's SAM 2.1 image encoder")
+        logger.info("Propagator shares the engine's image encoder (%s)", sam_id)
     return prop
 
 
@@ -189,9 +203,9 @@ def track(
         every: Ground on frame 0 and every ``every`` frames (default 10;
             :class:`~grounded_sam.video.types.TrackerSettings` documents every knob).
         max_frames: Stop after this many frames (None: the whole video).
-        propagator: A SAM 2.1 checkpoint (Hub id, alias such as ``"sam2.1_t"``, folder) or a
-            :class:`~grounded_sam.video.types.Propagator`; None: the engine's SAM, which must
-            be SAM 2.1.
+        propagator: A SAM 2.1 or SAM 3 checkpoint (Hub id, alias such as ``"sam2.1_t"``,
+            folder) or a :class:`~grounded_sam.video.types.Propagator`; None: the engine's SAM,
+            which must be SAM 2.1 or SAM 3 (SAM 3's own tracker, :func:`engine_propagator`).
         settings: All tracker knobs at once (``every`` overrides its ``every``).
         grounder: Replace the engine's grounding (a frame -> ``sv.Detections`` callable).
         options: Query options for the key frames (default: the engine's).

@@ -73,3 +73,62 @@ def test_max_frames_and_early_stop(video_gs):
     next(run)
     run.close()
     assert run.stats.frames == 1
+
+
+def test_gs_track_with_sam3_uses_its_own_tracker(sam3_gs, sam3_video_dir):
+    from grounded_sam.video.sam3_propagator import Sam3TrackerPropagator
+
+    video = demo_video(7)
+    run = sam3_gs.track(video, "red box, blue disc", every=3)
+    results = dict(run)
+    assert sorted(results) == list(range(7))
+    assert run.propagator_id == str(sam3_video_dir)
+    assert run.stats.key_frames == 3 and run.stats.tracks_started >= 1  # threshold 0
+    for dets in results.values():
+        assert dets.tracker_id is not None and dets.mask.shape[1:] == video.size
+        assert set(dets.data["class_name"]) <= {"red box", "blue disc"}
+    prop = run.tracker.propagator
+    assert isinstance(prop, Sam3TrackerPropagator)  # no second checkpoint: SAM 3's tracker
+    # the ViT backbone is held once (the grounder's), the tracker keeps its own neck
+    assert prop.model.vision_encoder.backbone is sam3_gs.predictor.model.vision_encoder.backbone
+
+
+def test_sam3_tracker_with_a_grounder_that_knows_the_objects(sam3_gs):
+    video = demo_video(9)
+    phrases = ["red box", "blue disc", "green box"]
+    conf = {"red box": 0.95, "blue disc": 0.9, "green box": 0.8}
+    grounder = ColourGrounder(video, phrases, conf)
+    run = sam3_gs.track(video, phrases, grounder=grounder, settings=TrackerSettings(every=4))
+    results = dict(run)
+    tracks = run.tracker.tracks
+    assert grounder.calls == 3  # frames 0, 4, 8
+    assert [t.label for t in tracks.values()][:2] == ["red box", "blue disc"]
+    assert tracks[1].first_frame == 0 and tracks[1].confidence == pytest.approx(0.95)
+    # frame 0: the tracks are the grounded masks (mask prompts are SAM 3's output there, at
+    # its 32x32 low resolution upscaled back)
+    gt = video.masks(0)
+    for i in (0, 1):
+        assert mask_iou(results[0].mask[i : i + 1], gt[i][None])[0, 0] > 0.7
+    assert len(results) == 9
+
+
+def test_image_only_sam3_engine_is_refused_with_what_to_pass(tmp_path):
+    from grounded_sam import GroundedSAM
+    from grounded_sam.errors import ModelLoadError
+    from tests.sam.sam3_models import tiny_sam3_folder
+
+    gs = GroundedSAM.from_pretrained(sam=str(tiny_sam3_folder()), device="cpu", dtype="float32")
+    with pytest.raises(ModelLoadError, match="image-only SAM 3 .*propagator='sam2.1_t'"):
+        gs.track(demo_video(2), "red box")
+
+
+def test_a_sam3_checkpoint_as_propagator_of_a_clip_engine(tiny_gs, sam3_video_dir):
+    from grounded_sam.video.sam3_propagator import Sam3TrackerPropagator
+
+    video = demo_video(4)
+    grounder = ColourGrounder(video, ["red box"])
+    run = tiny_gs.track(video, "red box", propagator=sam3_video_dir, grounder=grounder, every=2)
+    results = dict(run)
+    assert isinstance(run.tracker.propagator, Sam3TrackerPropagator)
+    assert run.propagator_id == str(sam3_video_dir)
+    assert all(len(d) == 1 and d.tracker_id.tolist() == [1] for d in results.values())

@@ -91,3 +91,33 @@ def test_rerun_skips_with_skip_existing_else_replaces(tmp_path, capsys):
     assert (out / "clip.mot.txt").read_text() == "earlier run"
     # the mp4 is an output too: with it missing, --skip-existing tracks (and fails the same way)
     assert main(argv[:-5] + missing + ["--skip-existing"]) == 1
+
+
+def test_track_with_sam3_and_its_own_tracker(tmp_path, sam3_video_dir):
+    clip = demo_video(6).write(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    proc = run_cli(["track", clip, "--prompt", "red box", "--every", "3", "--out", out,
+                    "--sam", sam3_video_dir, "--device", "cpu", "--dtype", "float32",
+                    "--threshold", "0", "--no-video"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["clip.json", "clip.mot.txt"]
+    doc = json.loads((out / "clip.json").read_text())
+    assert doc["num_frames"] == 6 and doc["stats"]["key_frames"] == 2
+    assert doc["models"]["propagator"] == str(sam3_video_dir)  # no second checkpoint
+    assert doc["stats"]["tracks_started"] >= 1  # threshold 0: the random SAM 3 finds regions
+    assert "6 frames" in proc.stdout
+
+
+def test_track_with_an_image_only_sam3_fails_before_loading(tmp_path):
+    from tests.sam.sam3_models import tiny_sam3_folder
+
+    clip = demo_video(2).write(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = tiny_sam3_folder()
+    proc = run_cli(["track", clip, "--prompt", "x", "--out", out, "--sam", folder,
+                    "--device", "cpu", "-q"])  # fmt: skip
+    assert proc.returncode == 1
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and "image-only SAM 3 save" in lines[0], proc.stderr
+    assert "--propagator" in lines[0]
+    assert not out.exists() or list(out.iterdir()) == []
