@@ -183,6 +183,9 @@ class Sam3Candidates(Candidates):
 class Sam3Grounder:
     """SAM 3's text-conditioned detector over an index's kept vision features.
 
+    A :class:`~grounded_sam.grounding.grounder.TextGrounder`: it makes its engine's indexes
+    (:func:`sam3_index`) and says what the engine refuses (:meth:`refusal`).
+
     Attributes:
         backend: The SAM 3 back-end (model and processor).
         phrase_batch: Prompts per detector pass (bounds memory: the DETR encoder holds the
@@ -194,6 +197,25 @@ class Sam3Grounder:
     backend: Sam3Backend
     phrase_batch: int = 16
     negative_iou: float = 0.5
+
+    def make_index(
+        self,
+        image: np.ndarray,
+        embedding: ImageEmbedding,
+        settings: EverythingSettings,
+        model_ids: tuple[str, str],
+        weights_fingerprint: str,
+    ) -> ImageIndex:
+        """:func:`sam3_index` with this grounder's back-end.
+
+        See :meth:`~grounded_sam.grounding.grounder.TextGrounder.make_index`.
+        """
+        backend, fingerprint = self.backend, weights_fingerprint
+        return sam3_index(backend, image, embedding, settings, model_ids, fingerprint)
+
+    def refusal(self, operation: str) -> str | None:
+        """:data:`NO_PREDICT` for ``"predict"``, :data:`NO_EVERYTHING` for ``"everything"``."""
+        return {"predict": NO_PREDICT, "everything": NO_EVERYTHING}.get(operation)
 
     def detect(self, index: ImageIndex, prompts: Sam3Prompts) -> list[Sam3Detections]:
         """The detector on some prompts, :attr:`phrase_batch` at a time."""
