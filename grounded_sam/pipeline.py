@@ -3,9 +3,10 @@
 The expensive, phrase-independent work (SAM image encoder, grid proposals, CLIP region
 embeddings) is done once per image by :meth:`GroundedSAM.index`. Each phrase is then answered
 by :meth:`GroundedSAM.query` with a text encode, a matrix product, and one batched SAM decoder
-call on the kept embedding. A SAM 3 checkpoint grounds text itself: the index keeps its vision
-features and a query runs only its text-conditioned detector
-(:mod:`grounded_sam.grounding.sam3_grounder`); no CLIP is loaded.
+call on the kept embedding. A checkpoint of a text-grounder family (SAM 3) grounds text itself:
+its registry record (:class:`~grounded_sam.sam.families.GrounderFamily`) builds the engine, its
+grounder (a :class:`~grounded_sam.grounding.grounder.TextGrounder`) makes the index from the
+back-end's vision features, and no CLIP is loaded.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import torch
 
 from grounded_sam.clip.loading import DEFAULT_CLIP
 from grounded_sam.device import resolve_device, resolve_dtype
-from grounded_sam.grounding import sam3_grounder
 from grounded_sam.grounding.boxes import region_box_masks
-from grounded_sam.grounding.grounder import ClipGrounder, Grounder, RegionScorer
+from grounded_sam.grounding.grounder import ClipGrounder, Grounder, RegionScorer, TextGrounder
 from grounded_sam.grounding.index import ImageIndex, weights_fingerprint
 from grounded_sam.grounding.options import QueryOptions, query_phrases
 from grounded_sam.grounding.refine import BoxRefiner
@@ -139,7 +139,7 @@ class GroundedSAM:
     @property
     def grounds_text(self) -> bool:
         """Whether the SAM checkpoint grounds text itself (SAM 3: no CLIP, no proposals)."""
-        return isinstance(self.grounder, sam3_grounder.Sam3Grounder)
+        return isinstance(self.grounder, TextGrounder)
 
     @property
     def threshold(self) -> float:
@@ -221,11 +221,12 @@ class GroundedSAM:
 
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        # Both models are checked before either loads (CLIP not for a SAM 3 spec).
-        text_grounder = peek_grounder(sam) is not None
-        with hub_session([sam_hub_model(sam), None if text_grounder else clip_hub_model(clip)]):
-            if text_grounder or resolve_sam_checkpoint(sam).grounder is not None:
-                return cls(**sam3_grounder.sam3_engine(sam, clip, dev, dt, compile, **kwargs))
+        # Both models are checked before either loads (CLIP not for a text grounder's spec).
+        family = peek_grounder(sam)
+        with hub_session([sam_hub_model(sam), None if family else clip_hub_model(clip)]):
+            family = family or resolve_sam_checkpoint(sam).grounder
+            if family is not None:  # a text-grounder family (SAM 3) builds its own engine
+                return cls(**family.build_engine(sam, clip, dev, dt, compile, **kwargs))
             # SAM, HQ-SAM or SAM 2, by its config
             predictor = load_predictor(sam, dev, dt, compile=compile)
             scorer = load_clip(clip, device=dev, dtype=dt, crop_style=crop_style)
@@ -266,11 +267,9 @@ class GroundedSAM:
             if embedding is None or tuple(embedding.original_size) != arr.shape[:2]:
                 embedding = self.predictor.encode(arr)
         t1 = time.perf_counter()
-        if self.grounds_text:  # SAM 3: its vision features are the whole index
+        if isinstance(self.grounder, TextGrounder):  # SAM 3: its vision features, no proposals
             ids, fingerprint = self.model_ids, self.model_fingerprint
-            return sam3_grounder.sam3_index(
-                self.predictor, arr, embedding, settings, ids, fingerprint
-            )
+            return self.grounder.make_index(arr, embedding, settings, ids, fingerprint)
         with progress.stage("proposals", bar=False):  # generate_proposals shows its own bar
             proposals = generate_proposals(
                 self.predictor, arr, settings, embedding=embedding, show_progress=progress.enabled
@@ -466,8 +465,7 @@ class GroundedSAM:
             with multimask output) and ``low_res_logits`` ((N, L, L) float32); ``metadata``
             as for :meth:`query`, with the phrases ``["prompt"]``.
         """
-        if self.grounds_text:
-            raise ValueError(sam3_grounder.NO_PREDICT)
+        self._refuse("predict")
         embedding = self._prepared(image).embedding if isinstance(image, ImageIndex) else None
         source = embedding or self.predictor.encode(load_image(image))
         pred = self.predictor.predict(
@@ -509,8 +507,7 @@ class GroundedSAM:
             record dicts (``segmentation``, ``bbox`` XYWH, ...):
             :func:`grounded_sam.export.records.everything_records`.
         """
-        if self.grounds_text:
-            raise ValueError(sam3_grounder.NO_EVERYTHING)
+        self._refuse("everything")
         if "output_mode" in settings:
             raise TypeError(
                 "everything() returns sv.Detections and has no output_mode: for Meta's "
@@ -564,6 +561,13 @@ class GroundedSAM:
         return index
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _refuse(self, operation: str) -> None:
+        """Raise ValueError when this engine's grounder says it cannot run ``operation``."""
+        grounder = self.grounder
+        refusal = grounder.refusal(operation) if isinstance(grounder, TextGrounder) else None
+        if refusal is not None:
+            raise ValueError(refusal)
 
     def _prepared(self, index: ImageIndex) -> ImageIndex:
         """``index`` with this model's decoder context on its embedding (built if missing).

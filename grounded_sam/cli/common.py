@@ -273,7 +273,7 @@ def load_engine(args: argparse.Namespace) -> GroundedSAM:
     from grounded_sam.sam.loading import peek_grounder, sam_hub_model
 
     # Before the heavier imports: offline and not cached fails here, naming both models
-    # (CLIP not for a SAM 3 checkpoint: it grounds text itself).
+    # (CLIP not for a text-grounder family's checkpoint, e.g. SAM 3: families.TEXT_GROUNDERS).
     clip = None if peek_grounder(args.sam) else clip_hub_model(args.clip)
     require_hub_models([sam_hub_model(args.sam), clip])
     from grounded_sam import GroundedSAM

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Export a SAM, HQ-SAM or SAM 2.1 checkpoint for onnxruntime / browsers / edge devices (the
-family is read from the checkpoint's config). Writes into --out:
+family is read from the checkpoint's config; SAM 3 has no exporter). Writes into --out:
   encoder.onnx     pixel_values (1, 3, S, S) -> image_embeddings (1, 256, S/16, S/16)
                    [+ HQ-SAM: vit_features (1, S/16, S/16, D), D the ViT width;
                     + SAM 2: high_res_feats_0 (1, 32, S/4, S/4),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
@@ -32,12 +32,19 @@ from grounded_sam.grounding.selection import Selection, select_regions
 from grounded_sam.inputs import as_boxes
 from grounded_sam.sam.predictor import SamPredictor
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from grounded_sam.sam.everything import EverythingSettings
+    from grounded_sam.sam.types import ImageEmbedding
+
 __all__ = [
     "NO_NEGATIVE_EXEMPLARS",
     "Candidates",
     "ClipGrounder",
     "Grounder",
     "RegionScorer",
+    "TextGrounder",
     "query_labels",
 ]
 
@@ -114,6 +121,50 @@ class Grounder(Protocol):
         Returns:
             Candidates labelled with :func:`query_labels`, best first; at most one label per
             region; not yet limited to ``top_k`` (the refiner counts distinct objects).
+        """
+        ...
+
+
+@runtime_checkable
+class TextGrounder(Grounder, Protocol):
+    """A grounder that reads the text itself (SAM 3): no CLIP, no grid proposals.
+
+    Its engine's back-end encodes images (``encode`` / ``encode_batch``) and the grounder
+    makes the index from that embedding; the pipeline asks it, not a family name, what its
+    engine cannot do. A new text-grounder family implements this and registers a
+    :class:`~grounded_sam.sam.families.GrounderFamily`.
+    """
+
+    def make_index(
+        self,
+        image: np.ndarray,
+        embedding: ImageEmbedding,
+        settings: EverythingSettings,
+        model_ids: tuple[str, str],
+        weights_fingerprint: str,
+    ) -> ImageIndex:
+        """The index of an image from its back-end's embedding.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            embedding: The back-end's embedding of ``image``.
+            settings: The engine's proposal settings (stored in the index).
+            model_ids: (sam, clip) ids of the engine.
+            weights_fingerprint: Of the engine's models.
+
+        Returns:
+            An immutable :class:`ImageIndex`.
+        """
+        ...
+
+    def refusal(self, operation: str) -> str | None:
+        """Why the engine cannot run ``operation``, and what to use instead.
+
+        Args:
+            operation: ``"predict"`` (SAM's clicks and boxes) or ``"everything"``.
+
+        Returns:
+            A one-line message for a ValueError, or None when the engine can run it.
         """
         ...
 

@@ -183,6 +183,9 @@ class Sam3Candidates(Candidates):
 class Sam3Grounder:
     """SAM 3's text-conditioned detector over an index's kept vision features.
 
+    A :class:`~grounded_sam.grounding.grounder.TextGrounder`: it makes its engine's indexes
+    (:func:`sam3_index`) and says what the engine refuses (:meth:`refusal`).
+
     Attributes:
         backend: The SAM 3 back-end (model and processor).
         phrase_batch: Prompts per detector pass (bounds memory: the DETR encoder holds the
@@ -194,6 +197,25 @@ class Sam3Grounder:
     backend: Sam3Backend
     phrase_batch: int = 16
     negative_iou: float = 0.5
+
+    def make_index(
+        self,
+        image: np.ndarray,
+        embedding: ImageEmbedding,
+        settings: EverythingSettings,
+        model_ids: tuple[str, str],
+        weights_fingerprint: str,
+    ) -> ImageIndex:
+        """:func:`sam3_index` with this grounder's back-end.
+
+        See :meth:`~grounded_sam.grounding.grounder.TextGrounder.make_index`.
+        """
+        backend, fingerprint = self.backend, weights_fingerprint
+        return sam3_index(backend, image, embedding, settings, model_ids, fingerprint)
+
+    def refusal(self, operation: str) -> str | None:
+        """:data:`NO_PREDICT` for ``"predict"``, :data:`NO_EVERYTHING` for ``"everything"``."""
+        return {"predict": NO_PREDICT, "everything": NO_EVERYTHING}.get(operation)
 
     def detect(self, index: ImageIndex, prompts: Sam3Prompts) -> list[Sam3Detections]:
         """The detector on some prompts, :attr:`phrase_batch` at a time."""
@@ -403,19 +425,23 @@ def _clean_masks(masks: torch.Tensor, area: int) -> torch.Tensor:
     return torch.from_numpy(arr).to(masks.device)
 
 
-#: Why ``predict()`` refuses a SAM 3 engine, and what to use instead.
+#: Why ``predict()`` refuses a SAM 3 engine, and what to use instead. This engine loads SAM 3's
+#: detector only (``Sam3Model``: text and exemplar boxes); its tracker's point/box decoder
+#: (``Sam3TrackerModel``, the ``tracker_model.`` weights of the Hub's ``sam3_video`` layout) is not
+#: loaded, so there is nothing here that decodes a click.
 NO_PREDICT = (
-    "predict() takes SAM's point and box prompts, which this engine's SAM 3 checkpoint does "
-    "not decode here (its image detector reads text and exemplar boxes only): load a SAM, "
-    "HQ-SAM or SAM 2.1 checkpoint (sam='vit_b', 'sam2.1_t', ...) for clicks and boxes, or ask "
-    "SAM 3 with query(index, 'phrase', exemplars=[[x1, y1, x2, y2]]) or points=[[x, y]] "
-    "(a filter on its detections)."
+    "predict() (clicks and boxes) needs a SAM-family point decoder, and a SAM 3 engine loads "
+    "only SAM 3's text detector (not its tracker): for clicks and boxes load "
+    "GroundedSAM.from_pretrained(sam='vit_b') (or 'vit_h', 'hq_vit_b', 'sam2.1_t'; CLI: "
+    "--sam vit_b); with SAM 3 use query(index, 'phrase', exemplars=[[x1, y1, x2, y2]]) for "
+    "boxes as examples, or points=[[x, y]] to keep the detections containing a click."
 )
 #: Why ``everything()`` refuses a SAM 3 engine, and what to use instead.
 NO_EVERYTHING = (
-    "everything() is SAM's automatic mask generator (a grid of point prompts), which this "
-    "engine's SAM 3 checkpoint does not have here: load a SAM-family checkpoint (sam='vit_b') "
-    "for it, or query SAM 3 with a phrase (e.g. 'object')."
+    "everything() is SAM's automatic mask generator (a grid of point prompts), and a SAM 3 "
+    "engine loads only SAM 3's text detector (no point decoder): load "
+    "GroundedSAM.from_pretrained(sam='vit_b') (or 'sam2.1_t'; CLI: --sam vit_b) for it, or "
+    "query SAM 3 with a generic phrase, query(index, 'object', threshold=0.3)."
 )
 
 

@@ -32,6 +32,7 @@ import.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,8 +244,14 @@ class GrounderFamily:
     it has no point-prompt mask decoder for the grid proposals and the box re-prompts of the
     CLIP path. So it is not a :class:`SamFamily` (the SAM-family readers above, the factory
     and the ONNX exporters never see it), but its checkpoints load through the same config-
-    first loader (:mod:`grounded_sam.sam.loading`) and ``GroundedSAM.from_pretrained`` builds
-    its grounder instead of loading CLIP.
+    first loader (:mod:`grounded_sam.sam.loading`), and ``GroundedSAM.from_pretrained`` asks
+    the record's :meth:`build_engine` for the whole engine instead of loading SAM and CLIP.
+
+    **Adding a text-grounder family** is a module plus a record here, added to
+    :data:`TEXT_GROUNDERS`: a back-end, a grounder implementing
+    :class:`~grounded_sam.grounding.grounder.TextGrounder` (its own index, its refusals), and an
+    ``engine`` function returning ``GroundedSAM``'s constructor arguments. Loading, the
+    pipeline and the CLI find it through the registry; none of them names a family.
 
     Attributes:
         name: Registry name (``"sam3"``).
@@ -256,6 +263,8 @@ class GrounderFamily:
         backend: ``"module:Class"`` of its back-end (loading the processor, vision features,
             the text-conditioned detector).
         grounder: ``"module:Class"`` of its grounder.
+        engine: ``"module:function"`` loading a checkpoint of it into ``GroundedSAM``'s
+            constructor arguments (see :meth:`build_engine`).
         encoder_features: Extra encoder feature maps a kept embedding carries (besides the
             level the DETR encoder reads).
         features_doc: What those are, for messages.
@@ -272,6 +281,7 @@ class GrounderFamily:
     model_class: str
     backend: str
     grounder: str
+    engine: str
     encoder_features: int
     features_doc: str
     tiny: str | None
@@ -286,6 +296,34 @@ class GrounderFamily:
     def grounder_class(self) -> type:
         """The grounder class (imported on first use)."""
         return _resolve(self.grounder)
+
+    def build_engine(
+        self,
+        sam: str | os.PathLike,
+        clip: str | None,
+        device: Any,
+        dtype: Any,
+        compile: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Load a checkpoint of this family: ``GroundedSAM``'s constructor arguments.
+
+        Args:
+            sam: The SAM spec (Hub id, alias or local folder) of a checkpoint of this family.
+            clip: The CLIP spec the caller gave (the family decides whether it is used).
+            device: A resolved ``torch.device``.
+            dtype: A resolved ``torch.dtype``.
+            compile: The caller's ``compile`` flag.
+            **kwargs: The rest of the constructor's arguments.
+
+        Returns:
+            Keyword arguments of ``GroundedSAM(...)`` (``predictor``, ``scorer``,
+            ``grounder``, ``refiner``, ``model_ids``, ...).
+
+        Raises:
+            grounded_sam.errors.ModelLoadError: The checkpoint cannot be loaded.
+        """
+        return _resolve(self.engine)(sam, clip, device, dtype, compile, **kwargs)
 
     def save_tiny(self, directory: str | Path, seed: int = 0, image_size: int = 112) -> Path:
         """Save a tiny random model of this family with its processor.
@@ -305,6 +343,7 @@ SAM3 = GrounderFamily(
     model_class="Sam3Model",
     backend="grounded_sam.sam.sam3:Sam3Backend",
     grounder="grounded_sam.grounding.sam3_grounder:Sam3Grounder",
+    engine="grounded_sam.grounding.sam3_grounder:sam3_engine",
     encoder_features=2,
     features_doc="SAM 3's two finer FPN levels (4x and 2x the DETR encoder's)",
     tiny="grounded_sam.sam.sam3_tiny:save_tiny_sam3",

@@ -66,3 +66,15 @@ def test_label_to_coco_in_process(tmp_path: Path, capsys) -> None:
     # resume: a second run reuses both images' labels
     assert main(args) == 0
     assert "(0 now, 2 from an earlier run)" in capsys.readouterr().out
+
+
+def test_everything_refuses_sam3_in_one_line(tmp_path: Path, capsys) -> None:
+    from grounded_sam.cli.main import main
+    from grounded_sam.grounding.sam3_grounder import NO_EVERYTHING
+
+    image = synthetic_image(tmp_path / "shapes.png")
+    out = tmp_path / "out"
+    assert main(["everything", str(image), "--out", str(out), *_args()[:-2]]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"grounded-sam: error: {NO_EVERYTHING}"
+    assert not out.exists() or not any(out.iterdir())  # nothing written

@@ -244,10 +244,32 @@ def test_saved_index_round_trip_is_validated(gs, index, tmp_path, tiny_gs):
 
 
 def test_predict_and_everything_refuse_with_what_to_use(gs, index):
-    with pytest.raises(ValueError, match="load a SAM, HQ-SAM or SAM 2.1 checkpoint"):
-        gs.predict(index, points=[[10, 10]])
-    with pytest.raises(ValueError, match="automatic mask generator.*sam='vit_b'"):
+    from grounded_sam.grounding.sam3_grounder import NO_EVERYTHING, NO_PREDICT
+    from grounded_sam.sam.loading import SAM_ALIASES
+
+    image = scene()
+    for call in (lambda: gs.predict(index, points=[[10, 10]]), lambda: gs.predict(image)):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == NO_PREDICT and "\n" not in NO_PREDICT
+    with pytest.raises(ValueError) as info:
         gs.everything(index)
+    assert str(info.value) == NO_EVERYTHING and "\n" not in NO_EVERYTHING
+    assert "not its tracker" in NO_PREDICT and "automatic mask generator" in NO_EVERYTHING
+    # every checkpoint the messages name is a known alias of a SAM family
+    for name in ("vit_b", "vit_h", "hq_vit_b", "sam2.1_t"):
+        assert f"'{name}'" in NO_PREDICT and name in SAM_ALIASES
+    assert "'sam2.1_t'" in NO_EVERYTHING and "sam='vit_b'" in NO_EVERYTHING
+    # and the SAM 3 calls they suggest run as written, on the same index
+    assert "exemplars=[[x1, y1, x2, y2]]" in NO_PREDICT and "points=[[x, y]]" in NO_PREDICT
+    h, w = index.size
+    by_box = gs.query(index, "phrase", exemplars=[[w // 4, h // 4, w // 2, h // 2]], threshold=0)
+    by_click = gs.query(index, "phrase", points=[[w // 3, h // 3]], threshold=0)
+    assert isinstance(by_box, sv.Detections) and len(by_box) > 0
+    assert isinstance(by_click, sv.Detections)
+    assert all(m[h // 3, w // 3] for m in by_click.mask)  # each contains the click
+    assert "query(index, 'object', threshold=0.3)" in NO_EVERYTHING
+    assert isinstance(gs.query(index, "object", threshold=0.3), sv.Detections)
 
 
 def test_segment_many_and_index_many(gs):

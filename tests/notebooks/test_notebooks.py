@@ -2,7 +2,8 @@
 
 The notebooks read their models and engine knobs from ``GROUNDED_SAM_*`` environment
 variables in their parameters cell; here they point at tiny random models saved to a temp
-dir, so each notebook runs in seconds on a CPU (its numbers are meaningless). Each notebook is
+dir, so each notebook runs in seconds on a CPU (its numbers are meaningless); the quickstart's SAM 3
+cell reads ``GROUNDED_SAM_SAM3``, a tiny random SAM 3 here, and must run on it. Each notebook is
 executed twice: with the example photos of ``../shared/data`` (skipped when absent, as in a
 user's clone) and with that folder missing, so that the synthetic-scene fallback is run too.
 """
@@ -158,6 +159,9 @@ def _execute(
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         }
     )
+    sam3 = _tiny_sam3()
+    if sam3 is not None:  # the quickstart's SAM 3 cell runs on a tiny random SAM 3
+        env["GROUNDED_SAM_SAM3"] = str(sam3)
     nb = nbformat.read(path, as_version=4)
     km = KernelManager(
         kernel_name=KERNEL_NAME,
@@ -183,3 +187,18 @@ def _execute(
         if out.get("output_type") == "error"
     ]
     assert not errors
+    sam3_cells = [c for c in nb.cells if c.get("id") == "01-sam3"]
+    if sam3_cells and sam3 is not None:  # it ran on SAM 3, not into its "not loaded" branch
+        text = "".join(out.get("text", "") for out in sam3_cells[0].outputs)
+        assert "no CLIP:" in text and "SAM 3 not loaded" not in text, text
+
+
+def _tiny_sam3() -> Path | None:
+    """A tiny random SAM 3 folder, or None when transformers has no SAM 3."""
+    import transformers
+
+    if not hasattr(transformers, "Sam3Model"):
+        return None
+    from tests.sam.sam3_models import tiny_sam3_folder
+
+    return tiny_sam3_folder()

@@ -131,6 +131,24 @@ def _remove_stale_encoder(out: Path, written: set[str]) -> None:
     )
 
 
+def _no_exporter(spec: str, model_type: object) -> ValueError:
+    """The one-line refusal of a checkpoint of no exported family (a text grounder: SAM 3)."""
+    exported = [f for f in families.FAMILIES if f.onnx is not None]
+    supported = ", ".join(repr(t) for f in exported for t in f.model_types)
+    grounder = families.grounder_for_model_type(model_type if isinstance(model_type, str) else None)
+    if grounder is None:
+        return ValueError(
+            f"ONNX export supports the SAM families (model_type {supported}); {spec!r} is "
+            f"{model_type!r}."
+        )
+    return ValueError(
+        f"ONNX export supports the SAM families (model_type {supported}); {spec!r} is a "
+        f"{grounder.title} checkpoint ({model_type!r}), a text-prompted detector with no ONNX "
+        "exporter here: export a SAM-family checkpoint instead (e.g. 'vit_b' or 'sam2.1_t'; "
+        "CLI: --sam vit_b)."
+    )
+
+
 def export_sam_onnx(
     sam: str | os.PathLike | nn.Module,
     out_dir: str | os.PathLike,
@@ -161,33 +179,36 @@ def export_sam_onnx(
 
     Raises:
         ModelLoadError: The checkpoint cannot be loaded (or is of no SAM family).
-        ValueError: An opset out of range, or a loaded model of no exported family (nothing
-            is written).
+        ValueError: An opset out of range, or a model of no exported family (nothing is
+            written); a SAM 3 checkpoint is refused from its config, before any weights load.
         ImportError: The ``onnx`` extra is not installed.
         OSError: ``out_dir`` cannot be created or written.
     """
     check_opset(opset)
+    if isinstance(sam, nn.Module):
+        model, spec = sam, type(sam).__name__
+    else:
+        from grounded_sam.sam.loading import resolve_sam_checkpoint
+
+        model, spec = None, os.fspath(sam)
+        ckpt = resolve_sam_checkpoint(sam)  # its config only: no weights are read yet
+        if ckpt.grounder is not None:
+            raise _no_exporter(spec, ckpt.model_type)
     try:
         import onnx  # noqa: F401 - torch.onnx.export needs it
     except ImportError as exc:
         raise ImportError(
             "ONNX export needs the onnx package: pip install -e '.[onnx]' from a clone."
         ) from exc
-    if isinstance(sam, nn.Module):
-        model, spec = sam, type(sam).__name__
-    else:
+    if model is None:
         from grounded_sam.sam.loading import load_sam_model
 
-        model, spec = load_sam_model(sam, torch.device("cpu"), torch.float32), os.fspath(sam)
+        model = load_sam_model(sam, torch.device("cpu"), torch.float32)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     exported = [f for f in families.FAMILIES if f.onnx is not None]
     family = next((f for f in exported if model_type in f.model_types), None)
     if family is None:
-        supported = ", ".join(repr(t) for f in exported for t in f.model_types)
-        raise ValueError(
-            f"ONNX export supports the SAM families (model_type {supported}); {spec!r} is "
-            f"{model_type!r}."
-        )
+        raise _no_exporter(spec, model_type)
     # the family's registry record names its exporter (one module per family)
     write_graphs, make_manifest = family.onnx_exporter()
     model = model.to(device="cpu", dtype=torch.float32).eval()
