@@ -160,9 +160,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     image = _image()
     phrases = PHRASES[: args.phrases]
     result: dict[str, Any] = {"image_size": list(image.shape[:2]), "phrases": phrases}
-    (gs, model, processor), wall, _ = timed(build, torch.float32)
+    dtype = getattr(torch, args.dtype)
+    (gs, model, processor), wall, _ = timed(build, dtype)
     result["build_s"] = wall
-    print(f"built full-size Sam3Model in {wall:.0f}s (random weights)", flush=True)
+    result["dtype"] = args.dtype
+    print(f"built full-size Sam3Model ({args.dtype}) in {wall:.0f}s (random weights)", flush=True)
 
     # warm-up: allocator, kernels, tokenizer
     index = gs.index(image)
@@ -212,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ratio_pass_vs_plain=plain_total / ours_pass,
         ratio_index_plus_pass_vs_plain=plain_total / ours_total,
     )
-    if args.bf16:
+    if args.bf16 and dtype == torch.float32:
         result["bf16"] = _bf16(args, image, phrases, t, ours, med)
     result["load_before"] = load_before
     result["load_after"] = os.getloadavg()
@@ -240,7 +242,8 @@ def markdown(result: dict[str, Any], info: dict[str, Any]) -> str:
     med = result["medians_wall"]
     extrap = " (extrapolated)" if result["plain_total_extrapolated"] else ""
     lines = [
-        f"SAM 3 full size, random weights, float32, image {result['image_size'][1]}x"
+        f"SAM 3 full size, random weights, {result.get('dtype', 'float32')}, image "
+        f"{result['image_size'][1]}x"
         f"{result['image_size'][0]}, threshold {result['threshold']:.4f}; "
         f"{info.get('cpu')} ({', '.join(info.get('cpu_flags', []))}), "
         f"{info.get('torch_threads')} torch threads, load {result['load_before'][0]:.1f} -> "
@@ -281,6 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-phrase", type=int, default=5, help="detections the threshold keeps")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--bf16", action="store_true", help="also bfloat16, and its fidelity")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="dtype of the whole comparison, ours and the plain calls (bfloat16: the 20 plain "
+        "calls fit a session on a CPU with AMX; --bf16 is then moot)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
     if not 1 <= args.phrases <= len(PHRASES):
