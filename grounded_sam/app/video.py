@@ -248,8 +248,9 @@ class VideoOutput:
 
 
 def _plain(exc: BaseException, path: Path) -> str:
-    """An exception message without the server-side path of the upload."""
-    return str(exc).replace(str(path), f"'{path.name}'")
+    """An exception message naming the upload by its name, never its server-side path."""
+    text = str(exc).replace(str(path), path.name)
+    return text if text.startswith(path.name) else f"{path.name}: {text}"
 
 
 def _knob(value: Any, name: str, low: int, high: int) -> int:
@@ -277,9 +278,15 @@ def check_clip(path: str | os.PathLike | None) -> tuple[int | None, tuple[int, i
     path = Path(path)
     try:
         reader = open_video(path)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:  # PyAV's EOFError: a clip with no frames
+        if "no frames" in str(exc) or isinstance(exc, EOFError):
+            raise UserError(
+                f"'{path.name}' has no frames that can be decoded (an empty or broken video): "
+                f"check that it plays. {CLIP_FORMATS}"
+            ) from None
         raise UserError(
-            f"Could not read '{path.name}' as a video: {_plain(exc, path)} {CLIP_FORMATS}"
+            f"Could not read '{path.name}' as a video (OpenCV and PyAV cannot decode it). "
+            f"{CLIP_FORMATS}"
         ) from None
     reader.close()
     (h, w), count = reader.size, reader.frame_count
@@ -370,7 +377,7 @@ def track_clip(
             run = track(gs, path, phrases, settings=settings, max_frames=max_frames,
                         propagator=prop, options=options)  # fmt: skip
         except (ValueError, OSError) as exc:
-            raise UserError(f"'{path.name}': {_plain(exc, path)}") from None
+            raise UserError(_plain(exc, path)) from None
         header = {
             "video": path.name,  # the upload's name, never a server path
             "width": w,
@@ -408,8 +415,8 @@ def track_clip(
                 if browser is not None:
                     written["video"] = browser.close()
                     browser = None
-        except ValueError as exc:  # a frame that cannot be decoded or changes size
-            raise UserError(f"'{path.name}': {_plain(exc, path)}") from None
+        except (ValueError, EOFError) as exc:  # a frame that cannot be decoded or changes size
+            raise UserError(_plain(exc, path)) from None
         finally:
             run.close()
             if browser is not None:

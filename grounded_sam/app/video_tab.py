@@ -50,6 +50,10 @@ JSON (per frame: track id, label, confidence, box xyxy in pixels, area, mask as 
 SAM 2.1's object score) and the MOTChallenge text (`frame,id,left,top,width,height,conf,...`,
 frames 1-based).
 
+**Uploads the browser cannot preview** (gradio then says *Video not playable*; OpenCV's
+`mp4v`, for one) are still tracked: the server decodes them (OpenCV, else PyAV), and the
+result is H.264, which browsers play.
+
 **Limits**: uploads up to {max_upload.upper()}, frames up to {MAX_VIDEO_SIDE} px on the longer
 side, clips up to {MAX_CLIP_FRAMES} frames, of which at most {MAX_VIDEO_FRAMES} are tracked
 per request (*Max frames*; from the start of the clip). Requests are queued with the image

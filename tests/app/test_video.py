@@ -174,6 +174,14 @@ def test_bad_clips_and_knobs_are_one_line_messages(tracking, clip, tmp_path, mon
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     assert "Could not read 'empty.mp4' as a video" in refused(empty)
+    import cv2
+
+    for name, fourcc in (("no_frames.avi", "MJPG"), ("no_frames.mkv", "MJPG")):
+        empty_clip = tmp_path / name  # a container with a video stream and no frame in it
+        cv2.VideoWriter(str(empty_clip), cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48)).release()
+        assert empty_clip.stat().st_size > 0
+        message = refused(empty_clip)
+        assert message.startswith(f"'{name}' has no frames that can be decoded"), message
     text = tmp_path / "frames.txt"
     text.write_text("1,2,3\n")
     assert "Upload an mp4" in refused(text)
@@ -217,7 +225,7 @@ def test_a_failure_mid_clip_leaves_no_file(video_gs, tracking, clip, tmp_path) -
     track_clip(tracking, clip, "red box", every=5, max_frames=2, out_dir=out)  # earlier files
     before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
     broken = VideoTracking(video_gs, _FailsOnFrame(tracking._propagator(None), 3))
-    with pytest.raises(UserError, match="'shapes.mp4': frame 3 cannot be decoded"):
+    with pytest.raises(UserError, match="^shapes.mp4: frame 3 cannot be decoded$"):
         track_clip(broken, clip, "red box", every=5, max_frames=6, out_dir=out)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
 
