@@ -10,7 +10,7 @@ SAM when that is SAM 2.1, else the checkpoint the app was started with, ``--prop
 
 What a request gets (:func:`track_clip`): the annotated clip as an **H.264** mp4 (``yuv420p``,
 ``faststart``; written by PyAV's libx264, so that browsers play it: OpenCV's ``mp4v``, what
-``grounded-sam track`` writes, is not played by Chrome or Firefox), the per-frame JSON and the
+``grounded-sam track`` writes, does not play in Chromium), the per-frame JSON and the
 MOT text of :mod:`grounded_sam.video.writers`. When this PyAV has no H.264 encoder the clip
 is written as ``mp4v`` instead and the status line says that it is for download only. Each
 file is written under a temporary name and moved into place at the end (a failed run leaves
