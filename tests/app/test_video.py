@@ -241,6 +241,19 @@ def test_without_h264_the_clip_is_mp4v_for_download(tracking, clip, tmp_path, mo
 # -- the page ----------------------------------------------------------------------------------
 
 
+def test_the_logic_module_imports_no_gradio() -> None:
+    import ast
+
+    tree = ast.parse(Path(app_video.__file__).read_text())
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        assert not any(n.split(".")[0] == "gradio" for n in names), names
+
+
 def _blocks(demo: gr.Blocks) -> dict[str, object]:
     return {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
 
