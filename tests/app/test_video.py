@@ -102,6 +102,42 @@ def test_track_clip_writes_a_browser_mp4_json_and_mot(tracking, clip, tmp_path) 
     ]  # fmt: skip
 
 
+def test_files_follow_the_objects_of_an_oracle_clip(video_gs, tmp_path, monkeypatch) -> None:
+    """A grounder and a propagator that know the shapes: the app's files must match them."""
+    from grounded_sam.utils.masks import decode_rle
+    from grounded_sam.video import api
+    from grounded_sam.video.matching import mask_iou
+    from tests.video.standins import ColourGrounder, ColourPropagator
+
+    video = demo_video(12)  # green box enters on frame 4; the blue disc leaves after frame 8
+    frames = video.write(tmp_path / "oracle")  # PNG frames: exact colours for the stand-ins
+    phrases = ["red box", "blue disc", "green box"]
+    monkeypatch.setattr(
+        api, "engine_grounder", lambda gs, words, opts: ColourGrounder(video, words)
+    )
+    tracking = VideoTracking(video_gs, ColourPropagator())
+    out = track_clip(tracking, frames, ", ".join(phrases), every=2, max_frames=12,
+                     out_dir=tmp_path / "out")  # fmt: skip
+    doc = json.loads(out.json.read_text())
+    assert [(t["track_id"], t["label"], t["first_frame"]) for t in doc["tracks"]] == [
+        (1, "red box", 0), (2, "blue disc", 0), (3, "green box", 4)
+    ]  # fmt: skip
+    label_of = {obj.label: i for i, obj in enumerate(video.objects)}
+    mot = {}
+    for line in out.mot.read_text().splitlines():
+        f, tid, *_ = line.split(",")
+        mot.setdefault(int(f) - 1, set()).add(int(tid))
+    for entry in doc["frames"]:
+        t, truth = entry["frame"], video.masks(entry["frame"])
+        assert {i["label"] for i in entry["instances"]} == {video.objects[k].label for k in truth}
+        for inst in entry["instances"]:
+            gt = truth[label_of[inst["label"]]]
+            iou = mask_iou(decode_rle(inst["mask"])[None], gt[None])[0, 0]
+            assert iou > 0.99, (t, inst["label"], iou)
+        assert mot[t] == {i["track_id"] for i in entry["instances"]}
+    assert "3 tracks (red box: 1, blue disc: 1, green box: 1)" in out.status
+
+
 def test_propagator_is_loaded_once_and_shares_the_engine_encoder(
     tracking, video_gs, clip, tmp_path
 ) -> None:
