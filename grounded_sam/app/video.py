@@ -411,10 +411,12 @@ def track_clip(
                         )
                 stats = run.stats
                 tracks = [t.summary() for t in run.tracker.tracks.values()]
+                clip = None
+                if browser is not None:  # the encoder's flush first: it is what may fail
+                    clip, browser = browser.close(), None
                 written = writer.close({"tracks": tracks, "stats": vars(stats).copy()})
-                if browser is not None:
-                    written["video"] = browser.close()
-                    browser = None
+                if clip is not None:
+                    written["video"] = clip
         except (ValueError, EOFError) as exc:  # a frame that cannot be decoded or changes size
             raise UserError(_plain(exc, path)) from None
         finally:
