@@ -74,6 +74,9 @@ MAX_VIDEO_SIDE = 1920
 #: Longest accepted clip in frames (10 minutes at 30 fps), tracked or not.
 MAX_CLIP_FRAMES = 18_000
 
+#: SAM families whose own checkpoint propagates (engine_propagator with no propagator given).
+PROPAGATING_FAMILIES = ("sam2", "sam3")
+
 NO_VIDEO = "No video yet: upload a short clip (mp4, webm, mov, avi, mkv) first."
 CLIP_FORMATS = "Upload an mp4, webm, mov, avi or mkv clip."
 
@@ -197,8 +200,14 @@ class VideoTracking:
         return type(self._given).__name__
 
     def unavailable(self) -> str | None:
-        """Why this page cannot track (its SAM is not SAM 2.1 and no propagator was given)."""
-        if self._given is not None or getattr(self.gs.predictor, "FAMILY", None) == "sam2":
+        """Why this page cannot track: no propagator given and its SAM cannot propagate.
+
+        A SAM 2 / 2.1 engine propagates with its own checkpoint's video predictor, and so does
+        a SAM 3 engine with SAM 3's tracker where ``engine_propagator`` supports that (where
+        it does not, the first clip's Track says so).
+        """
+        family = getattr(self.gs.predictor, "FAMILY", None)
+        if self._given is not None or family in PROPAGATING_FAMILIES:
             return None
         sam = self.gs.model_ids[0] or "unnamed"
         return (
