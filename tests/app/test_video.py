@@ -170,6 +170,20 @@ def test_sam1_engine_with_a_propagator(tiny_gs, video_sam_dir, clip, tmp_path) -
     assert json.loads(out.json.read_text())["models"]["propagator"] == str(video_sam_dir)
 
 
+def test_a_sam3_engine_tracks_with_its_own_tracker(clip, tmp_path) -> None:
+    """SAM 3 propagates with its own tracker (where the video package has it)."""
+    tiny3 = pytest.importorskip("grounded_sam.video.sam3_tiny")
+    from grounded_sam import GroundedSAM
+
+    ckpt = tiny3.save_tiny_sam3_video(tmp_path / "sam3")
+    gs = GroundedSAM.from_pretrained(sam=str(ckpt), device="cpu", threshold=0.0, top_k=2)
+    tracking = VideoTracking(gs)
+    assert tracking.unavailable() is None
+    out = track_clip(tracking, clip, "red box", every=2, max_frames=4, out_dir=tmp_path / "o")
+    assert out.frames == 4 and type(tracking._prop).__name__ == "Sam3TrackerPropagator"
+    assert json.loads(out.json.read_text())["models"]["clip"] is None  # SAM 3 grounds text
+
+
 def test_browser_writer_pads_odd_sides_and_writes_atomically(tmp_path) -> None:
     _h264()
     video = demo_video(5, size=(61, 83))
