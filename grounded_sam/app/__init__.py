@@ -5,7 +5,9 @@
 :mod:`~grounded_sam.app.session` (a tab's state, uploads, the shared index store),
 :mod:`~grounded_sam.app.queries` (phrases and clicks), :mod:`~grounded_sam.app.render` (what
 the page shows) and :mod:`~grounded_sam.app.exports` (downloads), gathered in
-:mod:`grounded_sam.app.callbacks`; :mod:`grounded_sam.app.ui` builds the ``gr.Blocks``.
+:mod:`grounded_sam.app.callbacks`; :mod:`grounded_sam.app.ui` builds the ``gr.Blocks``. The
+Video tab's logic is :mod:`~grounded_sam.app.video` (a clip tracked with the page's engine and
+SAM 2.1), its widgets :mod:`~grounded_sam.app.video_tab`.
 Importing this package does not import gradio.
 """
 

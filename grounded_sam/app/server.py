@@ -62,6 +62,7 @@ def launch(
     max_sessions: int = 64,
     max_index_bytes: int = DEFAULT_MAX_BYTES,
     block: bool = True,
+    propagator: str | os.PathLike | None = None,
     **engine_kwargs: Any,
 ) -> gr.Blocks:
     """Load the models and serve the web page (``grounded-sam app``).
@@ -88,6 +89,9 @@ def launch(
             least recently used indexes are dropped beyond it and built again when needed.
         block: Serve until interrupted (True) or return at once with the server running
             in the background (False; stop it with ``.close()`` on the returned Blocks).
+        propagator: SAM 2.1 checkpoint of the Video tab (Hub id, alias ``sam2.1_t``, folder;
+            loaded on the first clip); None: ``sam``, which must then be SAM 2.1 (otherwise
+            the tab says to start the app with ``--propagator``).
         **engine_kwargs: Passed to ``GroundedSAM.from_pretrained`` (``threshold``,
             ``top_k``, ``refine``, ``max_regions``, ``proposal_settings``, ``crop_style``,
             ...). The page's threshold slider starts at the engine's ``threshold``.
@@ -117,6 +121,7 @@ def launch(
         max_sessions=max_sessions,
         max_index_bytes=max_index_bytes,
         block=block,
+        propagator=propagator,
     )
 
 
@@ -133,6 +138,7 @@ def serve(
     max_sessions: int = 64,
     max_index_bytes: int = DEFAULT_MAX_BYTES,
     block: bool = True,
+    propagator: str | os.PathLike | None = None,
 ) -> gr.Blocks:
     """Serve the page for an already loaded engine (arguments as in :func:`launch`).
 
@@ -162,6 +168,7 @@ def serve(
         max_upload=limit,
         concurrency_limit=concurrency_limit,
         max_index_bytes=max_index_bytes,
+        propagator=propagator,
     )
     demo.queue(max_size=max_queue_size, default_concurrency_limit=concurrency_limit)
     # Optional niceties that only some gradio 6 releases have: no run history kept in the

@@ -16,6 +16,8 @@ import gradio as gr
 
 from grounded_sam import limits
 from grounded_sam.app import callbacks as cb
+from grounded_sam.app.video import VideoTracking
+from grounded_sam.app.video_tab import build_video_tab
 from grounded_sam.grounding.store import DEFAULT_MAX_BYTES, IndexStore
 
 if TYPE_CHECKING:
@@ -183,6 +185,7 @@ def build_app(
     title: str = "grounded_sam",
     max_index_bytes: int = DEFAULT_MAX_BYTES,
     index_store: IndexStore | None = None,
+    propagator: Any = None,
 ) -> gr.Blocks:
     """Build the page for an engine.
 
@@ -201,12 +204,16 @@ def build_app(
             recently used indexes are dropped beyond it and built again when needed).
         index_store: A store to use instead (e.g. one a server shares with the page);
             ``max_index_bytes`` is then ignored.
+        propagator: The Video tab's SAM 2.1 checkpoint (``--propagator``; None: the engine's
+            SAM, which must then be SAM 2.1, else the tab says how to start the app); see
+            :class:`~grounded_sam.app.video.VideoTracking`.
 
     Returns:
         The ``gr.Blocks``; call ``.queue().launch(...)`` or use
         :func:`grounded_sam.app.server.launch`.
     """
     store = index_store if index_store is not None else IndexStore(max_index_bytes)
+    tracking = VideoTracking(gs, propagator)
     threshold_default = float(gs.threshold)
     threshold_min = min(0.1, threshold_default)
     top_k_default = int(gs.top_k) if gs.top_k is not None else 20
@@ -401,124 +408,136 @@ def build_app(
         session = gr.State(cb.Session(store=store), delete_callback=_close_session)
         gr.Markdown("## grounded_sam: type a phrase, get masks", elem_id="gs-title")
         gr.Markdown(cb.models_markdown(gs), elem_id="gs-models")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
-                source = _friendly_upload_errors(
-                    gr.Image(
-                        label="Image (upload or pick an example)",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        height=300,
-                        elem_id="gs-input",
+        with gr.Tab("Image", id="image", elem_id="gs-tab-image"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    source = _friendly_upload_errors(
+                        gr.Image(
+                            label="Image (upload or pick an example)",
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload", "clipboard"],
+                            height=300,
+                            elem_id="gs-input",
+                        )
                     )
-                )
-                examples = example_images()
-                if examples:
-                    gr.Examples(
-                        examples=[[str(p)] for p in examples],
-                        inputs=[source],
-                        label="Examples (fruits: try 'date, fig, hazelnut')",
-                        elem_id="gs-examples",
+                    examples = example_images()
+                    if examples:
+                        gr.Examples(
+                            examples=[[str(p)] for p in examples],
+                            inputs=[source],
+                            label="Examples (fruits: try 'date, fig, hazelnut')",
+                            elem_id="gs-examples",
+                        )
+                    index_info = gr.Markdown(
+                        cb.index_markdown(cb.Session()), elem_id="gs-index-info"
                     )
-                index_info = gr.Markdown(cb.index_markdown(cb.Session()), elem_id="gs-index-info")
-                with gr.Row(equal_height=True):
-                    phrases = gr.Textbox(
-                        label="Phrases (comma-separated)",
-                        placeholder="date, fig, hazelnut",
+                    with gr.Row(equal_height=True):
+                        phrases = gr.Textbox(
+                            label="Phrases (comma-separated)",
+                            placeholder="date, fig, hazelnut",
+                            lines=1,
+                            max_lines=1,
+                            scale=4,
+                            elem_id="gs-phrases",
+                        )
+                        run = gr.Button(
+                            "Segment", variant="primary", scale=1, min_width=90, elem_id="gs-run"
+                        )
+                    negative = gr.Textbox(
+                        label="Negative phrases (never shown)",
+                        placeholder="handle, saucer",
                         lines=1,
                         max_lines=1,
-                        scale=4,
-                        elem_id="gs-phrases",
+                        elem_id="gs-negative",
                     )
-                    run = gr.Button(
-                        "Segment", variant="primary", scale=1, min_width=90, elem_id="gs-run"
+                    threshold = gr.Slider(
+                        threshold_min,
+                        0.9,
+                        value=threshold_default,
+                        step=0.01,
+                        label="Detection threshold (minimum confidence)",
+                        elem_id="gs-threshold",
                     )
-                negative = gr.Textbox(
-                    label="Negative phrases (never shown)",
-                    placeholder="handle, saucer",
-                    lines=1,
-                    max_lines=1,
-                    elem_id="gs-negative",
-                )
-                threshold = gr.Slider(
-                    threshold_min,
-                    0.9,
-                    value=threshold_default,
-                    step=0.01,
-                    label="Detection threshold (minimum confidence)",
-                    elem_id="gs-threshold",
-                )
-                _friendly_numbers(threshold, "The threshold")
-                with gr.Row():
-                    level = gr.Radio(
-                        list(cb.REFINEMENT_LEVELS),
-                        value="medium",
-                        label="Mask refinement",
-                        info=" · ".join(
-                            f"{k}: {v.description}" for k, v in cb.REFINEMENT_LEVELS.items()
-                        ),
-                        elem_id="gs-refinement",
+                    _friendly_numbers(threshold, "The threshold")
+                    with gr.Row():
+                        level = gr.Radio(
+                            list(cb.REFINEMENT_LEVELS),
+                            value="medium",
+                            label="Mask refinement",
+                            info=" · ".join(
+                                f"{k}: {v.description}" for k, v in cb.REFINEMENT_LEVELS.items()
+                            ),
+                            elem_id="gs-refinement",
+                        )
+                        top_k = gr.Slider(
+                            1,
+                            100,
+                            value=top_k_default,
+                            step=1,
+                            label="Top-K regions per phrase",
+                            elem_id="gs-topk",
+                        )
+                        _friendly_numbers(top_k, "Top-K")
+                    with gr.Group():
+                        mode = gr.Radio(
+                            list(cb.CLICK_MODES),
+                            value=cb.CLICK_MODES[0],
+                            label="Clicking the result image",
+                            elem_id="gs-click-mode",
+                        )
+                        clear = gr.Button("Clear prompts", size="sm", elem_id="gs-clear-prompts")
+                    with gr.Accordion("How it works, settings and limits", open=False):
+                        gr.Markdown(help_markdown(max_image_side, max_upload), elem_id="gs-help")
+                with gr.Column(scale=3, min_width=400):
+                    gr.Markdown(
+                        "**Result**: click a region to inspect it, or pick another click mode to "
+                        "prompt SAM with points or a box.",
+                        elem_id="gs-result-help",
                     )
-                    top_k = gr.Slider(
-                        1,
-                        100,
-                        value=top_k_default,
-                        step=1,
-                        label="Top-K regions per phrase",
-                        elem_id="gs-topk",
+                    result = gr.Image(
+                        label="Result",
+                        show_label=False,  # the label chip would hide the top-left region label
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        buttons=["download", "fullscreen"],
+                        height=480,
+                        elem_id="gs-result",
                     )
-                    _friendly_numbers(top_k, "Top-K")
-                with gr.Group():
-                    mode = gr.Radio(
-                        list(cb.CLICK_MODES),
-                        value=cb.CLICK_MODES[0],
-                        label="Clicking the result image",
-                        elem_id="gs-click-mode",
+                    opacity = gr.Slider(
+                        0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="gs-opacity"
                     )
-                    clear = gr.Button("Clear prompts", size="sm", elem_id="gs-clear-prompts")
-                with gr.Accordion("How it works, settings and limits", open=False):
-                    gr.Markdown(help_markdown(max_image_side, max_upload), elem_id="gs-help")
-            with gr.Column(scale=3, min_width=400):
-                gr.Markdown(
-                    "**Result**: click a region to inspect it, or pick another click mode to "
-                    "prompt SAM with points or a box.",
-                    elem_id="gs-result-help",
-                )
-                result = gr.Image(
-                    label="Result",
-                    show_label=False,  # the label chip would hide the top-left region label
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
-                    height=480,
-                    elem_id="gs-result",
-                )
-                opacity = gr.Slider(
-                    0.0, 1.0, value=0.5, step=0.05, label="Mask opacity", elem_id="gs-opacity"
-                )
-                status = gr.Markdown("Upload an image or pick an example.", elem_id="gs-status")
-                region_info = gr.Markdown("", elem_id="gs-region-info")
-                table = gr.Dataframe(
-                    headers=cb.TABLE_HEADERS,
-                    datatype=["number", "str", "number", "number", "number", "str", "number"],
-                    value=[],
-                    interactive=False,
-                    label="Regions",
-                    max_height=320,
-                    elem_id="gs-regions",
-                )
-                with gr.Row():
-                    dl_zip = gr.DownloadButton(
-                        "Masks (ZIP of PNGs)", interactive=False, size="sm", elem_id="gs-dl-zip"
+                    status = gr.Markdown("Upload an image or pick an example.", elem_id="gs-status")
+                    region_info = gr.Markdown("", elem_id="gs-region-info")
+                    table = gr.Dataframe(
+                        headers=cb.TABLE_HEADERS,
+                        datatype=["number", "str", "number", "number", "number", "str", "number"],
+                        value=[],
+                        interactive=False,
+                        label="Regions",
+                        max_height=320,
+                        elem_id="gs-regions",
                     )
-                    dl_png = gr.DownloadButton(
-                        "Overlay (PNG)", interactive=False, size="sm", elem_id="gs-dl-png"
-                    )
-                    dl_json = gr.DownloadButton(
-                        "Results (JSON)", interactive=False, size="sm", elem_id="gs-dl-json"
-                    )
+                    with gr.Row():
+                        dl_zip = gr.DownloadButton(
+                            "Masks (ZIP of PNGs)", interactive=False, size="sm", elem_id="gs-dl-zip"
+                        )
+                        dl_png = gr.DownloadButton(
+                            "Overlay (PNG)", interactive=False, size="sm", elem_id="gs-dl-png"
+                        )
+                        dl_json = gr.DownloadButton(
+                            "Results (JSON)", interactive=False, size="sm", elem_id="gs-dl-json"
+                        )
+        with gr.Tab("Video", id="video", elem_id="gs-tab-video"):
+            build_video_tab(
+                tracking,
+                session,
+                engine={"concurrency_id": ENGINE, "concurrency_limit": concurrency_limit},
+                threshold=(threshold_min, threshold_default),
+                allowed=_in_upload_folder,
+                max_upload=max_upload,
+            )
 
         downloads = [dl_zip, dl_png, dl_json]
         outputs = [session, result, index_info, status, region_info, table, *downloads]

@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Serve the web page: upload an image (indexed once), type phrases, see labeled masks,
-click points or a box for SAM prompts, download masks / overlay / JSON. Binds to
+click points or a box for SAM prompts, download masks / overlay / JSON; in the Video
+tab, track phrases through a short clip (SAM 2.1: --sam sam2.1_t, or --propagator). Binds to
 127.0.0.1 (this machine only) unless --host says otherwise; --share is off unless asked.
 Needs gradio: pip install -e ".[app]" (from a clone).
 """
@@ -60,6 +61,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="memory in MiB for the image indexes all sessions share (least recently used "
         "ones are dropped beyond it and built again when needed)",
     )
+    group.add_argument(
+        "--propagator",
+        metavar="MODEL",
+        default=None,
+        help="SAM 2.1 checkpoint of the Video tab, which propagates masks (Hub id, alias "
+        "sam2.1_t / sam2.1_s / sam2.1_b+ / sam2.1_l, or folder; loaded on the first clip); "
+        "default: --sam, which must then be SAM 2.1",
+    )
     add_query_options(parser, ("detection",))  # the page has its own grounding controls
     add_proposal_options(parser)
     add_model_options(parser)
@@ -82,5 +91,6 @@ def run(args: argparse.Namespace) -> int:
         max_image_side=args.max_image_side,
         concurrency_limit=args.concurrency_limit,
         max_index_bytes=args.max_index_memory * 1024**2,
+        propagator=args.propagator,
     )
     return 0

@@ -81,8 +81,9 @@ SERVER = textwrap.dedent(
                         format="%(asctime)s %(name)s %(message)s")
     from grounded_sam import EverythingSettings
     from grounded_sam.app.server import launch
-    sam, clip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sam, clip, port, propagator = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     launch(sam=sam, clip=clip, device="cpu", host="127.0.0.1", port=port, threshold=0.0,
+           propagator=propagator,
            proposal_settings=EverythingSettings(points_per_side=8, pred_iou_thresh=0.0,
                                                 stability_score_thresh=0.5))
     """
@@ -113,8 +114,11 @@ def _free_port() -> int:
 def app(
     tiny_model_specs: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[App]:
+    from grounded_sam.video.tiny import save_tiny_sam2_video
+
     sam, clip = tiny_model_specs
     work = tmp_path_factory.mktemp("app")
+    propagator = save_tiny_sam2_video(work / "tiny-sam2-video")  # the Video tab's --propagator
     script = work / "serve.py"
     script.write_text(SERVER)
     log = work / "server.log"
@@ -128,7 +132,7 @@ def app(
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(script), sam, clip, str(port)],
+            [sys.executable, str(script), sam, clip, str(port), str(propagator)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -401,6 +405,54 @@ def test_two_tabs_keep_their_own_images_and_results(browser, app: App, tmp_path:
     b.screenshot(path=str(ARTIFACTS / "app-tab-b.png"), full_page=True)
     a.context.close()
     b.context.close()
+
+
+def test_video_tab_tracks_a_clip_the_browser_plays(browser, app: App, tmp_path: Path) -> None:
+    from grounded_sam.video.synthetic import demo_video
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = _new_page(browser, app)
+    page.get_by_role("tab", name="Video").click()
+    upload = "#gs-video-input input[type=file]"
+    page.wait_for_selector(upload, state="attached")
+
+    # Not a video: one clear message, nothing else changes.
+    garbage = tmp_path / "notes.mp4"
+    garbage.write_bytes(b"definitely not a video" * 100)
+    page.set_input_files(upload, str(garbage))
+    page.locator("#gs-video-phrases").locator("textarea, input").first.fill("red box")
+    page.click("#gs-video-run")
+    page.get_by_text("Could not read 'notes.mp4' as a video").first.wait_for()
+    assert page.locator("#gs-video-dl-json").is_disabled()
+
+    # A synthetic clip (OpenCV's mp4v, as many tools write): tracked, shown as H.264.
+    clip = demo_video(8).write(tmp_path / "shapes.mp4")
+    page.locator("#gs-video-input button[aria-label='Clear']").first.click()
+    page.set_input_files(upload, str(clip))
+    page.locator("#gs-video-phrases").locator("textarea, input").first.fill("red box, blue disc")
+    page.click("#gs-video-run")
+    status = _wait_text(page, "#gs-video-status", "Tracked shapes.mp4: 8 frames")
+    assert "key frame" in status
+    assert page.evaluate(
+        "() => document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.64000d\"')"
+    )
+    # The browser decodes the result: metadata and a first picture, at the clip's size.
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#gs-video-result video');"
+        " return v !== null && v.readyState >= 2 && v.videoWidth > 0; }"
+    )
+    size = page.evaluate(
+        "() => { const v = document.querySelector('#gs-video-result video');"
+        " return [v.videoWidth, v.videoHeight, v.duration, v.error && v.error.code]; }"
+    )
+    assert size[:2] == [160, 120] and size[3] is None and 0.5 < size[2] < 1.2, size
+    doc = json.loads(_download(page, "#gs-video-dl-json", tmp_path).read_text())
+    assert doc["video"] == "shapes.mp4" and doc["num_frames"] == 8
+    assert doc["phrases"] == ["red box", "blue disc"]
+    mot = _download(page, "#gs-video-dl-mot", tmp_path).read_text().splitlines()
+    assert len(mot) == sum(f["num_instances"] for f in doc["frames"])
+    page.screenshot(path=str(ARTIFACTS / "app-video.png"), full_page=True)
+    page.context.close()
 
 
 # -- raw HTTP, as a hostile client sends it (no browser) ------------------------------------

@@ -38,6 +38,8 @@ TINY_KNOBS = {
     "GROUNDED_SAM_POINTS_PER_SIDE": "4",
     "GROUNDED_SAM_PRED_IOU_THRESH": "0",
     "GROUNDED_SAM_STABILITY_THRESH": "0.5",
+    "GROUNDED_SAM_VIDEO_FRAMES": "6",  # 05_video_tracking: a short clip, few tracks
+    "GROUNDED_SAM_MAX_TRACKS": "4",
 }
 
 # Absolute paths of some machine: /home/..., /Users/..., /tmp/..., C:\...
@@ -59,6 +61,7 @@ def test_notebooks_exist() -> None:
         "02_interactive_prompts.ipynb",
         "03_open_vocabulary_labeling.ipynb",
         "04_evaluate.ipynb",
+        "05_video_tracking.ipynb",
     ):
         assert expected in names
 
@@ -117,17 +120,37 @@ def _data_dir(which: str, tmp_path: Path) -> Path:
     return tmp_path / "no-data-here"
 
 
+@pytest.fixture(scope="module")
+def tiny_propagator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SAM 2.1 video checkpoint: the video notebook's ``PROPAGATOR``."""
+    from grounded_sam.video.tiny import save_tiny_sam2_video
+
+    return save_tiny_sam2_video(tmp_path_factory.mktemp("tiny-sam2-video"))
+
+
 @notebook_params
 def test_notebook_runs(
-    path: Path, tmp_path: Path, tiny_model_specs: tuple[str, str], kernel_spec_dir: Path
+    path: Path,
+    tmp_path: Path,
+    tiny_model_specs: tuple[str, str],
+    kernel_spec_dir: Path,
+    tiny_propagator: Path,
 ) -> None:
     """Every notebook, on the example data when present (synthetic scenes otherwise)."""
-    _execute(path, _data_dir("shared", tmp_path), tiny_model_specs, kernel_spec_dir)
+    _execute(
+        path, _data_dir("shared", tmp_path), tiny_model_specs, kernel_spec_dir, tiny_propagator
+    )
 
 
-@pytest.mark.parametrize("name", ["01_quickstart", "03_open_vocabulary_labeling"])
+@pytest.mark.parametrize(
+    "name", ["01_quickstart", "03_open_vocabulary_labeling", "05_video_tracking"]
+)
 def test_notebook_runs_without_example_data(
-    name: str, tmp_path: Path, tiny_model_specs: tuple[str, str], kernel_spec_dir: Path
+    name: str,
+    tmp_path: Path,
+    tiny_model_specs: tuple[str, str],
+    kernel_spec_dir: Path,
+    tiny_propagator: Path,
 ) -> None:
     """What a user with a fresh clone gets: synthetic scenes instead of ../shared/data."""
     if not SHARED_DATA.is_dir():
@@ -137,11 +160,16 @@ def test_notebook_runs_without_example_data(
         _data_dir("synthetic", tmp_path),
         tiny_model_specs,
         kernel_spec_dir,
+        tiny_propagator,
     )
 
 
 def _execute(
-    path: Path, data_dir: Path, tiny_model_specs: tuple[str, str], kernel_spec_dir: Path
+    path: Path,
+    data_dir: Path,
+    tiny_model_specs: tuple[str, str],
+    kernel_spec_dir: Path,
+    propagator: Path,
 ) -> None:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
@@ -154,6 +182,7 @@ def _execute(
             "GROUNDED_SAM_SAM": sam_spec,
             "GROUNDED_SAM_CLIP": clip_spec,
             "GROUNDED_SAM_DATA": str(data_dir),
+            "GROUNDED_SAM_PROPAGATOR": str(propagator),  # SAM 2.1 (the tiny SAM is SAM 1)
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
