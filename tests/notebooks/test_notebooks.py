@@ -138,7 +138,12 @@ def test_notebook_runs(
 ) -> None:
     """Every notebook, on the example data when present (synthetic scenes otherwise)."""
     _execute(
-        path, _data_dir("shared", tmp_path), tiny_model_specs, kernel_spec_dir, tiny_propagator
+        path,
+        _data_dir("shared", tmp_path),
+        tiny_model_specs,
+        kernel_spec_dir,
+        tiny_propagator,
+        tmp_path,
     )
 
 
@@ -161,6 +166,7 @@ def test_notebook_runs_without_example_data(
         tiny_model_specs,
         kernel_spec_dir,
         tiny_propagator,
+        tmp_path,
     )
 
 
@@ -170,6 +176,7 @@ def _execute(
     tiny_model_specs: tuple[str, str],
     kernel_spec_dir: Path,
     propagator: Path,
+    tmp_path: Path,
 ) -> None:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
@@ -186,6 +193,8 @@ def _execute(
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            # the notebooks' own work folders (tempfile.mkdtemp) go under pytest's tmp_path
+            "TMPDIR": str(tmp_path),
         }
     )
     sam3 = _tiny_sam3()
