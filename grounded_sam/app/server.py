@@ -89,8 +89,9 @@ def launch(
             least recently used indexes are dropped beyond it and built again when needed.
         block: Serve until interrupted (True) or return at once with the server running
             in the background (False; stop it with ``.close()`` on the returned Blocks).
-        propagator: SAM 2.1 checkpoint of the Video tab (Hub id, alias ``sam2.1_t``, folder;
-            loaded on the first clip); None: ``sam``, which must then be SAM 2.1 (otherwise
+        propagator: SAM 2.1 checkpoint of the Video tab (Hub id, alias ``sam2.1_t``, folder)
+            or a SAM 3 one (its tracker), loaded on the first clip; None: ``sam``, which must
+            then be SAM 2.1 or SAM 3 (otherwise
             the tab says to start the app with ``--propagator``).
         **engine_kwargs: Passed to ``GroundedSAM.from_pretrained`` (``threshold``,
             ``top_k``, ``refine``, ``max_regions``, ``proposal_settings``, ``crop_style``,

@@ -204,8 +204,9 @@ def build_app(
             recently used indexes are dropped beyond it and built again when needed).
         index_store: A store to use instead (e.g. one a server shares with the page);
             ``max_index_bytes`` is then ignored.
-        propagator: The Video tab's SAM 2.1 checkpoint (``--propagator``; None: the engine's
-            SAM, which must then be SAM 2.1, else the tab says how to start the app); see
+        propagator: The Video tab's SAM 2.1 or SAM 3 checkpoint (``--propagator``; None: the
+            engine's SAM, which must then be SAM 2.1 or SAM 3, else the tab says how to start
+            the app); see
             :class:`~grounded_sam.app.video.VideoTracking`.
 
     Returns:

@@ -74,9 +74,6 @@ MAX_VIDEO_SIDE = 1920
 #: Longest accepted clip in frames (10 minutes at 30 fps), tracked or not.
 MAX_CLIP_FRAMES = 18_000
 
-#: SAM families whose own checkpoint propagates (engine_propagator with no propagator given).
-PROPAGATING_FAMILIES = ("sam2", "sam3")
-
 NO_VIDEO = "No video yet: upload a short clip (mp4, webm, mov, avi, mkv) first."
 CLIP_FORMATS = "Upload an mp4, webm, mov, avi or mkv clip."
 
@@ -172,14 +169,15 @@ class BrowserVideoWriter:
 
 
 class VideoTracking:
-    """The page's video tracking: its engine plus one SAM 2.1 propagator, one clip at a time.
+    """The page's video tracking: its engine plus one propagator, one clip at a time.
 
     Args:
         gs: The page's engine (grounds the key frames).
         propagator: A SAM 2.1 checkpoint (Hub id, alias ``sam2.1_t`` / ``sam2.1_s`` /
-            ``sam2.1_b+`` / ``sam2.1_l``, or a folder; ``grounded-sam app --propagator``), or a
-            ready :class:`~grounded_sam.video.types.Propagator`; None: the engine's own SAM,
-            which must then be SAM 2.1 (its image encoder is shared).
+            ``sam2.1_b+`` / ``sam2.1_l``, or a folder) or a SAM 3 one (its tracker;
+            ``grounded-sam app --propagator``), or a ready
+            :class:`~grounded_sam.video.types.Propagator`; None: the engine's own SAM, which
+            must then be SAM 2.1 (its image encoder is shared) or SAM 3 (its tracker).
     """
 
     def __init__(self, gs: Engine, propagator: Any = None) -> None:
@@ -206,14 +204,16 @@ class VideoTracking:
         a SAM 3 engine with SAM 3's tracker where ``engine_propagator`` supports that (where
         it does not, the first clip's Track says so).
         """
-        family = getattr(self.gs.predictor, "FAMILY", None)
-        if self._given is not None or family in PROPAGATING_FAMILIES:
+        from grounded_sam.video.api import engine_propagates
+
+        if self._given is not None or engine_propagates(self.gs):
             return None
         sam = self.gs.model_ids[0] or "unnamed"
         return (
-            f"Video tracking propagates masks with SAM 2.1's video predictor, and this app's SAM "
-            f"({sam}) is not SAM 2.1: start the app with --propagator sam2.1_t (or sam2.1_s, "
-            "sam2.1_b+, sam2.1_l, or a local SAM 2.1 folder), or with --sam sam2.1_t."
+            f"Video tracking propagates masks with SAM 2.1's video predictor or SAM 3's tracker, "
+            f"and this app's SAM ({sam}) is neither: start the app with --propagator sam2.1_t "
+            "(or sam2.1_s, sam2.1_b+, sam2.1_l, a local SAM 2.1 folder, or sam3), or with --sam "
+            "sam2.1_t or --sam sam3."
         )
 
     def _propagator(self, on_progress: Callable[[float, str], None] | None) -> Propagator:
@@ -222,13 +222,13 @@ class VideoTracking:
             from grounded_sam.video.api import engine_propagator
 
             if on_progress is not None:
-                on_progress(0.0, f"Loading SAM 2.1's video model ({self.propagator_id})")
+                on_progress(0.0, f"Loading the video propagator ({self.propagator_id})")
             try:
                 self._prop = engine_propagator(self.gs, self._given)
             except (ModelLoadError, ValueError) as exc:
                 raise UserError(
-                    f"{exc} (start the app with --propagator and a SAM 2.1 checkpoint that loads "
-                    "here, e.g. --propagator sam2.1_t)"
+                    f"{exc} (start the app with --propagator and a SAM 2.1 or SAM 3 checkpoint "
+                    "that loads here, e.g. --propagator sam2.1_t)"
                 ) from None
         return self._prop
 
@@ -380,7 +380,11 @@ def track_clip(
     total = min(count, max_frames) if count else max_frames
     playable = h264_available()
     t0 = time.perf_counter()
-    with tracking._lock:
+    # One clip at a time: a second Track gets a message instead of holding a slot of the
+    # page's engine queue (shared with the image tab) until the first clip is done.
+    if not tracking._lock.acquire(blocking=False):
+        raise UserError("Another clip is being tracked on this page; try again when it is done.")
+    try:
         prop = tracking._propagator(on_progress)
         try:
             run = track(gs, path, phrases, settings=settings, max_frames=max_frames,
@@ -428,10 +432,19 @@ def track_clip(
                     written["video"] = clip
         except (ValueError, EOFError) as exc:  # a frame that cannot be decoded or changes size
             raise UserError(_plain(exc, path)) from None
+        except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch's OutOfMemoryError
+            if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
+                raise
+            raise UserError(
+                f"Out of memory while tracking {path.name}: lower Max frames, raise Every, or "
+                "upload a smaller clip."
+            ) from None
         finally:
             run.close()
             if browser is not None:
                 browser.abort()
+    finally:
+        tracking._lock.release()
     seconds = time.perf_counter() - t0
     _remove_others(out, set(written.values()))
     return VideoOutput(

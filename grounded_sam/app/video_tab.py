@@ -39,15 +39,16 @@ def video_help(max_upload: str) -> str:
     d = TrackerSettings()
     return f"""
 **How it works**: the phrases are grounded on frame 0 and every *key-frame interval* frames
-(the image tab's index + query on that frame); SAM 2.1's video predictor carries every
+(the image tab's index + query on that frame); SAM 2.1's video predictor (or SAM 3's
+tracker) carries every
 object's mask between key frames. A key-frame detection whose mask overlaps a track's by
 IoU ≥ {d.match_iou:g} keeps that track's id; a new object gets a new id; a track ends after
-{d.lost_after} frames in which SAM 2.1 sees its object as gone (the same defaults as
+{d.lost_after} frames in which the propagator sees its object as gone (the same defaults as
 `grounded-sam track`, which also sets `--match-iou` and `--lost-after`).
 
 **Files**: the annotated clip (H.264 mp4: masks, boxes and `label #id confidence`), the
 JSON (per frame: track id, label, confidence, box xyxy in pixels, area, mask as COCO RLE,
-SAM 2.1's object score) and the MOTChallenge text (`frame,id,left,top,width,height,conf,...`,
+the propagator's object score) and the MOTChallenge text (`frame,id,left,top,width,height,conf,...`,
 frames 1-based).
 
 **Uploads the browser cannot preview** (gradio then says *Video not playable*; OpenCV's

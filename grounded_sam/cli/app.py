@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 DESCRIPTION = """\
 Serve the web page: upload an image (indexed once), type phrases, see labeled masks,
 click points or a box for SAM prompts, download masks / overlay / JSON; in the Video
-tab, track phrases through a short clip (SAM 2.1: --sam sam2.1_t, or --propagator). Binds to
+tab, track phrases through a short clip (SAM 2.1 or SAM 3: --sam sam2.1_t / sam3, or
+--propagator). Binds to
 127.0.0.1 (this machine only) unless --host says otherwise; --share is off unless asked.
 Needs gradio: pip install -e ".[app]" (from a clone).
 """
@@ -66,8 +67,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="MODEL",
         default=None,
         help="SAM 2.1 checkpoint of the Video tab, which propagates masks (Hub id, alias "
-        "sam2.1_t / sam2.1_s / sam2.1_b+ / sam2.1_l, or folder; loaded on the first clip); "
-        "default: --sam, which must then be SAM 2.1",
+        "sam2.1_t / sam2.1_s / sam2.1_b+ / sam2.1_l, or folder), or a SAM 3 one (its tracker); "
+        "loaded on the first clip; default: --sam, which must then be SAM 2.1 or SAM 3",
     )
     add_query_options(parser, ("detection",))  # the page has its own grounding controls
     add_proposal_options(parser)

@@ -80,25 +80,18 @@ def tracker_settings(args: argparse.Namespace):
 
 
 def check_propagator(args: argparse.Namespace) -> None:
-    """Refuse early (config only, no weights) when --sam cannot propagate and no --propagator.
+    """Refuse early (config only, no weights) a checkpoint that cannot propagate masks.
 
-    --sam must then be SAM 2.1, or a SAM 3 checkpoint that holds its tracker.
+    Checked: --propagator when given, else --sam; either must be SAM 2.1 or a SAM 3 checkpoint
+    that holds its tracker.
 
     Raises:
-        ValueError: Saying which flag to add.
+        ValueError: Saying which flag to change.
+        grounded_sam.ModelLoadError: An image-only SAM 3 save, or an unreadable checkpoint.
     """
+    from grounded_sam.video.api import check_propagates
+
     if args.propagator is not None:
-        return
-    from grounded_sam.sam.loading import resolve_sam_checkpoint
-
-    ckpt = resolve_sam_checkpoint(args.sam)
-    if ckpt.grounder is not None:  # SAM 3: its own tracker, when the checkpoint holds it
-        from grounded_sam.video.sam3_propagator import check_sam3_tracker
-
-        check_sam3_tracker(args.sam)
-    elif ckpt.class_name != "Sam2Model":
-        raise ValueError(
-            f"--sam {args.sam} is a {ckpt.family} checkpoint, and tracking propagates masks with "
-            "SAM 2.1's video predictor or SAM 3's tracker: add --propagator sam2.1_t (or a local "
-            "SAM 2.1 folder), or ground with --sam sam2.1_t or --sam sam3."
-        )
+        check_propagates(args.propagator, "--propagator")
+    else:
+        check_propagates(args.sam, "--sam")

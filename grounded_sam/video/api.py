@@ -70,6 +70,47 @@ def engine_grounder(
     return ground
 
 
+#: SAM families whose own checkpoint propagates masks: SAM 2 / 2.1 (its video predictor) and
+#: SAM 3 (its tracker). Any other engine needs a separate propagator checkpoint.
+PROPAGATING_FAMILIES = ("sam2", "sam3")
+
+
+def engine_propagates(gs: Engine) -> bool:
+    """Whether the engine's own SAM checkpoint can propagate (no separate propagator needed)."""
+    return getattr(gs.predictor, "FAMILY", None) in PROPAGATING_FAMILIES
+
+
+def check_propagates(spec: str | os.PathLike, flag: str = "--propagator") -> None:
+    """Refuse a checkpoint that cannot propagate masks, from its config alone (no weights).
+
+    Args:
+        spec: Hub id, alias or folder.
+        flag: How the user gave it, for the message (``"--sam"``, ``"--propagator"``).
+
+    Raises:
+        ValueError: Neither SAM 2.1 nor SAM 3; the message says what to pass.
+        grounded_sam.ModelLoadError: An image-only SAM 3 save (no tracker), or unreadable.
+    """
+    from grounded_sam.sam.loading import resolve_sam_checkpoint
+    from grounded_sam.video.sam3_propagator import check_sam3_tracker
+
+    ckpt = resolve_sam_checkpoint(spec)
+    if ckpt.grounder is not None:  # SAM 3: its own tracker, when the checkpoint holds it
+        check_sam3_tracker(spec)
+    elif ckpt.class_name != "Sam2Model":
+        advice = (
+            "add --propagator sam2.1_t (or a local SAM 2.1 folder), or ground with --sam "
+            "sam2.1_t or --sam sam3"
+            if flag == "--sam"
+            else "pass a SAM 2.1 checkpoint (sam2.1_t, sam2.1_s, sam2.1_b+, sam2.1_l or a local "
+            "folder) or a SAM 3 one (sam3)"
+        )
+        raise ValueError(
+            f"{flag} {os.fspath(spec)} is a {ckpt.family} checkpoint, and tracking propagates "
+            f"masks with SAM 2.1's video predictor or SAM 3's tracker: {advice}."
+        )
+
+
 def engine_propagator(gs: Engine, propagator: str | os.PathLike | None = None) -> Propagator:
     """A video propagator for the engine (same device and dtype).
 
@@ -94,7 +135,7 @@ def engine_propagator(gs: Engine, propagator: str | os.PathLike | None = None) -
 
     sam_id = gs.model_ids[0]
     if propagator is None:
-        if getattr(gs.predictor, "FAMILY", None) not in ("sam2", "sam3"):
+        if not engine_propagates(gs):
             raise ValueError(
                 f"Tracking propagates masks with SAM 2.1's video predictor or SAM 3's tracker, "
                 f"and this engine's SAM ({sam_id or 'unnamed'}) is neither: pass "

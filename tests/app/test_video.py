@@ -219,6 +219,17 @@ def test_an_engine_that_cannot_propagate_says_how_to_start_the_app(tiny_gs, clip
     assert not any(tmp_path.iterdir())
 
 
+def test_a_second_clip_while_one_is_tracked_is_a_message(tracking, clip, tmp_path):
+    assert tracking._lock.acquire(blocking=False)  # as if another Track were running
+    try:
+        with pytest.raises(UserError, match="Another clip is being tracked"):
+            track_clip(tracking, clip, "red box", out_dir=tmp_path / "out")
+    finally:
+        tracking._lock.release()
+    assert tracking._lock.acquire(blocking=False)  # the refusal did not keep the lock
+    tracking._lock.release()
+
+
 def test_bad_clips_and_knobs_are_one_line_messages(tracking, clip, tmp_path, monkeypatch):
     out = tmp_path / "out"
 
