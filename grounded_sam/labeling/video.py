@@ -381,7 +381,7 @@ class _VideoJob:
             final.unlink(missing_ok=True)
             fail(rel, "the file changed while it was labeled; run again to label it")
             return None
-        return LabeledVideo(rel, final, h, w, float(run.reader.fps), run.stats.frames)
+        return LabeledVideo(rel, final, h, w, float(run.reader.fps), run.stats.frames, stamp)
 
 
 def _stamp(path: Path) -> dict[str, int] | None:
@@ -423,7 +423,8 @@ def export_videos(
     if frames is not None:
         max_frames = (config.get("video") or {}).get("max_frames")
         for entry, seq in zip(ordered, seqs, strict=True):
-            extract_frames(frames[entry.rel], out / seq, entry.num_frames, max_frames)
+            extract_frames(frames[entry.rel], out / seq, entry.num_frames, max_frames,
+                           stamp=entry.stamp)  # fmt: skip
     if fmt == "coco":
         files = write_coco_video(out, ordered, seqs, list(classes), config)
     else:

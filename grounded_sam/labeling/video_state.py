@@ -46,6 +46,8 @@ class LabeledVideo:
         width: Frame width in pixels.
         fps: Frame rate.
         num_frames: Frames tracked.
+        stamp: The :func:`~grounded_sam.labeling.state.source_stamp` of the version of the
+            video that was tracked (None: unknown).
     """
 
     rel: str
@@ -54,6 +56,7 @@ class LabeledVideo:
     width: int
     fps: float
     num_frames: int
+    stamp: dict[str, int] | None = None
 
     def load(self) -> dict[str, Any]:
         """The whole saved document (``frames``, ``tracks``, ``stats``, ...)."""
@@ -78,6 +81,7 @@ def _entry(doc: dict[str, Any], path: Path) -> LabeledVideo:
         int(doc["width"]),
         float(doc["fps"]),
         int(doc["num_frames"]),
+        doc.get("source"),
     )
 
 

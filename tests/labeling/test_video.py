@@ -280,3 +280,31 @@ def test_frames_are_written_where_both_formats_name_them(video_folder, tmp_path)
     ini = configparser.ConfigParser()
     ini.read(out / "a" / "seqinfo.ini")
     assert len(list((out / "a" / ini["Sequence"]["imDir"]).glob("*.jpg"))) == 9
+
+
+def test_frames_of_a_replaced_video_are_written_again(video_folder, tmp_path):
+    """A clip replaced by another of the same length gets its own frames, not the old JPEGs."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out, "mot", frames=True)
+    old = np.asarray(Image.open(out / "a" / "img1" / "000001.jpg").convert("RGB"), float)
+    other = replace(clips()["sub/b.avi"], num_frames=9, size=(120, 160))  # same length as a
+    write_lossless(other, video_folder / "a.avi")
+    report, failures = run(ColourEngine(), video_folder, out, "mot", frames=True)
+    assert (report.reused, report.labeled, failures) == (1, 1, [])
+    names = sorted(p.name for p in (out / "a" / "img1").glob("*.jpg"))
+    assert names == [f"{i:06d}.jpg" for i in range(1, 10)]
+    for k in (0, 8):
+        pixels = np.asarray(Image.open(out / "a" / "img1" / f"{k + 1:06d}.jpg").convert("RGB"),
+                            dtype=float)  # fmt: skip
+        assert np.abs(pixels - other.frame(k)).mean() < 4, k  # the new clip's frames
+    assert np.abs(old - other.frame(0)).mean() > 4  # (the old frames were different)
+    # a folder without the record of its source (an older layout) is written again too
+    (out / "sub__b" / ".frames_source.json").unlink()
+    stamp = (out / "sub__b" / "img1" / "000001.jpg").stat().st_mtime_ns
+    run(ColourEngine(), video_folder, out, "mot", frames=True)
+    assert (out / "sub__b" / "img1" / "000001.jpg").stat().st_mtime_ns != stamp
+    assert (out / "sub__b" / ".frames_source.json").is_file()
