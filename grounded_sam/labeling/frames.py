@@ -6,9 +6,10 @@ that tracked it (:func:`grounded_sam.video.reader.open_video`, same ``max_frames
 ``k`` of the files is frame ``k`` of the labels. A sequence's folder is written under a
 temporary name and renamed into place when complete; then ``SEQ/.frames_source.json``
 records the source file's stamp (:func:`~grounded_sam.labeling.state.source_stamp` of the
-version the labels were tracked from) and the frame count. A folder is kept only when that record matches
-(a resumed or repeated export does not decode again); a folder of another version of the video
-(replaced by a clip of the same length, say), or without the record, is written again. The
+version the labels were tracked from) and the frame count. A folder is kept only when that
+record matches (a resumed or repeated export does not decode again); a folder of another
+version of the video (replaced by a clip of the same length, say), or without the record, is
+written again. The
 record is outside ``img1`` so that a tool listing that folder sees only frames; it is removed
 before a folder is replaced and written after, so a killed export leaves no record that lies.
 """
