@@ -308,3 +308,65 @@ def test_frames_of_a_replaced_video_are_written_again(video_folder, tmp_path):
     run(ColourEngine(), video_folder, out, "mot", frames=True)
     assert (out / "sub__b" / "img1" / "000001.jpg").stat().st_mtime_ns != stamp
     assert (out / "sub__b" / ".frames_source.json").is_file()
+
+
+def _load_as_trackeval_tao(doc: dict) -> dict:
+    """The ground-truth key accesses of TrackEval's TAO loader, replicated (no TrackEval here).
+
+    JonathonLuiten/TrackEval ``trackeval/datasets/tao.py`` (commit 162cdd0): ``TAO.__init__``
+    lines 56-83 (``_merge_categories`` over annotations + tracks, ``videos[].name`` / ``id`` /
+    ``neg_category_ids`` / ``not_exhaustive_category_ids``, ``images[].video_id``,
+    ``categories[].id`` / ``name``), ``_compute_vid_mappings`` (``annotations[].bbox`` /
+    ``video_id`` / ``track_id`` / ``category_id`` / ``image_id``, ``images[].frame_index``) and
+    ``_compute_image_to_timestep_mappings``. A missing key is a KeyError, as there.
+    """
+    for ann in doc["annotations"] + doc["tracks"]:  # _merge_categories
+        ann["category_id"] = ann["category_id"]
+    images = {img["id"]: img for img in doc["images"]}
+    seq_id = {vid["name"].replace("/", "-"): vid["id"] for vid in doc["videos"]}
+    tracks: dict = {vid["id"]: {} for vid in doc["videos"]}
+    imgs: dict = {vid["id"]: {} for vid in doc["videos"]}
+    for ann in doc["annotations"]:  # _compute_vid_mappings
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+        track = tracks[ann["video_id"]].setdefault(
+            ann["track_id"], {"category_id": ann["category_id"], "annotations": []}
+        )
+        track["annotations"].append(ann)
+        imgs[ann["video_id"]].setdefault(ann["image_id"], []).append(ann)
+    for vid_tracks in tracks.values():
+        for track in vid_tracks.values():
+            track["annotations"].sort(key=lambda a: images[a["image_id"]]["frame_index"])
+    lengths = {vid["id"]: 0 for vid in doc["videos"]}
+    for img in doc["images"]:
+        lengths[img["video_id"]] += 1
+    timesteps = {
+        vid: {i: t for t, i in enumerate(sorted(ids, key=lambda i: images[i]["frame_index"]))}
+        for vid, ids in imgs.items()
+    }
+    classes = {
+        vid["id"]: {
+            "pos_cat_ids": sorted({t["category_id"] for t in tracks[vid["id"]].values()}),
+            "neg_cat_ids": vid["neg_category_ids"],
+            "not_exhaustively_labeled_cat_ids": vid["not_exhaustive_category_ids"],
+        }
+        for vid in doc["videos"]
+    }
+    seen = {c for vid in seq_id.values() for c in classes[vid]["pos_cat_ids"]}
+    valid = [cat["name"] for cat in doc["categories"] if cat["id"] in seen]
+    return {"seqs": seq_id, "lengths": lengths, "timesteps": timesteps, "classes": classes,
+            "valid_classes": valid}  # fmt: skip
+
+
+def test_coco_video_loads_as_trackeval_tao_reads_it(video_folder, tmp_path):
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out)
+    doc = json.loads((out / "annotations.json").read_text())
+    tao = _load_as_trackeval_tao(doc)
+    assert tao["seqs"] == {"a": 1, "sub__b": 2} and tao["lengths"] == {1: 9, 2: 6}
+    assert sorted(tao["valid_classes"]) == sorted(CLASSES)
+    # a holds all three classes, b no blue disc (category 2): b's negative
+    assert tao["classes"][1] == {"pos_cat_ids": [1, 2, 3], "neg_cat_ids": [],
+                                 "not_exhaustively_labeled_cat_ids": []}  # fmt: skip
+    assert tao["classes"][2] == {"pos_cat_ids": [1, 3], "neg_cat_ids": [2],
+                                 "not_exhaustively_labeled_cat_ids": []}  # fmt: skip
+    assert len(tao["timesteps"][1]) == 9  # every frame of a has an annotation
