@@ -48,8 +48,10 @@ from grounded_sam.labeling.state import (
 from grounded_sam.labeling.video_state import (
     LabeledVideo,
     clear_partial,
+    discard_video_result,
+    exported_videos,
     load_video_result,
-    saved_videos,
+    record_exported,
     video_state_path,
 )
 from grounded_sam.video.reader import MAX_FRAMES, VIDEO_EXTENSIONS
@@ -355,6 +357,7 @@ class _VideoJob:
         from grounded_sam.video.api import track
         from grounded_sam.video.writers import TrackWriter
 
+        discard_video_result(self.out, rel)  # stale: a failure below must not leave it
         try:
             stamp = source_stamp(path)  # before it is read: a file replaced meanwhile is noticed
             run = track(gs, path, self.classes, settings=self.settings, propagator=prop,
@@ -429,15 +432,20 @@ def export_videos(
         files = write_coco_video(out, ordered, seqs, list(classes), config)
     else:
         files = write_mot(out, ordered, seqs, list(classes))
+    record_exported(out, ordered)
     return files, tracks
 
 
 def export_video_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[Path]:
     """Export (again) the videos saved in ``out_dir``, e.g. in another format; no model needed.
 
+    The videos are those the last export wrote
+    (:func:`~grounded_sam.labeling.video_state.exported_videos`), not every state file.
+
     Raises:
         FileNotFoundError: ``out_dir`` holds no labeling run.
-        ValueError: An image format, or ``out_dir`` holds a dataset of images.
+        ValueError: An image format, ``out_dir`` holds a dataset of images, or a saved
+            result is unreadable (the message names the file).
         grounded_sam.labeling.lock.DatasetBusyError: Another run holds ``out_dir``.
     """
     out = Path(out_dir)
@@ -449,7 +457,7 @@ def export_video_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[
                 f"{out} holds a dataset of images: export it with "
                 "grounded_sam.labeling.export_dataset (coco, yolo or voc)."
             )
-        files, _ = export_videos(out, list(saved_videos(out)), config["classes"], fmt, config)
+        files, _ = export_videos(out, exported_videos(out), config["classes"], fmt, config)
         return files
 
 

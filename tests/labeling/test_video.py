@@ -370,3 +370,48 @@ def test_coco_video_loads_as_trackeval_tao_reads_it(video_folder, tmp_path):
     assert tao["classes"][2] == {"pos_cat_ids": [1, 3], "neg_cat_ids": [2],
                                  "not_exhaustively_labeled_cat_ids": []}  # fmt: skip
     assert len(tao["timesteps"][1]) == 9  # every frame of a has an annotation
+
+
+def test_export_again_writes_the_last_runs_videos_only(video_folder, tmp_path):
+    """A changed video that fails to track again, or a deleted one, is not exported again."""
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out)
+    state = out / STATE_DIRNAME / "videos"
+    # a.avi replaced by something unreadable: its old result is discarded, not re-exported
+    (video_folder / "a.avi").write_bytes(b"not a video at all")
+    report, failures = run(ColourEngine(), video_folder, out)
+    assert [r for r, _ in failures] == ["a.avi"] and report.reused == 1
+    assert not (state / "a.avi.json").exists()
+    files = [v["file"] for v in json.loads((out / "annotations.json").read_text())["videos"]]
+    assert files == ["sub/b.avi"]
+    export_video_dataset(out, "coco")
+    files = [v["file"] for v in json.loads((out / "annotations.json").read_text())["videos"]]
+    assert files == ["sub/b.avi"]
+    # a video deleted from the source: left out by label and by the export from the state
+    write_lossless(clips()["a.avi"], video_folder / "a.avi")
+    (video_folder / "sub" / "b.avi").unlink()
+    report, failures = run(ColourEngine(), video_folder, out)
+    assert failures == [] and report.labeled == 1
+    assert (state / "sub" / "b.avi.json").is_file()  # kept: resumable if it comes back
+    for fmt in ("mot", "coco"):
+        export_video_dataset(out, fmt)
+    files = [v["file"] for v in json.loads((out / "annotations.json").read_text())["videos"]]
+    assert files == ["a.avi"]
+    assert (out / "seqmap.txt").read_text() == "name\na\n"
+
+
+def test_a_corrupt_state_file_is_a_one_line_error_naming_it(video_folder, tmp_path):
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out)
+    bad = out / STATE_DIRNAME / "videos" / "a.avi.json"
+    bad.write_text('{"frames": [', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"saved result .*a\.avi\.json is unreadable") as err:
+        export_video_dataset(out, "mot")
+    assert "\n" not in str(err.value) and "delete it" in str(err.value)
+    (out / STATE_DIRNAME / "exported_videos.json").unlink()  # a run from before the list
+    with pytest.raises(ValueError, match=r"a\.avi\.json is unreadable"):
+        export_video_dataset(out, "coco")
+    # labeling again tracks it again
+    report, failures = run(ColourEngine(), video_folder, out)
+    assert (report.labeled, report.reused, failures) == (1, 1, [])
+    export_video_dataset(out, "coco")
