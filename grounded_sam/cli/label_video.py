@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import load_engine, proposal_settings
 from grounded_sam.cli.tracking import add_tracking_options, check_propagator, tracker_settings
+from grounded_sam.video.reader import VIDEO_EXTENSIONS
 
 if TYPE_CHECKING:
     from grounded_sam.grounding.options import QueryOptions
 
 __all__ = ["DESCRIPTION", "add_video_options", "run_videos"]
 
-DESCRIPTION = """\
-Videos: when IMAGES_DIR is a video file or a folder of videos (.mp4 .m4v .mov .avi .mkv .webm
-.mpg .mpeg .wmv, any case, in all subfolders), each video is tracked as 'track' does (the
-classes are the phrases; --every, --propagator, ... below) and the dataset is
+_EXTENSIONS = " ".join(VIDEO_EXTENSIONS)
+
+DESCRIPTION = f"""\
+Videos: when IMAGES_DIR is a video file or a folder of videos (any case, in all subfolders:
+{_EXTENSIONS}), each video is tracked as 'track' does (the classes are the
+phrases; --every, --propagator, ... below) and the dataset is
   coco:  annotations.json in COCO-video (TAO style): videos (with neg_category_ids,
          not_exhaustive_category_ids), images = frames (video_id, frame_index), annotations
          with track_id / instance_id, RLE, bbox xywh, score

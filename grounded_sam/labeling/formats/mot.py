@@ -42,6 +42,7 @@ from pathlib import Path
 
 from grounded_sam.export.files import atomic_write_text
 from grounded_sam.labeling.video_state import LabeledVideo
+from grounded_sam.video.writers import mot_box
 
 __all__ = ["gt_lines", "seqinfo", "write_mot"]
 
@@ -73,11 +74,8 @@ def gt_lines(doc: dict) -> tuple[str, str]:
     for frame in doc["frames"]:
         n = int(frame["frame"]) + 1
         for rec in frame["instances"]:
-            x1, y1, x2, y2 = (float(v) for v in rec["box"])
-            gt.append(
-                f"{n},{int(rec['track_id'])},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
-                f"1,{int(rec['class_id']) + 1},1\n"
-            )
+            box = mot_box(rec["box"])  # the columns of ``track``'s .mot.txt
+            gt.append(f"{n},{int(rec['track_id'])},{box},1,{int(rec['class_id']) + 1},1\n")
             conf = rec.get("confidence")
             scores.append(f"{float(conf):.6f}\n" if conf is not None else "nan\n")
     return "".join(gt), "".join(scores)
