@@ -28,7 +28,7 @@ import numpy as np
 from grounded_sam.export.files import atomic_write_json
 from grounded_sam.video.reader import open_video
 
-__all__ = ["FRAMES_DIR", "SOURCE_FILE", "extract_frames", "frame_name"]
+__all__ = ["FRAMES_DIR", "SOURCE_FILE", "extract_frames", "frame_name", "prune_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +123,35 @@ def extract_frames(
         raise
     logger.info("Wrote %d frames of %s into %s", n, source, final)
     return final
+
+
+def prune_frames(out: Path, keep: set[str]) -> int:
+    """Remove the frames folders this module wrote for sequences no longer in the dataset.
+
+    Only a folder ``out/SEQ`` holding this module's record (:data:`SOURCE_FILE`) loses its
+    ``img1`` and the record; the sequence folder itself goes only when that leaves it empty.
+    Anything else (a folder without the record, other files) is never touched.
+
+    Args:
+        out: DATASET_DIR.
+        keep: The sequence names of the dataset now written.
+
+    Returns:
+        How many frames folders were removed.
+    """
+    n = 0
+    if not out.is_dir():
+        return 0
+    for seq_dir in out.iterdir():
+        record = seq_dir / SOURCE_FILE
+        if seq_dir.name in keep or seq_dir.name.startswith(".") or not record.is_file():
+            continue
+        shutil.rmtree(seq_dir / FRAMES_DIR, ignore_errors=True)
+        record.unlink(missing_ok=True)
+        try:
+            seq_dir.rmdir()  # only when empty
+        except OSError:
+            pass
+        logger.info("Removed the frames of sequence %s of an earlier export", seq_dir.name)
+        n += 1
+    return n

@@ -34,7 +34,7 @@ from grounded_sam.inputs import IMAGE_EXTENSIONS, check_int, find_images, parse_
 from grounded_sam.labeling.config import engine_config, engine_options
 from grounded_sam.labeling.formats.coco_video import write_coco_video
 from grounded_sam.labeling.formats.mot import write_mot
-from grounded_sam.labeling.frames import extract_frames
+from grounded_sam.labeling.frames import extract_frames, prune_frames
 from grounded_sam.labeling.lock import dataset_lock
 from grounded_sam.labeling.run import LabelReport, one_line
 from grounded_sam.labeling.scan import is_dataset_dir
@@ -411,7 +411,9 @@ def export_videos(
         fmt: ``"coco"`` or ``"mot"``.
         config: The run's config (``video.max_frames`` is used to extract frames).
         frames: ``{rel: source video}``: also write each video's frames into ``SEQ/img1``
-            (None: no frames).
+            (None: no frames). Frames folders an earlier export wrote for sequences not in
+            ``entries`` are removed either way (:func:`~grounded_sam.labeling.frames.
+            prune_frames`).
 
     Returns:
         ``(files and folders written, tracks per class)``.
@@ -432,6 +434,7 @@ def export_videos(
         files = write_coco_video(out, ordered, seqs, list(classes), config)
     else:
         files = write_mot(out, ordered, seqs, list(classes))
+    prune_frames(out, set(seqs))  # frames of sequences gone from the dataset
     record_exported(out, ordered)
     return files, tracks
 

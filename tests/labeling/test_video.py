@@ -415,3 +415,18 @@ def test_a_corrupt_state_file_is_a_one_line_error_naming_it(video_folder, tmp_pa
     report, failures = run(ColourEngine(), video_folder, out)
     assert (report.labeled, report.reused, failures) == (1, 1, [])
     export_video_dataset(out, "coco")
+
+
+@pytest.mark.parametrize("fmt", ["mot", "coco"])
+def test_frames_of_a_sequence_gone_from_the_dataset_are_pruned(video_folder, tmp_path, fmt):
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out, fmt, frames=True)
+    assert len(list((out / "sub__b" / "img1").glob("*.jpg"))) == 6
+    mine = out / "mine" / "img1"  # a folder this writer did not make
+    mine.mkdir(parents=True)
+    (mine / "000001.jpg").write_bytes(b"x")
+    (video_folder / "sub" / "b.avi").unlink()
+    report, failures = run(ColourEngine(), video_folder, out, fmt, frames=True)
+    assert failures == [] and report.total == 1
+    assert not (out / "sub__b").exists()
+    assert (out / "a" / "img1" / "000009.jpg").is_file() and (mine / "000001.jpg").is_file()
