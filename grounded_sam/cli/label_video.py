@@ -15,20 +15,28 @@ from typing import TYPE_CHECKING
 
 from grounded_sam.cli.common import load_engine, proposal_settings
 from grounded_sam.cli.tracking import add_tracking_options, check_propagator, tracker_settings
+from grounded_sam.video.reader import VIDEO_EXTENSIONS
 
 if TYPE_CHECKING:
     from grounded_sam.grounding.options import QueryOptions
 
 __all__ = ["DESCRIPTION", "add_video_options", "run_videos"]
 
-DESCRIPTION = """\
-Videos: when IMAGES_DIR is a video file or a folder of videos (.mp4 .m4v .mov .avi .mkv .webm
-.mpg .mpeg .wmv, any case, in all subfolders), each video is tracked as 'track' does (the
-classes are the phrases; --every, --propagator, ... below) and the dataset is
-  coco:  annotations.json in COCO-video (TAO style): videos, images = frames (video_id,
-         frame_index), annotations with track_id / instance_id, RLE, bbox xywh, score
+_EXTENSIONS = " ".join(VIDEO_EXTENSIONS)
+
+DESCRIPTION = f"""\
+Videos: when IMAGES_DIR is a video file or a folder of videos (any case, in all subfolders:
+{_EXTENSIONS}), each video is tracked as 'track' does (the classes are the
+phrases; --every, --propagator, ... below) and the dataset is
+  coco:  annotations.json in COCO-video (TAO style): videos (with neg_category_ids,
+         not_exhaustive_category_ids), images = frames (video_id, frame_index), annotations
+         with track_id / instance_id, RLE, bbox xywh, score
   mot:   SEQ/seqinfo.ini and SEQ/gt/gt.txt (MOTChallenge: frame,id,left,top,width,height,
-         1,class,1) per video, SEQ/gt/scores.txt (confidences), seqmap.txt
+         1,class,1) per video, SEQ/gt/scores.txt (confidences), seqmap.txt. class is the
+         1-based index in --classes; TrackEval's MotChallenge2DBox evaluates only class 1 and
+         by default (DO_PREPROC=True) takes gt classes 2, 7, 8, 12 as distractors and refuses
+         ids above 13: evaluate more than one class with DO_PREPROC=False (class-agnostic)
+         or one class at a time (the gt.txt rows of that class)
 Frames are written (SEQ/img1/000001.jpg, ...) only with --frames. Resumable per video (a
 finished video is never tracked again). A folder with both images and videos is refused:
 label them into separate datasets.

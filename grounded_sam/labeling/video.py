@@ -34,7 +34,7 @@ from grounded_sam.inputs import IMAGE_EXTENSIONS, check_int, find_images, parse_
 from grounded_sam.labeling.config import engine_config, engine_options
 from grounded_sam.labeling.formats.coco_video import write_coco_video
 from grounded_sam.labeling.formats.mot import write_mot
-from grounded_sam.labeling.frames import extract_frames
+from grounded_sam.labeling.frames import extract_frames, prune_frames
 from grounded_sam.labeling.lock import dataset_lock
 from grounded_sam.labeling.run import LabelReport, one_line
 from grounded_sam.labeling.scan import is_dataset_dir
@@ -48,8 +48,10 @@ from grounded_sam.labeling.state import (
 from grounded_sam.labeling.video_state import (
     LabeledVideo,
     clear_partial,
+    discard_video_result,
+    exported_videos,
     load_video_result,
-    saved_videos,
+    record_exported,
     video_state_path,
 )
 from grounded_sam.video.reader import MAX_FRAMES, VIDEO_EXTENSIONS
@@ -355,6 +357,7 @@ class _VideoJob:
         from grounded_sam.video.api import track
         from grounded_sam.video.writers import TrackWriter
 
+        discard_video_result(self.out, rel)  # stale: a failure below must not leave it
         try:
             stamp = source_stamp(path)  # before it is read: a file replaced meanwhile is noticed
             run = track(gs, path, self.classes, settings=self.settings, propagator=prop,
@@ -381,7 +384,7 @@ class _VideoJob:
             final.unlink(missing_ok=True)
             fail(rel, "the file changed while it was labeled; run again to label it")
             return None
-        return LabeledVideo(rel, final, h, w, float(run.reader.fps), run.stats.frames)
+        return LabeledVideo(rel, final, h, w, float(run.reader.fps), run.stats.frames, stamp)
 
 
 def _stamp(path: Path) -> dict[str, int] | None:
@@ -408,7 +411,9 @@ def export_videos(
         fmt: ``"coco"`` or ``"mot"``.
         config: The run's config (``video.max_frames`` is used to extract frames).
         frames: ``{rel: source video}``: also write each video's frames into ``SEQ/img1``
-            (None: no frames).
+            (None: no frames). Frames folders an earlier export wrote for sequences not in
+            ``entries`` are removed either way (:func:`~grounded_sam.labeling.frames.
+            prune_frames`).
 
     Returns:
         ``(files and folders written, tracks per class)``.
@@ -423,20 +428,27 @@ def export_videos(
     if frames is not None:
         max_frames = (config.get("video") or {}).get("max_frames")
         for entry, seq in zip(ordered, seqs, strict=True):
-            extract_frames(frames[entry.rel], out / seq, entry.num_frames, max_frames)
+            extract_frames(frames[entry.rel], out / seq, entry.num_frames, max_frames,
+                           stamp=entry.stamp)  # fmt: skip
     if fmt == "coco":
         files = write_coco_video(out, ordered, seqs, list(classes), config)
     else:
         files = write_mot(out, ordered, seqs, list(classes))
+    prune_frames(out, set(seqs))  # frames of sequences gone from the dataset
+    record_exported(out, ordered)
     return files, tracks
 
 
 def export_video_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[Path]:
     """Export (again) the videos saved in ``out_dir``, e.g. in another format; no model needed.
 
+    The videos are those the last export wrote
+    (:func:`~grounded_sam.labeling.video_state.exported_videos`), not every state file.
+
     Raises:
         FileNotFoundError: ``out_dir`` holds no labeling run.
-        ValueError: An image format, or ``out_dir`` holds a dataset of images.
+        ValueError: An image format, ``out_dir`` holds a dataset of images, or a saved
+            result is unreadable (the message names the file).
         grounded_sam.labeling.lock.DatasetBusyError: Another run holds ``out_dir``.
     """
     out = Path(out_dir)
@@ -448,7 +460,7 @@ def export_video_dataset(out_dir: str | os.PathLike, fmt: str = "coco") -> list[
                 f"{out} holds a dataset of images: export it with "
                 "grounded_sam.labeling.export_dataset (coco, yolo or voc)."
             )
-        files, _ = export_videos(out, list(saved_videos(out)), config["classes"], fmt, config)
+        files, _ = export_videos(out, exported_videos(out), config["classes"], fmt, config)
         return files
 
 

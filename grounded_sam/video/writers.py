@@ -49,7 +49,7 @@ from grounded_sam.export.annotate import draw_bgr
 from grounded_sam.export.files import current_umask
 from grounded_sam.export.records import detections_to_records, jsonable
 
-__all__ = ["TrackWriter", "annotate_tracks", "mot_lines", "track_labels"]
+__all__ = ["TrackWriter", "annotate_tracks", "mot_box", "mot_lines", "track_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +83,26 @@ def annotate_tracks(frame: np.ndarray, dets: sv.Detections, opacity: float = 0.5
     return np.ascontiguousarray(draw_bgr(scene, dets, opacity, track_labels(dets)))
 
 
+def mot_box(xyxy: Any) -> str:
+    """MOTChallenge's box columns ``bb_left,bb_top,bb_width,bb_height`` of an xyxy pixel box.
+
+    Args:
+        xyxy: ``(x1, y1, x2, y2)`` in pixels (x2/y2 exclusive, as the tight mask boxes).
+
+    Returns:
+        ``"x1,y1,w,h"`` with two decimals.
+    """
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return f"{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f}"
+
+
 def mot_lines(index: int, dets: sv.Detections) -> str:
     """MOTChallenge lines of one frame (``index`` 0-based; written 1-based)."""
     lines = []
     for i in range(len(dets)):
-        x1, y1, x2, y2 = (float(v) for v in dets.xyxy[i])
         conf = 1.0 if dets.confidence is None else float(dets.confidence[i])
         tid = int(dets.tracker_id[i]) if dets.tracker_id is not None else -1
-        lines.append(
-            f"{index + 1},{tid},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{conf:.4f},-1,-1,-1\n"
-        )
+        lines.append(f"{index + 1},{tid},{mot_box(dets.xyxy[i])},{conf:.4f},-1,-1,-1\n")
     return "".join(lines)
 
 

@@ -87,3 +87,19 @@ def test_label_video_errors_are_one_line_before_models_load(clips, tmp_path, tin
     assert proc.returncode == 1 and len(error_lines(proc.stderr)) == 1
     assert "add --propagator sam2.1_t" in proc.stderr
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+
+
+def test_help_says_how_trackeval_reads_the_mot_class_column():
+    """The class column is --classes' index, which TrackEval's MOT17 preprocessing misreads."""
+    from grounded_sam.cli.label_video import DESCRIPTION
+    from grounded_sam.labeling.formats import mot
+    from grounded_sam.video.reader import VIDEO_EXTENSIONS
+
+    text = " ".join(DESCRIPTION.split())
+    assert "class is the 1-based index in --classes" in text
+    assert "2, 7, 8, 12 as distractors" in text and "DO_PREPROC=False" in text
+    doc = " ".join(mot.__doc__.split())
+    assert "``DO_PREPROC=False``" in doc and "cars (2) would be distractors" in doc
+    assert all(ext in text.split("(", 1)[1] for ext in VIDEO_EXTENSIONS)
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "# MOT's class column is the 1-based index in --classes" in readme

@@ -280,3 +280,153 @@ def test_frames_are_written_where_both_formats_name_them(video_folder, tmp_path)
     ini = configparser.ConfigParser()
     ini.read(out / "a" / "seqinfo.ini")
     assert len(list((out / "a" / ini["Sequence"]["imDir"]).glob("*.jpg"))) == 9
+
+
+def test_frames_of_a_replaced_video_are_written_again(video_folder, tmp_path):
+    """A clip replaced by another of the same length gets its own frames, not the old JPEGs."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out, "mot", frames=True)
+    old = np.asarray(Image.open(out / "a" / "img1" / "000001.jpg").convert("RGB"), float)
+    other = replace(clips()["sub/b.avi"], num_frames=9, size=(120, 160))  # same length as a
+    write_lossless(other, video_folder / "a.avi")
+    report, failures = run(ColourEngine(), video_folder, out, "mot", frames=True)
+    assert (report.reused, report.labeled, failures) == (1, 1, [])
+    names = sorted(p.name for p in (out / "a" / "img1").glob("*.jpg"))
+    assert names == [f"{i:06d}.jpg" for i in range(1, 10)]
+    for k in (0, 8):
+        pixels = np.asarray(Image.open(out / "a" / "img1" / f"{k + 1:06d}.jpg").convert("RGB"),
+                            dtype=float)  # fmt: skip
+        assert np.abs(pixels - other.frame(k)).mean() < 4, k  # the new clip's frames
+    assert np.abs(old - other.frame(0)).mean() > 4  # (the old frames were different)
+    # a folder without the record of its source (an older layout) is written again too
+    (out / "sub__b" / ".frames_source.json").unlink()
+    stamp = (out / "sub__b" / "img1" / "000001.jpg").stat().st_mtime_ns
+    run(ColourEngine(), video_folder, out, "mot", frames=True)
+    assert (out / "sub__b" / "img1" / "000001.jpg").stat().st_mtime_ns != stamp
+    assert (out / "sub__b" / ".frames_source.json").is_file()
+
+
+def _load_as_trackeval_tao(doc: dict) -> dict:
+    """The ground-truth key accesses of TrackEval's TAO loader, replicated (no TrackEval here).
+
+    JonathonLuiten/TrackEval ``trackeval/datasets/tao.py`` (commit 162cdd0): ``TAO.__init__``
+    lines 56-83 (``_merge_categories`` over annotations + tracks, ``videos[].name`` / ``id`` /
+    ``neg_category_ids`` / ``not_exhaustive_category_ids``, ``images[].video_id``,
+    ``categories[].id`` / ``name``), ``_compute_vid_mappings`` (``annotations[].bbox`` /
+    ``video_id`` / ``track_id`` / ``category_id`` / ``image_id``, ``images[].frame_index``) and
+    ``_compute_image_to_timestep_mappings``. A missing key is a KeyError, as there.
+    """
+    for ann in doc["annotations"] + doc["tracks"]:  # _merge_categories
+        ann["category_id"] = ann["category_id"]
+    images = {img["id"]: img for img in doc["images"]}
+    seq_id = {vid["name"].replace("/", "-"): vid["id"] for vid in doc["videos"]}
+    tracks: dict = {vid["id"]: {} for vid in doc["videos"]}
+    imgs: dict = {vid["id"]: {} for vid in doc["videos"]}
+    for ann in doc["annotations"]:  # _compute_vid_mappings
+        ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+        track = tracks[ann["video_id"]].setdefault(
+            ann["track_id"], {"category_id": ann["category_id"], "annotations": []}
+        )
+        track["annotations"].append(ann)
+        imgs[ann["video_id"]].setdefault(ann["image_id"], []).append(ann)
+    for vid_tracks in tracks.values():
+        for track in vid_tracks.values():
+            track["annotations"].sort(key=lambda a: images[a["image_id"]]["frame_index"])
+    lengths = {vid["id"]: 0 for vid in doc["videos"]}
+    for img in doc["images"]:
+        lengths[img["video_id"]] += 1
+    timesteps = {
+        vid: {i: t for t, i in enumerate(sorted(ids, key=lambda i: images[i]["frame_index"]))}
+        for vid, ids in imgs.items()
+    }
+    classes = {
+        vid["id"]: {
+            "pos_cat_ids": sorted({t["category_id"] for t in tracks[vid["id"]].values()}),
+            "neg_cat_ids": vid["neg_category_ids"],
+            "not_exhaustively_labeled_cat_ids": vid["not_exhaustive_category_ids"],
+        }
+        for vid in doc["videos"]
+    }
+    seen = {c for vid in seq_id.values() for c in classes[vid]["pos_cat_ids"]}
+    valid = [cat["name"] for cat in doc["categories"] if cat["id"] in seen]
+    return {"seqs": seq_id, "lengths": lengths, "timesteps": timesteps, "classes": classes,
+            "valid_classes": valid}  # fmt: skip
+
+
+def test_coco_video_loads_as_trackeval_tao_reads_it(video_folder, tmp_path):
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out)
+    doc = json.loads((out / "annotations.json").read_text())
+    tao = _load_as_trackeval_tao(doc)
+    assert tao["seqs"] == {"a": 1, "sub__b": 2} and tao["lengths"] == {1: 9, 2: 6}
+    assert sorted(tao["valid_classes"]) == sorted(CLASSES)
+    # a holds all three classes, b no blue disc (category 2): b's negative
+    assert tao["classes"][1] == {"pos_cat_ids": [1, 2, 3], "neg_cat_ids": [],
+                                 "not_exhaustively_labeled_cat_ids": []}  # fmt: skip
+    assert tao["classes"][2] == {"pos_cat_ids": [1, 3], "neg_cat_ids": [2],
+                                 "not_exhaustively_labeled_cat_ids": []}  # fmt: skip
+    assert len(tao["timesteps"][1]) == 9  # every frame of a has an annotation
+
+
+def test_export_again_writes_the_last_runs_videos_only(video_folder, tmp_path):
+    """A changed video that fails to track again, or a deleted one, is not exported again."""
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out)
+    state = out / STATE_DIRNAME / "videos"
+    # a.avi replaced by something unreadable: its old result is discarded, not re-exported
+    (video_folder / "a.avi").write_bytes(b"not a video at all")
+    report, failures = run(ColourEngine(), video_folder, out)
+    assert [r for r, _ in failures] == ["a.avi"] and report.reused == 1
+    assert not (state / "a.avi.json").exists()
+    files = [v["file"] for v in json.loads((out / "annotations.json").read_text())["videos"]]
+    assert files == ["sub/b.avi"]
+    export_video_dataset(out, "coco")
+    files = [v["file"] for v in json.loads((out / "annotations.json").read_text())["videos"]]
+    assert files == ["sub/b.avi"]
+    # a video deleted from the source: left out by label and by the export from the state
+    write_lossless(clips()["a.avi"], video_folder / "a.avi")
+    (video_folder / "sub" / "b.avi").unlink()
+    report, failures = run(ColourEngine(), video_folder, out)
+    assert failures == [] and report.labeled == 1
+    assert (state / "sub" / "b.avi.json").is_file()  # kept: resumable if it comes back
+    for fmt in ("mot", "coco"):
+        export_video_dataset(out, fmt)
+    files = [v["file"] for v in json.loads((out / "annotations.json").read_text())["videos"]]
+    assert files == ["a.avi"]
+    assert (out / "seqmap.txt").read_text() == "name\na\n"
+
+
+def test_a_corrupt_state_file_is_a_one_line_error_naming_it(video_folder, tmp_path):
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out)
+    bad = out / STATE_DIRNAME / "videos" / "a.avi.json"
+    bad.write_text('{"frames": [', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"saved result .*a\.avi\.json is unreadable") as err:
+        export_video_dataset(out, "mot")
+    assert "\n" not in str(err.value) and "delete it" in str(err.value)
+    (out / STATE_DIRNAME / "exported_videos.json").unlink()  # a run from before the list
+    with pytest.raises(ValueError, match=r"a\.avi\.json is unreadable"):
+        export_video_dataset(out, "coco")
+    # labeling again tracks it again
+    report, failures = run(ColourEngine(), video_folder, out)
+    assert (report.labeled, report.reused, failures) == (1, 1, [])
+    export_video_dataset(out, "coco")
+
+
+@pytest.mark.parametrize("fmt", ["mot", "coco"])
+def test_frames_of_a_sequence_gone_from_the_dataset_are_pruned(video_folder, tmp_path, fmt):
+    out = tmp_path / "ds"
+    run(ColourEngine(), video_folder, out, fmt, frames=True)
+    assert len(list((out / "sub__b" / "img1").glob("*.jpg"))) == 6
+    mine = out / "mine" / "img1"  # a folder this writer did not make
+    mine.mkdir(parents=True)
+    (mine / "000001.jpg").write_bytes(b"x")
+    (video_folder / "sub" / "b.avi").unlink()
+    report, failures = run(ColourEngine(), video_folder, out, fmt, frames=True)
+    assert failures == [] and report.total == 1
+    assert not (out / "sub__b").exists()
+    assert (out / "a" / "img1" / "000009.jpg").is_file() and (mine / "000001.jpg").is_file()

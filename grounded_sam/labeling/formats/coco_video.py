@@ -6,14 +6,15 @@ mmtracking's ``CocoVID``)::
     {"info": {..., "grounded_sam": <run config>},
      "categories": [{"id": 1, "name": "person", "supercategory": "object"}, ...],
      "videos": [{"id": 1, "name": SEQ, "file": "sub/clip.mp4", "width": W, "height": H,
-                 "length": T, "fps": 30.0}, ...],
+                 "length": T, "fps": 30.0, "neg_category_ids": [2],
+                 "not_exhaustive_category_ids": []}, ...],
      "images": [{"id": 1, "video_id": 1, "frame_index": 0, "frame_id": 0,
                  "file_name": "SEQ/img1/000001.jpg", "width": W, "height": H}, ...],
      "tracks": [{"id": 1, "category_id": 1, "video_id": 1}, ...],
      "annotations": [{"id": 1, "image_id": 1, "video_id": 1, "category_id": 1,
                       "track_id": 1, "instance_id": 1, "segmentation": RLE, "area": A,
                       "bbox": [x, y, w, h], "iscrowd": 0, "score": 0.87,
-                      "object_score": 9.3, "grounded": true}, ...]}
+                      "object_score": 0.98, "grounded": true}, ...]}
 
 Every frame of a video is an image (also those without annotations), ``frame_index`` 0-based.
 ``file_name`` is the frame's file relative to DATASET_DIR in MOTChallenge's layout
@@ -23,7 +24,19 @@ Every frame of a video is an image (also those without annotations), ``frame_ind
 the tracks of the videos before it); ``category_id`` of an annotation is the label of that
 frame's detection, that of a track (``tracks``) its last matched label. ``bbox`` is xywh
 pixels of the mask's tight box, ``segmentation`` exact COCO RLE (iscrowd 0, as the image COCO
-export); ``score`` is the grounding confidence of the detection the track last matched.
+export); ``score`` is the grounding confidence of the detection the track last matched,
+``object_score`` the sigmoid of SAM 2's object-score logit (in [0, 1]; 1.0 on a frame where the
+track was grounded with a mask prompt) and ``grounded`` whether that frame's grounding matched
+or started the track.
+
+TAO's per-video keys are written as TrackEval's TAO loader (``trackeval/datasets/tao.py``,
+``TAO.__init__``) reads them: ``neg_category_ids`` are the categories with no annotation in
+that video (every class was looked for on every key frame, so a class not found is one the
+labels say is absent: a tracker's box of it there counts as a false positive) and
+``not_exhaustive_category_ids`` is empty (every class is labeled exhaustively, as far as the
+grounding goes). Its loader also reads ``videos[].name`` / ``id``, ``images[].id`` /
+``video_id`` / ``frame_index``, ``annotations[].bbox`` (xywh) / ``track_id`` / ``image_id`` /
+``video_id`` / ``category_id``, ``tracks[].category_id`` and ``categories[].id`` / ``name``.
 """
 
 from __future__ import annotations
@@ -77,8 +90,10 @@ def write_coco_video(
         h, w = video.height, video.width
         videos_out.append(
             {"id": video_id, "name": seq, "file": video.rel, "width": w, "height": h,
-             "length": int(doc["num_frames"]), "fps": video.fps}
+             "length": int(doc["num_frames"]), "fps": video.fps,
+             "not_exhaustive_category_ids": []}
         )  # fmt: skip
+        first_ann = len(annotations)
         top = 0
         for frame in doc["frames"]:
             index = int(frame["frame"])
@@ -115,6 +130,8 @@ def write_coco_video(
                 {"id": offset + local, "category_id": ids.get(t["label"], int(t["class_id"]) + 1),
                  "video_id": video_id}
             )  # fmt: skip
+        present = {a["category_id"] for a in annotations[first_ann:]}
+        videos_out[-1]["neg_category_ids"] = [c["id"] for c in categories if c["id"] not in present]
         offset += top
     result = {
         "info": {

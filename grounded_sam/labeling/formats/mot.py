@@ -11,13 +11,27 @@ Layout::
 ``gt.txt`` has MOT17's 9 ground-truth columns: 1-based frame number, the track id (per
 sequence, 1, 2, ...), the box in pixels (left, top, width, height of the mask's tight box,
 as ``grounded-sam track``'s ``.mot.txt``), 1 (consider the entry), the class (category id:
-the 1-based index of the class in ``--classes``) and visibility 1. A ground-truth file has no
+the 1-based index of the class in ``--classes``, not MOT17's class ids; see below) and
+visibility 1. A ground-truth file has no
 confidence column, so the grounding confidence is in the ``scores.txt`` sidecar (as YOLO's
 ``scores/``). The frames are written into ``SEQ/img1/`` only with ``label --frames``
 (:mod:`grounded_sam.labeling.frames`): the evaluation tools (TrackEval, py-motmetrics) read
 only ``seqinfo.ini`` and ``gt/gt.txt``, the video is the source of the pixels, and JPEG
 frames take many times the video's size; training a detector or tracker on the dataset
 needs them.
+
+Evaluating against it with TrackEval (``trackeval/datasets/mot_challenge_2d_box.py``,
+``MotChallenge2DBox``): that dataset class evaluates one class, ``pedestrian`` = class 1 (the
+only valid ``CLASSES_TO_EVAL``). With its default ``DO_PREPROC=True`` (any ``BENCHMARK`` but
+MOT15) a gt class id outside 1-13 is an error, tracker boxes matching gt of classes 2, 7, 8
+and 12 (MOT17's person_on_vehicle, static_person, distractor, reflection; also 6 with
+``BENCHMARK='MOT20'``) are dropped as distractors, and gt rows of every class but 1 are not
+evaluated. Here the class ids are the 1-based indices of ``--classes``, not MOT17's classes:
+with ``--classes "person, car"`` the cars (2) would be distractors. So evaluate a dataset of
+more than one class with ``DO_PREPROC=False`` (then every gt row is evaluated, all classes
+as one), or one class at a time (a copy of ``gt.txt`` with only the rows of class ``k``, and
+the tracker's rows of that class). TrackEval also refuses a tracker file whose class column
+(8th) is above 1.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from pathlib import Path
 
 from grounded_sam.export.files import atomic_write_text
 from grounded_sam.labeling.video_state import LabeledVideo
+from grounded_sam.video.writers import mot_box
 
 __all__ = ["gt_lines", "seqinfo", "write_mot"]
 
@@ -59,11 +74,8 @@ def gt_lines(doc: dict) -> tuple[str, str]:
     for frame in doc["frames"]:
         n = int(frame["frame"]) + 1
         for rec in frame["instances"]:
-            x1, y1, x2, y2 = (float(v) for v in rec["box"])
-            gt.append(
-                f"{n},{int(rec['track_id'])},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
-                f"1,{int(rec['class_id']) + 1},1\n"
-            )
+            box = mot_box(rec["box"])  # the columns of ``track``'s .mot.txt
+            gt.append(f"{n},{int(rec['track_id'])},{box},1,{int(rec['class_id']) + 1},1\n")
             conf = rec.get("confidence")
             scores.append(f"{float(conf):.6f}\n" if conf is not None else "nan\n")
     return "".join(gt), "".join(scores)
