@@ -164,3 +164,61 @@ def test_missing_settings_say_what_to_set(engine, fake_ls) -> None:
     r = no_key.post("/predict", json=ls_request(BRUSH_CONFIG, "s3://bucket/photo.png"))
     assert_error(r, 422, "LABEL_STUDIO_API_KEY")
     assert FakeStorageLS.seen == [] and Bucket.seen == []
+
+
+class RedirectingLS(FakeStorageLS):
+    """A Label Studio whose upload redirects to its own API (the backend must not follow)."""
+
+    def do_GET(self) -> None:
+        FakeStorageLS.seen.append(f"GET {self.path} {self.headers.get('authorization')}")
+        if self.path.startswith("/data/upload/1/away.png"):
+            return self._send(302, location="/api/users/")
+        if self.path.startswith("/data/upload/1/up.png"):
+            return self._send(302, location="/data/../api/projects/")
+        return self._send(200, PHOTO)  # anything else "answers": the test checks none was asked
+
+
+@pytest.fixture(scope="module")
+def redirecting_ls():
+    ls, url = _serve(RedirectingLS)
+    yield url
+    ls.shutdown()
+
+
+def test_only_file_paths_are_read_with_the_api_key(engine, fake_ls, redirecting_ls) -> None:
+    source = ImageSource(url=fake_ls, api_key="abc")
+    refused = [
+        "/data/../api/projects/",  # httpx would send /api/projects/
+        "data/upload/../../api/users/",
+        "/data/%2e%2e/api/projects/",
+        "/data/upload/%2E%2E/%2e%2e/api/users/",
+        "/data/%252e%252e/api/users/",  # encoded twice
+        "/storage-data/..%2f..%2fapi/users/",
+        "/upload/../api/users/",
+        f"{fake_ls}/api/users/",
+        f"{fake_ls}/api/projects/1/export?exportType=JSON",
+        f"{fake_ls}/data/../api/users/",
+        f"{fake_ls}/data/%2e%2e/api/users/",
+        f"{fake_ls}/tasks/7/annotations/",
+    ]
+    for ref in refused:
+        with pytest.raises(LabelStudioError, match="only Label Studio's files") as info:
+            source.read(ref, 7)
+        assert info.value.status == 422, ref
+    assert FakeStorageLS.seen == []
+    c = backend(engine, url=fake_ls, api_key="abc")
+    r = c.post("/predict", json=ls_request(BRUSH_CONFIG, f"{fake_ls}/api/users/"))
+    assert_error(r, 422, "/api/users/", "only Label Studio's files")
+    assert FakeStorageLS.seen == []
+    assert source.read(f"{fake_ls}/data/upload/1/photo.png") == PHOTO  # files still are read
+
+    redirecting = ImageSource(url=redirecting_ls, api_key="abc")
+    for ref, sent in [
+        ("/data/upload/1/away.png", "/api/users/"),
+        ("/data/upload/1/up.png", "/api/projects/"),
+    ]:
+        FakeStorageLS.seen.clear()
+        with pytest.raises(LabelStudioError, match="only Label Studio's files") as info:
+            redirecting.read(ref)
+        assert info.value.status == 422 and sent in str(info.value)
+        assert [s.split()[1] for s in FakeStorageLS.seen] == [ref]  # the redirect not followed
