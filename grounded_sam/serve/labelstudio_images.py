@@ -230,7 +230,7 @@ class ImageSource:
                 "not set: start the server with --label-studio-url (or set LABEL_STUDIO_URL) "
                 "and LABEL_STUDIO_API_KEY, or --local-files-root for local storage."
             )
-        url = target if "://" in target else self.url + target
+        url = target if urlsplit(target).scheme in ("http", "https") else self.url + target
         try:
             with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
                 headers = self._headers(client)

@@ -222,3 +222,11 @@ def test_only_file_paths_are_read_with_the_api_key(engine, fake_ls, redirecting_
             redirecting.read(ref)
         assert info.value.status == 422 and sent in str(info.value)
         assert [s.split()[1] for s in FakeStorageLS.seen] == [ref]  # the redirect not followed
+
+
+def test_a_relative_reference_with_a_url_in_its_query_is_relative(fake_ls) -> None:
+    source = ImageSource(url=fake_ls, api_key="abc")
+    assert source.read("/data/upload/1/photo.png?from=https://example.com/x") == PHOTO
+    assert FakeStorageLS.seen == [
+        "GET /data/upload/1/photo.png?from=https://example.com/x Token abc"
+    ]
