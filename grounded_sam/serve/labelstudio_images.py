@@ -206,13 +206,23 @@ class ImageSource:
         with self._lock:  # a personal access token: exchange it for a short-lived one
             if self._bearer is None or self._bearer[1] < time.monotonic():
                 r = client.post(f"{self.url}/api/token/refresh", json={"refresh": key})
-                if r.status_code != 200 or "access" not in r.json():
+                try:
+                    answer = r.json()
+                except ValueError:  # json.JSONDecodeError: a login page, a proxy's error page
+                    raise LabelStudioError(
+                        f"Label Studio's /api/token/refresh answered {r.status_code} with "
+                        f"{r.headers.get('content-type') or 'a body'} that is not JSON: check "
+                        "that LABEL_STUDIO_URL is Label Studio itself (not a proxy or login "
+                        "page) and that LABEL_STUDIO_API_KEY is its personal access token.",
+                        status=502,
+                    ) from None
+                if r.status_code != 200 or not isinstance(answer, dict) or "access" not in answer:
                     raise LabelStudioError(
                         f"Label Studio refused the API key ({r.status_code} from "
                         "/api/token/refresh): check LABEL_STUDIO_API_KEY.",
                         status=502,
                     )
-                self._bearer = (str(r.json()["access"]), time.monotonic() + 240)
+                self._bearer = (str(answer["access"]), time.monotonic() + 240)
             return {"Authorization": f"Bearer {self._bearer[0]}"}
 
     def _get(self, target: str, *, what: str) -> bytes:

@@ -230,3 +230,37 @@ def test_a_relative_reference_with_a_url_in_its_query_is_relative(fake_ls) -> No
     assert FakeStorageLS.seen == [
         "GET /data/upload/1/photo.png?from=https://example.com/x Token abc"
     ]
+
+
+class HtmlRefreshLS(Recorder):
+    """A Label Studio (or a proxy before it) answering /api/token/refresh with a HTML page."""
+
+    seen: list[str] = []
+
+    def do_POST(self) -> None:
+        HtmlRefreshLS.seen.append(f"POST {self.path}")
+        body = b"<html>login</html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        HtmlRefreshLS.seen.append(f"GET {self.path}")
+        self._send(200, PHOTO)
+
+
+def test_a_token_refresh_that_answers_no_json_is_a_502(engine) -> None:
+    server, url = _serve(HtmlRefreshLS)
+    try:
+        source = ImageSource(url=url, api_key="a.personal.token")
+        with pytest.raises(LabelStudioError, match="not JSON") as info:
+            source.read("/data/upload/1/photo.png")
+        assert info.value.status == 502 and "LABEL_STUDIO_URL" in str(info.value)
+        c = backend(engine, url=url, api_key="a.personal.token")
+        r = c.post("/predict", json=ls_request(BRUSH_CONFIG, "/data/upload/1/photo.png"))
+        assert_error(r, 502, "/api/token/refresh", "not JSON")
+        assert HtmlRefreshLS.seen == ["POST /api/token/refresh"] * 2  # no GET without a token
+    finally:
+        server.shutdown()
