@@ -163,3 +163,23 @@ def test_bad_extra_params_are_refused_at_setup(ls) -> None:
         422,
         "model_x",
     )
+
+
+def test_a_refused_setup_changes_nothing(ls, client) -> None:
+    full = predicted(ls.post("/predict", json=ls_request(BRUSH_CONFIG, URL)))
+    per_phrase = segmented(client, calibration="per_phrase")
+    assert full and per_phrase != full
+    body = {**ls_request(BRUSH_CONFIG, URL), "project": "4.1"}
+    refused = {
+        "project": "4.1",
+        "schema": tag_config(model_top_k="x"),
+        "extra_params": {"calibration": "per_phrase"},
+    }
+    assert_error(ls.post("/setup", json=refused), 422, "model_* attributes", "top_k")
+    assert predicted(ls.post("/predict", json=body)) == full  # not kept
+    good = {"project": "4.1", "schema": BRUSH_CONFIG, "extra_params": {"calibration": "per_phrase"}}
+    assert ls.post("/setup", json=good).status_code == 200
+    assert predicted(ls.post("/predict", json=body)) == per_phrase
+    forget = {**refused, "extra_params": None}
+    assert_error(ls.post("/setup", json=forget), 422, "model_* attributes")
+    assert predicted(ls.post("/predict", json=body)) == per_phrase  # not forgotten
