@@ -38,6 +38,8 @@ Settings (the function's ``spec.env``):
   ``pred_iou_thresh``, ...);
 * ``GROUNDED_SAM_FUNCTION_YAML``: where the labels are read (default
   ``/opt/nuclio/function.yaml``, where Nuclio puts the function's configuration).
+* ``GROUNDED_SAM_MAX_IMAGE_PIXELS``: the most pixels of an image (a positive integer;
+  default ``4096 * 4096``); a larger one is a 400.
 """
 
 from __future__ import annotations
@@ -309,13 +311,16 @@ def load_function(environ: Mapping[str, str] | None = None) -> CvatFunction:
                 f"GROUNDED_SAM_PROPOSALS must be a JSON object of EverythingSettings knobs "
                 f'such as {{"points_per_side": 16}} ({exc}).'
             ) from None
-    max_pixels = env.get("GROUNDED_SAM_MAX_IMAGE_PIXELS") or DEFAULT_MAX_IMAGE_PIXELS
+    asked_pixels = env.get("GROUNDED_SAM_MAX_IMAGE_PIXELS") or str(DEFAULT_MAX_IMAGE_PIXELS)
     try:
-        max_pixels = int(max_pixels)
+        max_pixels = int(asked_pixels)
     except ValueError:
+        max_pixels = 0
+    if max_pixels <= 0:
         raise ValueError(
-            f"GROUNDED_SAM_MAX_IMAGE_PIXELS must be an integer, got {max_pixels!r}."
-        ) from None
+            f"GROUNDED_SAM_MAX_IMAGE_PIXELS must be a positive integer (the most pixels of an "
+            f"image, default {DEFAULT_MAX_IMAGE_PIXELS}), got {asked_pixels!r}."
+        )
     from grounded_sam.grounding.options import QueryOptions
 
     asked = env.get("GROUNDED_SAM_OPTIONS")

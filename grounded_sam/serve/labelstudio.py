@@ -326,11 +326,13 @@ def add_routes(
               tags=["label-studio"])  # fmt: skip
     async def setup(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         schema = body.get("schema") or body.get("label_config")
-        projects.set(body.get("project"), body.get("extra_params"), engine.gs.options)
+        extra_params = body.get("extra_params")
         if schema is not None:  # the tag's model_* options are checked now, as a request would
             tag = parse_label_config(schema).tag
-            request_options(engine.gs.options, extra_params=projects.get(body.get("project")),
+            request_options(engine.gs.options, extra_params=extra_params,
                             tag_options=tag.options, tag=tag.from_name)  # fmt: skip
+        # kept only once all of it is valid: a refused /setup changes no later prediction
+        projects.set(body.get("project"), extra_params, engine.gs.options)
         return {"model_version": engine.model_version}
 
     @app.post("/predict", summary="Label Studio: predictions for tasks", tags=["label-studio"])

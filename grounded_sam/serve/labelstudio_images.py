@@ -13,14 +13,18 @@ nothing is fetched from any host but ``LABEL_STUDIO_URL``'s.
   Label Studio version answers, ``/resolve/`` the newer alias); references Label Studio has
   already resolved, ``/tasks/ID/resolve/?fileuri=...`` or ``/projects/ID/resolve/...``,
   relative or absolute on its host, are read as they are;
-* an absolute ``http(s)`` URL on Label Studio's own host (scheme, host and port).
+* an absolute ``http(s)`` URL on Label Studio's own host (scheme, host and port) whose path
+  is one of the above.
 
-Redirects are followed only while they stay on that host. A cloud storage with *Use
-pre-signed URLs* on answers with a redirect to the bucket (e.g. ``https://BUCKET.s3...``):
-that is refused with a message saying to turn the option off, which makes Label Studio proxy
-the file (as Label Studio 1.23's ``io_storages/proxy_api.py`` does). Requests carry
-``LABEL_STUDIO_API_KEY`` (a legacy token as ``Token KEY``; a personal access token, a JWT, is
-exchanged at ``/api/token/refresh`` for a short-lived ``Bearer`` token).
+Only those paths are asked of Label Studio (the API key opens every endpoint, ``/api/...``
+too): a path with a ``..`` or ``.`` segment, percent-encoded or not, is refused, as is any
+other path. Redirects are followed only while they stay on that host and on those paths. A
+cloud storage with *Use pre-signed URLs* on answers with a redirect to the bucket (e.g.
+``https://BUCKET.s3...``): that is refused with a message saying to turn the option off, which
+makes Label Studio proxy the file (as Label Studio 1.23's ``io_storages/proxy_api.py``
+does). Requests carry ``LABEL_STUDIO_API_KEY`` (a legacy token as ``Token KEY``; a personal
+access token, a JWT, is exchanged at ``/api/token/refresh`` for a short-lived ``Bearer``
+token).
 """
 
 from __future__ import annotations
@@ -42,6 +46,28 @@ CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
 MAX_REDIRECTS = 5
 #: Paths of Label Studio's storage resolver (the file of a cloud URI, proxied or presigned).
 _RESOLVER = re.compile(r"^/(tasks|projects)/\d+/(resolve|presign)/?$")
+#: Prefixes of the paths of Label Studio's files (uploads, local and cloud storage).
+_FILE_PREFIXES = ("/data/", "/storage-data/")
+_FILES = "/data/..., /storage-data/..., cloud storage through /tasks/ID/presign/"
+
+
+def _is_file_path(path: str) -> bool:
+    """Whether a URL path is one of Label Studio's files (no dot segments, even encoded).
+
+    The path is percent-decoded until it no longer changes (``%252e`` -> ``%2e`` -> ``.``)
+    before its segments are checked, so no encoding of ``..`` reaches Label Studio.
+    """
+    decoded = path
+    for _ in range(5):
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    else:
+        return False  # still encoded after five rounds: nothing Label Studio's files use
+    if any(seg in (".", "..") for seg in re.split(r"[/\\]", decoded)):
+        return False
+    return path.startswith(_FILE_PREFIXES) or bool(_RESOLVER.match(path))
 
 
 class LabelStudioError(ValueError):
@@ -65,6 +91,14 @@ def presign_path(uri: str, task_id: object) -> str:
         )
     encoded = base64.urlsafe_b64encode(uri.encode()).decode()
     return f"/tasks/{int(str(task_id))}/presign/?fileuri={encoded}"
+
+
+def _not_a_file(ref: str) -> LabelStudioError:
+    return LabelStudioError(
+        f"Cannot read the task image {ref[:80]!r}: this server reads only Label Studio's files "
+        f"({_FILES}) and local storage, never other Label Studio paths or other URLs; give "
+        "an upload, a local or a cloud storage file."
+    )
 
 
 def _origin(url: str) -> str:
@@ -131,6 +165,8 @@ class ImageSource:
                     f"({self.url or 'none: set LABEL_STUDIO_URL'}); this server reads images "
                     "only from there or from its local-files root."
                 )
+            if not _is_file_path(parts.path):
+                raise _not_a_file(ref)
             return self._get(ref, what=ref)
         if parts.scheme or parts.netloc:
             raise LabelStudioError(
@@ -140,12 +176,9 @@ class ImageSource:
         path = ref if ref.startswith("/") else f"/{ref}"
         if path.startswith("/upload/"):
             path = "/data" + path
-        if path.startswith(("/data/", "/storage-data/")) or _RESOLVER.match(urlsplit(path).path):
+        if _is_file_path(urlsplit(path).path):
             return self._get(path, what=ref)
-        raise LabelStudioError(
-            f"Cannot read the task image {ref[:80]!r}: give Label Studio uploads, local "
-            "storage or cloud storage (this server never fetches other URLs)."
-        )
+        raise _not_a_file(ref)
 
     def _local(self, rel: str) -> bytes:
         from grounded_sam.serve.limits import PayloadTooLarge
@@ -173,13 +206,23 @@ class ImageSource:
         with self._lock:  # a personal access token: exchange it for a short-lived one
             if self._bearer is None or self._bearer[1] < time.monotonic():
                 r = client.post(f"{self.url}/api/token/refresh", json={"refresh": key})
-                if r.status_code != 200 or "access" not in r.json():
+                try:
+                    answer = r.json()
+                except ValueError:  # json.JSONDecodeError: a login page, a proxy's error page
+                    raise LabelStudioError(
+                        f"Label Studio's /api/token/refresh answered {r.status_code} with "
+                        f"{r.headers.get('content-type') or 'a body'} that is not JSON: check "
+                        "that LABEL_STUDIO_URL is Label Studio itself (not a proxy or login "
+                        "page) and that LABEL_STUDIO_API_KEY is its personal access token.",
+                        status=502,
+                    ) from None
+                if r.status_code != 200 or not isinstance(answer, dict) or "access" not in answer:
                     raise LabelStudioError(
                         f"Label Studio refused the API key ({r.status_code} from "
                         "/api/token/refresh): check LABEL_STUDIO_API_KEY.",
                         status=502,
                     )
-                self._bearer = (str(r.json()["access"]), time.monotonic() + 240)
+                self._bearer = (str(answer["access"]), time.monotonic() + 240)
             return {"Authorization": f"Bearer {self._bearer[0]}"}
 
     def _get(self, target: str, *, what: str) -> bytes:
@@ -197,7 +240,7 @@ class ImageSource:
                 "not set: start the server with --label-studio-url (or set LABEL_STUDIO_URL) "
                 "and LABEL_STUDIO_API_KEY, or --local-files-root for local storage."
             )
-        url = target if "://" in target else self.url + target
+        url = target if urlsplit(target).scheme in ("http", "https") else self.url + target
         try:
             with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
                 headers = self._headers(client)
@@ -220,7 +263,7 @@ class ImageSource:
         )
 
     def _redirect(self, url: str, location: str, what: str) -> str:
-        """The next URL of a redirect, refused unless it stays on Label Studio's host."""
+        """The next URL of a redirect, refused unless it stays on Label Studio's files."""
         target = urljoin(url, location)
         if not location or _origin(target) != _origin(self.url or ""):
             raise LabelStudioError(
@@ -230,6 +273,12 @@ class ImageSource:
                 "pre-signed URLs' in the project's cloud storage settings so that Label Studio "
                 "proxies the file.",
                 status=502,
+            )
+        if not _is_file_path(urlsplit(target).path):
+            raise LabelStudioError(
+                f"Label Studio redirected the task image {what[:80]!r} to "
+                f"{urlsplit(target).path[:80]!r}, which is not a file: this server reads only "
+                f"Label Studio's files ({_FILES}) with its API key.",
             )
         return target
 

@@ -37,6 +37,9 @@ __all__ = ["ProjectParams", "project_id", "request_options", "tag_option_attribu
 FOREIGN_ATTRIBUTES = ("model_path", "model_skip")
 #: Projects whose extra params are kept (least recently set ones are dropped beyond it).
 MAX_PROJECTS = 1024
+#: Largest extra params kept per project, as compact JSON (the knobs' own limits allow less:
+#: 128 negative phrases of 300 characters, 1024 points); at most 64 MiB for MAX_PROJECTS.
+MAX_EXTRA_PARAMS_BYTES = 64 * 1024
 
 
 def _knobs() -> list[str]:
@@ -76,28 +79,47 @@ def tag_option_attributes(attrib: Mapping[str, str], tag: str) -> tuple[tuple[st
 
 
 class ProjectParams:
-    """The extra params Label Studio sent with ``/setup``, per project (bounded, in memory)."""
+    """The extra params Label Studio sent with ``/setup``, per project (bounded, in memory).
 
-    def __init__(self, max_projects: int = MAX_PROJECTS) -> None:
+    What is kept is the parsed JSON object (not the text Label Studio sent, which may be
+    padded), at most ``max_bytes`` of compact JSON per project and ``max_projects`` projects.
+    """
+
+    def __init__(
+        self, max_projects: int = MAX_PROJECTS, max_bytes: int = MAX_EXTRA_PARAMS_BYTES
+    ) -> None:
         self.max_projects = max_projects
+        self.max_bytes = max_bytes
         self._params: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def set(self, project: Any, extra_params: Any, base: QueryOptions) -> None:
         """Check and keep a project's extra params (None or ``{}`` forgets them).
 
         Raises:
-            ValueError: Not a JSON object of query options, or a bad value.
+            ValueError: Not a JSON object of query options, a bad value, or over
+                ``max_bytes`` of JSON.
         """
+        import json
+
         from grounded_sam.serve.schemas import parse_query_options
 
         parse_query_options(extra_params, base, what=EXTRA_PARAMS)  # refuse bad ones at once
+        if isinstance(extra_params, (str, bytes)) and extra_params:
+            extra_params = json.loads(extra_params)  # valid: parse_query_options read it
+        if extra_params:
+            size = len(json.dumps(extra_params, separators=(",", ":")).encode())
+            if size > self.max_bytes:
+                raise ValueError(
+                    f"{EXTRA_PARAMS} are {size:,} bytes of JSON; the limit is "
+                    f"{self.max_bytes:,}: set only the query options the project changes."
+                )
         key = project_id(project)
         if key is None:
             return
         if not extra_params:
             self._params.pop(key, None)
             return
-        self._params[key] = extra_params
+        self._params[key] = dict(extra_params)
         self._params.move_to_end(key)
         while len(self._params) > self.max_projects:
             self._params.popitem(last=False)

@@ -258,3 +258,43 @@ def test_bad_settings_fail_at_start_up(tiny_gs, tmp_path, monkeypatch) -> None:
     env["GROUNDED_SAM_OPTIONS"] = '{"thresh": 0.5}'
     with pytest.raises(ValueError, match="unknown field 'thresh'.*threshold, top_k"):
         load_function(env)
+
+
+#: Every setting load_function reads (the function's spec.env).
+SETTINGS = ["SAM", "CLIP", "DEVICE", "DTYPE", "OPTIONS", "PROPOSALS", "FUNCTION_YAML",
+            "MAX_IMAGE_PIXELS"]  # fmt: skip
+
+
+def test_every_setting_is_documented_and_the_extra_has_yaml() -> None:
+    import tomllib
+
+    import grounded_sam.serve.cvat as cvat
+
+    root = SHIPPED.parents[3]
+    code = Path(cvat.__file__).read_text(encoding="utf-8").split('"""', 2)[2]
+    read = set(re.findall(r"GROUNDED_SAM_([A-Z_]+)\b", code)) | {"SAM", "CLIP", "DEVICE", "DTYPE"}
+    assert read == set(SETTINGS), read  # the list above is the code's
+    settings = cvat.__doc__.split("Settings (the function's ``spec.env``):", 1)[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    part = readme.split("**CVAT** runs", 1)[1].split("\n## ", 1)[0]
+    for name in SETTINGS:
+        assert f"GROUNDED_SAM_{name}" in settings, name
+        assert f"GROUNDED_SAM_{name}" in part, name
+    env = {e["name"]: e["value"] for e in yaml.safe_load(SHIPPED.read_text())["spec"]["env"]}
+    from grounded_sam.serve.limits import DEFAULT_MAX_IMAGE_PIXELS
+
+    assert int(env["GROUNDED_SAM_MAX_IMAGE_PIXELS"]) == DEFAULT_MAX_IMAGE_PIXELS
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("pyyaml>=6") for d in extras["optional-dependencies"]["serve"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
+def test_a_bad_max_image_pixels_fails_at_start_up(tmp_path, value) -> None:
+    from grounded_sam.serve.cvat import load_function
+
+    good = tmp_path / "function.yaml"
+    good.write_text(yaml.safe_dump({"metadata": {"annotations": {"spec": json.dumps(SPEC)}}}))
+    env = {"GROUNDED_SAM_FUNCTION_YAML": str(good), "GROUNDED_SAM_MAX_IMAGE_PIXELS": value}
+    with pytest.raises(ValueError, match="GROUNDED_SAM_MAX_IMAGE_PIXELS must be a positive") as e:
+        load_function(env)  # refused before any model is loaded
+    assert repr(value) in str(e.value) and "\n" not in str(e.value)

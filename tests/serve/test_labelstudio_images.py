@@ -164,3 +164,103 @@ def test_missing_settings_say_what_to_set(engine, fake_ls) -> None:
     r = no_key.post("/predict", json=ls_request(BRUSH_CONFIG, "s3://bucket/photo.png"))
     assert_error(r, 422, "LABEL_STUDIO_API_KEY")
     assert FakeStorageLS.seen == [] and Bucket.seen == []
+
+
+class RedirectingLS(FakeStorageLS):
+    """A Label Studio whose upload redirects to its own API (the backend must not follow)."""
+
+    def do_GET(self) -> None:
+        FakeStorageLS.seen.append(f"GET {self.path} {self.headers.get('authorization')}")
+        if self.path.startswith("/data/upload/1/away.png"):
+            return self._send(302, location="/api/users/")
+        if self.path.startswith("/data/upload/1/up.png"):
+            return self._send(302, location="/data/../api/projects/")
+        return self._send(200, PHOTO)  # anything else "answers": the test checks none was asked
+
+
+@pytest.fixture(scope="module")
+def redirecting_ls():
+    ls, url = _serve(RedirectingLS)
+    yield url
+    ls.shutdown()
+
+
+def test_only_file_paths_are_read_with_the_api_key(engine, fake_ls, redirecting_ls) -> None:
+    source = ImageSource(url=fake_ls, api_key="abc")
+    refused = [
+        "/data/../api/projects/",  # httpx would send /api/projects/
+        "data/upload/../../api/users/",
+        "/data/%2e%2e/api/projects/",
+        "/data/upload/%2E%2E/%2e%2e/api/users/",
+        "/data/%252e%252e/api/users/",  # encoded twice
+        "/storage-data/..%2f..%2fapi/users/",
+        "/upload/../api/users/",
+        f"{fake_ls}/api/users/",
+        f"{fake_ls}/api/projects/1/export?exportType=JSON",
+        f"{fake_ls}/data/../api/users/",
+        f"{fake_ls}/data/%2e%2e/api/users/",
+        f"{fake_ls}/tasks/7/annotations/",
+    ]
+    for ref in refused:
+        with pytest.raises(LabelStudioError, match="only Label Studio's files") as info:
+            source.read(ref, 7)
+        assert info.value.status == 422, ref
+    assert FakeStorageLS.seen == []
+    c = backend(engine, url=fake_ls, api_key="abc")
+    r = c.post("/predict", json=ls_request(BRUSH_CONFIG, f"{fake_ls}/api/users/"))
+    assert_error(r, 422, "/api/users/", "only Label Studio's files")
+    assert FakeStorageLS.seen == []
+    assert source.read(f"{fake_ls}/data/upload/1/photo.png") == PHOTO  # files still are read
+
+    redirecting = ImageSource(url=redirecting_ls, api_key="abc")
+    for ref, sent in [
+        ("/data/upload/1/away.png", "/api/users/"),
+        ("/data/upload/1/up.png", "/api/projects/"),
+    ]:
+        FakeStorageLS.seen.clear()
+        with pytest.raises(LabelStudioError, match="only Label Studio's files") as info:
+            redirecting.read(ref)
+        assert info.value.status == 422 and sent in str(info.value)
+        assert [s.split()[1] for s in FakeStorageLS.seen] == [ref]  # the redirect not followed
+
+
+def test_a_relative_reference_with_a_url_in_its_query_is_relative(fake_ls) -> None:
+    source = ImageSource(url=fake_ls, api_key="abc")
+    assert source.read("/data/upload/1/photo.png?from=https://example.com/x") == PHOTO
+    assert FakeStorageLS.seen == [
+        "GET /data/upload/1/photo.png?from=https://example.com/x Token abc"
+    ]
+
+
+class HtmlRefreshLS(Recorder):
+    """A Label Studio (or a proxy before it) answering /api/token/refresh with a HTML page."""
+
+    seen: list[str] = []
+
+    def do_POST(self) -> None:
+        HtmlRefreshLS.seen.append(f"POST {self.path}")
+        body = b"<html>login</html>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        HtmlRefreshLS.seen.append(f"GET {self.path}")
+        self._send(200, PHOTO)
+
+
+def test_a_token_refresh_that_answers_no_json_is_a_502(engine) -> None:
+    server, url = _serve(HtmlRefreshLS)
+    try:
+        source = ImageSource(url=url, api_key="a.personal.token")
+        with pytest.raises(LabelStudioError, match="not JSON") as info:
+            source.read("/data/upload/1/photo.png")
+        assert info.value.status == 502 and "LABEL_STUDIO_URL" in str(info.value)
+        c = backend(engine, url=url, api_key="a.personal.token")
+        r = c.post("/predict", json=ls_request(BRUSH_CONFIG, "/data/upload/1/photo.png"))
+        assert_error(r, 502, "/api/token/refresh", "not JSON")
+        assert HtmlRefreshLS.seen == ["POST /api/token/refresh"] * 2  # no GET without a token
+    finally:
+        server.shutdown()

@@ -163,3 +163,37 @@ def test_bad_extra_params_are_refused_at_setup(ls) -> None:
         422,
         "model_x",
     )
+
+
+def test_a_refused_setup_changes_nothing(ls, client) -> None:
+    full = predicted(ls.post("/predict", json=ls_request(BRUSH_CONFIG, URL)))
+    per_phrase = segmented(client, calibration="per_phrase")
+    assert full and per_phrase != full
+    body = {**ls_request(BRUSH_CONFIG, URL), "project": "4.1"}
+    refused = {
+        "project": "4.1",
+        "schema": tag_config(model_top_k="x"),
+        "extra_params": {"calibration": "per_phrase"},
+    }
+    assert_error(ls.post("/setup", json=refused), 422, "model_* attributes", "top_k")
+    assert predicted(ls.post("/predict", json=body)) == full  # not kept
+    good = {"project": "4.1", "schema": BRUSH_CONFIG, "extra_params": {"calibration": "per_phrase"}}
+    assert ls.post("/setup", json=good).status_code == 200
+    assert predicted(ls.post("/predict", json=body)) == per_phrase
+    forget = {**refused, "extra_params": None}
+    assert_error(ls.post("/setup", json=forget), 422, "model_* attributes")
+    assert predicted(ls.post("/predict", json=body)) == per_phrase  # not forgotten
+
+
+def test_kept_extra_params_are_small() -> None:
+    base = QueryOptions()
+    kept = ProjectParams()
+    padded = '{"top_k": 3,' + " " * 200_000 + '"threshold": 0.30000000000000000000000000000000001}'
+    kept.set("5.1", padded, base)
+    assert kept.get("5.1") == {"top_k": 3, "threshold": 0.3}  # parsed, not the 200 kB text
+    small = ProjectParams(max_bytes=64)
+    small.set("6.1", {"negative": "shadow"}, base)
+    many = {"negative": "shadow, reflection, glare, water, sky, cloud, smoke, haze, fog, dust"}
+    with pytest.raises(ValueError, match=r"extra params .* are 8\d bytes of JSON.*limit is 64"):
+        small.set("6.1", many, base)
+    assert small.get("6.1") == {"negative": "shadow"}
