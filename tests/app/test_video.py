@@ -171,9 +171,12 @@ def test_sam1_engine_with_a_propagator(tiny_gs, video_sam_dir, clip, tmp_path) -
 
 
 def test_a_sam3_engine_tracks_with_its_own_tracker(clip, tmp_path) -> None:
-    """SAM 3 propagates with its own tracker (where the video package has it)."""
-    tiny3 = pytest.importorskip("grounded_sam.video.sam3_tiny")
+    """SAM 3 propagates with its own tracker (transformers >= 5.24, as the video tests)."""
     from grounded_sam import GroundedSAM
+    from grounded_sam.video import sam3_tiny as tiny3
+    from tests.video.conftest import require_sam3_video
+
+    require_sam3_video()
 
     ckpt = tiny3.save_tiny_sam3_video(tmp_path / "sam3")
     gs = GroundedSAM.from_pretrained(sam=str(ckpt), device="cpu", threshold=0.0, top_k=2)
