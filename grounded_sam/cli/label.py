@@ -18,7 +18,7 @@ from grounded_sam.cli.common import (
     proposal_settings,
 )
 from grounded_sam.cli.label_video import DESCRIPTION as VIDEO_DESCRIPTION
-from grounded_sam.cli.label_video import add_video_options
+from grounded_sam.cli.label_video import add_video_options, job_config, print_failure
 from grounded_sam.cli.options import add_query_options, query_options
 
 if TYPE_CHECKING:
@@ -187,10 +187,8 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``label``; returns 0, or 1 when some images failed."""
-    from tqdm import tqdm
-
     from grounded_sam import parse_prompt
-    from grounded_sam.labeling import label_images, labeling_config, prepare_labeling
+    from grounded_sam.labeling import label_images, prepare_labeling
 
     # parse_prompt's own message says what is wrong (empty, too many, a control character,
     # too long) and names the flag
@@ -209,19 +207,7 @@ def run(args: argparse.Namespace) -> int:
             "--ray (pip install -e '.[ray]' from a clone); without it, give a local folder."
         )
     images = prepare_labeling(args.images_dir, args.out)
-    config = labeling_config(
-        classes,
-        sam=args.sam,
-        clip=args.clip,
-        proposal_settings=proposal_settings(args),
-        crop_style=args.crop_style,
-        max_regions=args.max_regions,
-        options=options,
-    )
-
-    def on_failure(rel: str, reason: str) -> None:
-        tqdm.write(f"grounded-sam: failed: {rel}: {reason}", file=sys.stderr)
-
+    config = job_config(args, classes, options)
     t0 = time.perf_counter()
     report = label_images(
         lambda: load_engine(args),  # loaded only if some image still needs labeling
@@ -233,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         restart=args.restart,
         progress=not (args.no_progress or args.quiet),
-        on_failure=on_failure,
+        on_failure=print_failure,
         options=options,
     )
     elapsed = time.perf_counter() - t0
@@ -256,12 +242,7 @@ def _videos(args: argparse.Namespace) -> tuple[Path, list[Path]] | None:
 
 def _run_ray(args: argparse.Namespace, classes: list[str], options: QueryOptions) -> int:
     """``label --ray``: the same job on Ray Data (grounded_sam.distributed)."""
-    from tqdm import tqdm
-
     from grounded_sam.distributed import label_dataset
-
-    def on_failure(rel: str, reason: str) -> None:
-        tqdm.write(f"grounded-sam: failed: {rel}: {reason}", file=sys.stderr)
 
     report = label_dataset(
         args.images_dir,
@@ -283,7 +264,7 @@ def _run_ray(args: argparse.Namespace, classes: list[str], options: QueryOptions
         restart=args.restart,
         progress=not (args.no_progress or args.quiet),
         verbose=args.verbose > 0,
-        on_failure=on_failure,
+        on_failure=print_failure,
         options=options,
     )
     if report.labeled:

@@ -59,27 +59,11 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_videos(
-    args: argparse.Namespace,
-    classes: list[str],
-    options: QueryOptions,
-    root: Path,
-    videos: list[Path],
-) -> int:
-    """Label the videos; returns 0, or 1 when some failed."""
-    from tqdm import tqdm
-
+def job_config(args: argparse.Namespace, classes: list[str], options: QueryOptions):
+    """The labeling run's configuration (models, proposals, options) from the flags."""
     from grounded_sam.labeling import labeling_config
-    from grounded_sam.labeling.video import check_video_format, label_videos
 
-    if args.ray is not None:
-        raise ValueError(
-            f"{args.images_dir} holds videos, and videos are labeled on one machine: drop --ray."
-        )
-    check_video_format(args.format)
-    settings = tracker_settings(args)
-    check_propagator(args)  # config only: before any weights load
-    config = labeling_config(
+    return labeling_config(
         classes,
         sam=args.sam,
         clip=args.clip,
@@ -89,9 +73,32 @@ def run_videos(
         options=options,
     )
 
-    def on_failure(rel: str, reason: str) -> None:
-        tqdm.write(f"grounded-sam: failed: {rel}: {reason}", file=sys.stderr)
 
+def print_failure(rel: str, reason: str) -> None:
+    """Report one image or video that failed, above the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"grounded-sam: failed: {rel}: {reason}", file=sys.stderr)
+
+
+def run_videos(
+    args: argparse.Namespace,
+    classes: list[str],
+    options: QueryOptions,
+    root: Path,
+    videos: list[Path],
+) -> int:
+    """Label the videos; returns 0, or 1 when some failed."""
+    from grounded_sam.labeling.video import check_video_format, label_videos
+
+    if args.ray is not None:
+        raise ValueError(
+            f"{args.images_dir} holds videos, and videos are labeled on one machine: drop --ray."
+        )
+    check_video_format(args.format)
+    settings = tracker_settings(args)
+    check_propagator(args)  # config only: before any weights load
+    config = job_config(args, classes, options)
     t0 = time.perf_counter()
     report = label_videos(
         lambda: load_engine(args),  # loaded only if some video still needs tracking
@@ -107,7 +114,7 @@ def run_videos(
         config=config,
         restart=args.restart,
         progress=not (args.no_progress or args.quiet),
-        on_failure=on_failure,
+        on_failure=print_failure,
         frames=args.frames,
     )
     elapsed = time.perf_counter() - t0
