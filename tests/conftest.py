@@ -55,6 +55,47 @@ def tiny_gs(tiny_model_specs: tuple[str, str]):
 
 
 @pytest.fixture(scope="session")
+def video_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SAM 2.1 *video* checkpoint (``Sam2VideoModel`` layout); do not write in it.
+
+    The engine loads it as its SAM 2.1 image back-end, the propagator as ``Sam2VideoModel``.
+    """
+    from grounded_sam.video.tiny import save_tiny_sam2_video
+
+    return save_tiny_sam2_video(tmp_path_factory.mktemp("tiny_sam2_video"))
+
+
+@pytest.fixture(scope="session")
+def video_gs(video_sam_dir: Path, tiny_model_specs: tuple[str, str]):
+    """An engine grounding with the tiny SAM 2.1 checkpoint (it can propagate by itself)."""
+    from grounded_sam import EverythingSettings, GroundedSAM
+
+    return GroundedSAM.from_pretrained(
+        sam=str(video_sam_dir),
+        clip=tiny_model_specs[1],
+        device="cpu",
+        proposal_settings=EverythingSettings(
+            points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5
+        ),
+        threshold=0.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def video_model_args(video_sam_dir: Path, tiny_model_specs: tuple[str, str]) -> list[str]:
+    """Command-line model flags for the tiny SAM 2.1 video checkpoint (as ``video_gs``)."""
+    return [
+        "--sam", str(video_sam_dir),
+        "--clip", tiny_model_specs[1],
+        "--device", "cpu",
+        "--points-per-side", "4",
+        "--pred-iou-thresh", "0",
+        "--stability-score-thresh", "0.5",
+        "--threshold", "0",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def model_args(tiny_model_specs: tuple[str, str]) -> list[str]:
     """--sam/--clip of the tiny models plus knobs that make random weights return masks.
 

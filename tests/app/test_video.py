@@ -34,29 +34,6 @@ def _h264() -> None:
 
 
 @pytest.fixture(scope="module")
-def video_sam_dir(tmp_path_factory) -> Path:
-    from grounded_sam.video.tiny import save_tiny_sam2_video
-
-    return save_tiny_sam2_video(tmp_path_factory.mktemp("tiny_sam2_video"))
-
-
-@pytest.fixture(scope="module")
-def video_gs(video_sam_dir, tiny_model_specs):
-    """An engine grounding with the tiny SAM 2.1 checkpoint (it can propagate by itself)."""
-    from grounded_sam import EverythingSettings, GroundedSAM
-
-    return GroundedSAM.from_pretrained(
-        sam=str(video_sam_dir),
-        clip=tiny_model_specs[1],
-        device="cpu",
-        proposal_settings=EverythingSettings(
-            points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5
-        ),
-        threshold=0.0,
-    )
-
-
-@pytest.fixture(scope="module")
 def tracking(video_gs) -> VideoTracking:
     return VideoTracking(video_gs)
 

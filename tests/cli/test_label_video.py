@@ -13,18 +13,6 @@ from grounded_sam.video.synthetic import demo_video
 from tests.cli.conftest import error_lines, run_cli, synthetic_image
 
 
-@pytest.fixture(scope="module")
-def video_args(tmp_path_factory, tiny_model_specs) -> list[str]:
-    from grounded_sam.video.tiny import save_tiny_sam2_video
-
-    sam = save_tiny_sam2_video(tmp_path_factory.mktemp("tiny_sam2_video"))
-    return [
-        "--sam", str(sam), "--clip", tiny_model_specs[1], "--device", "cpu",
-        "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0.5",
-        "--threshold", "0",
-    ]  # fmt: skip
-
-
 @pytest.fixture
 def clips(tmp_path) -> Path:
     root = tmp_path / "clips"
@@ -33,10 +21,12 @@ def clips(tmp_path) -> Path:
     return root
 
 
-def test_label_videos_to_mot_then_coco_video_without_tracking_again(clips, tmp_path, video_args):
+def test_label_videos_to_mot_then_coco_video_without_tracking_again(
+    clips, tmp_path, video_model_args
+):
     out = tmp_path / "ds"
     cmd = ["label", clips, "-c", "red box, blue disc", "-o", out, "--every", "3",
-           "--max-frames", "4", "--no-progress", *video_args]  # fmt: skip
+           "--max-frames", "4", "--no-progress", *video_model_args]  # fmt: skip
     proc = run_cli([*cmd, "--format", "mot"])
     assert proc.returncode == 0, proc.stderr
     assert "2 of 2 video(s) labeled" in proc.stdout and "8 frames" in proc.stdout

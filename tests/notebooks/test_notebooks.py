@@ -121,11 +121,9 @@ def _data_dir(which: str, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_propagator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_propagator(video_sam_dir: Path) -> Path:
     """A tiny random SAM 2.1 video checkpoint: the video notebook's ``PROPAGATOR``."""
-    from grounded_sam.video.tiny import save_tiny_sam2_video
-
-    return save_tiny_sam2_video(tmp_path_factory.mktemp("tiny-sam2-video"))
+    return video_sam_dir
 
 
 @notebook_params
