@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,12 @@ from grounded_sam.cli.common import (
     proposal_settings,
 )
 from grounded_sam.cli.label_video import DESCRIPTION as VIDEO_DESCRIPTION
-from grounded_sam.cli.label_video import add_video_options, job_config, print_failure
+from grounded_sam.cli.label_video import (
+    add_video_options,
+    job_config,
+    print_classes_and_failures,
+    print_failure,
+)
 from grounded_sam.cli.options import add_query_options, query_options
 
 if TYPE_CHECKING:
@@ -286,18 +290,7 @@ def _summary(
         f"({report.labeled} now, {report.reused} from an earlier run), "
         f"{len(report.failed)} failed"
     )
-    width = max(5, *(len(c) for c in classes))
-    print(f"  {'class':<{width}}  instances")
-    for name in classes:
-        print(f"  {name:<{width}}  {report.instances.get(name, 0):>9}")
-    print(f"  {args.format} dataset: {', '.join(str(p) for p in report.exported)}")
-    if report.failed:
-        for rel, reason in report.failed:
-            print(f"  failed: {rel}: {reason}")
-        names = ", ".join(rel for rel, _ in report.failed)
-        sys.stderr.write(
-            f"grounded-sam: error: {len(report.failed)} image(s) failed and were left out: "
-            f"{names}\n"
-        )
-        return 1
-    return 0
+    files = [str(p) for p in report.exported]
+    return print_classes_and_failures(
+        classes, report.instances, "instances", args.format, files, report.failed, "image(s)"
+    )

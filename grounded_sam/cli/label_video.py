@@ -124,21 +124,45 @@ def run_videos(
         f"({report.labeled} now, {report.reused} from an earlier run), "
         f"{len(report.failed)} failed; {report.frames} frames"
     )
-    width = max(5, *(len(c) for c in classes))
-    print(f"  {'class':<{width}}  tracks")
-    for name in classes:
-        print(f"  {name:<{width}}  {report.instances.get(name, 0):>6}")
     files = [str(p) for p in report.exported]
     if len(files) > 4:  # mot: seqmap.txt and one folder per video
         files = [*files[:3], f"... ({len(files) - 1} sequence folders)"]
-    print(f"  {args.format} dataset: {', '.join(files)}")
-    if report.failed:
-        for rel, reason in report.failed:
+    return print_classes_and_failures(
+        classes, report.instances, "tracks", args.format, files, report.failed, "video(s)"
+    )
+
+
+def print_classes_and_failures(
+    classes: list[str],
+    counts: dict[str, int],
+    column: str,
+    fmt: str,
+    files: list[str],
+    failed: list[tuple[str, str]],
+    noun: str,
+) -> int:
+    """Print the per-class counts, the dataset's files and what failed; 1 when some failed.
+
+    Args:
+        classes: The class names, in order.
+        counts: Class name -> count (``column``: instances of images, tracks of videos).
+        column: Heading of the counts column.
+        fmt: The dataset format.
+        files: What the export wrote, as shown.
+        failed: (relative path, reason) of each input left out.
+        noun: What the inputs are, for the error line (``"image(s)"``, ``"video(s)"``).
+    """
+    width = max(5, *(len(c) for c in classes))
+    print(f"  {'class':<{width}}  {column}")
+    for name in classes:
+        print(f"  {name:<{width}}  {counts.get(name, 0):>{len(column)}}")
+    print(f"  {fmt} dataset: {', '.join(files)}")
+    if failed:
+        for rel, reason in failed:
             print(f"  failed: {rel}: {reason}")
-        names = ", ".join(rel for rel, _ in report.failed)
+        names = ", ".join(rel for rel, _ in failed)
         sys.stderr.write(
-            f"grounded-sam: error: {len(report.failed)} video(s) failed and were left out: "
-            f"{names}\n"
+            f"grounded-sam: error: {len(failed)} {noun} failed and were left out: {names}\n"
         )
         return 1
     return 0
